@@ -1,0 +1,38 @@
+# The README's commands. Everything a new user needs is installed from here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED ?= ../shared
+MODEL_MIRROR ?= $(SHARED)/models
+# With no camera configured, `make run` processes this real face clip.
+SOURCE ?= $(SHARED)/data/media/single_face.mp4
+STAMP := $(VENV)/.installed
+
+.PHONY: setup model run test bench clean
+
+$(STAMP): pyproject.toml requirements/runtime.txt requirements/test.txt requirements/mediapipe.txt
+	@bash provisioning/system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/runtime.txt -r requirements/test.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/mediapipe.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+setup: $(STAMP)
+
+model: setup
+	$(VENV)/bin/microexpr provision-model --mirror $(MODEL_MIRROR)
+
+run: model
+	$(VENV)/bin/microexpr run --source $(SOURCE)
+
+test: model
+	$(PY) -m pytest -q
+
+bench: model
+	$(VENV)/bin/microexpr bench --source $(SOURCE)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

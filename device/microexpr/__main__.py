@@ -1,0 +1,5 @@
+import sys
+
+from microexpr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Staged classification: FACS rules → prototypes → subject context → decision."""

@@ -1,0 +1,70 @@
+"""The ``microexpr`` command line: a thin dispatcher.
+
+Each sub-command lives in ``microexpr.commands.<module>`` with
+``add_arguments(parser)`` and ``run(args) -> int``. This module alone turns
+``MicroexprError`` into one line on stderr and its exit code; anything else
+is a bug, reported in one line too unless ``--traceback`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from microexpr import __version__
+from microexpr.errors import ExitCode, MicroexprError
+from microexpr.logs import setup_logging
+
+#: (command, module under microexpr.commands, one-line help)
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("run", "run", "run the pipeline on a camera or media file (the daemon)"),
+    ("timeline", "timeline", "per-frame Action Units of a video or image folder (CSV/JSON/plot)"),
+    ("provision-model", "provision", "install the FaceLandmarker model, verified by sha256"),
+    ("eval", "evaluate", "score the classifier on a coded micro-expression dataset (LOSO)"),
+    ("fit-prototypes", "fit_prototypes", "fit per-emotion AU prototypes from a label file"),
+    ("synth", "synth", "make a micro-expression clip with exact ground truth from a real face"),
+    ("bench", "bench", "measure latency, throughput and memory on this machine"),
+    ("check-config", "check_config", "validate a configuration file and print it resolved"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microexpr", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"microexpr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(f"microexpr.commands.{module_name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return int(args._run(args))
+    except MicroexprError as exc:
+        if args.traceback:
+            raise
+        print(f"microexpr: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+    except Exception as exc:  # a bug: one line unless asked for more
+        if args.traceback:
+            raise
+        print(f"microexpr: internal error: {type(exc).__name__}: {exc} (rerun with --traceback)", file=sys.stderr)
+        return int(ExitCode.FAILURE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""FaceTracker backends: frames in, ``FaceObservation`` out."""

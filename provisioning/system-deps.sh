@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian / Raspberry Pi OS packages the venv build needs: python3-venv, and
+# libsystemd-dev + pkg-config + a compiler because systemd-python ships only
+# as an sdist. Installs them when run as root (or with passwordless sudo),
+# otherwise names what is missing and stops.
+set -euo pipefail
+missing=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists libsystemd 2>/dev/null || missing+=(libsystemd-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || missing+=(python3-dev)
+((${#missing[@]})) || exit 0
+if [[ $(id -u) -eq 0 ]]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+    echo "microexpr: missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
