@@ -1,0 +1,266 @@
+"""FaceTracker backend on the MediaPipe Tasks FaceLandmarker (VIDEO mode).
+
+MediaPipe's result is converted once, here, into ``FaceObservation``:
+landmarks in pixels, the 52 blendshapes by name, and a head pose in degrees.
+Nothing else in the package imports mediapipe.
+
+Head pose convention (the one OpenFace documents for ``pose_Rx/Ry/Rz``):
+the rotation is expressed in the camera frame of OpenCV (x to the image
+right, y down, z away from the camera) and decomposed as
+``R = Rx(pitch) @ Ry(yaw) @ Rz(roll)``. In plain words, with a camera that
+does not mirror the image:
+
+* pitch > 0: the face turns down (chin toward the chest);
+* yaw > 0: the face turns toward the image's left, i.e. the subject's right;
+* roll > 0: the top of the head tilts toward the image's right, i.e. toward
+  the subject's left shoulder; rotating the picture counter-clockwise on
+  screen by θ lowers roll by θ.
+
+MediaPipe's facial transformation matrix maps the canonical face model
+into its OpenGL-style camera frame (y up, z toward the viewer), so we
+conjugate it with diag(1, -1, -1) before decomposing. Mirroring the image
+left-right flips the sign of yaw and roll and keeps pitch (tested).
+
+Confidence: the Tasks API reports no per-face score. A face is only
+returned when the detector (``min_detection_confidence``) and the landmark
+model's face-presence score (``min_presence_confidence``) both cleared their
+thresholds, so every returned face gets ``confidence = 1.0`` and a frame
+without a face has no ``Face`` at all. The number is kept in the contract so
+that a backend with a real score (ONNX Runtime) can fill it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microexpr.capture import Frame
+from microexpr.errors import ModelError
+from microexpr.tracking.base import Face, FaceObservation, HeadPose
+
+log = logging.getLogger(__name__)
+
+#: Number of points in the FaceLandmarker mesh (468 face + 2 × 5 iris).
+NUM_LANDMARKS = 478
+#: MediaPipe's catch-all category, not a facial action: dropped.
+NEUTRAL_CATEGORY = "_neutral"
+#: OpenGL camera frame (y up, z toward viewer) ↔ OpenCV frame (y down, z away).
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0])
+
+
+def rotation_to_euler(rotation_gl: np.ndarray) -> tuple[float, float, float]:
+    """(pitch, yaw, roll) in degrees from MediaPipe's 3x3 rotation block.
+
+    The block may carry a uniform scale (the canonical model is fitted to the
+    face's size), so it is projected to the nearest rotation first.
+    """
+    u, _s, vt = np.linalg.svd(np.asarray(rotation_gl, dtype=np.float64))
+    rot = u @ vt
+    if np.linalg.det(rot) < 0:  # a reflection cannot be a head pose
+        u[:, -1] *= -1
+        rot = u @ vt
+    r = _GL_TO_CV @ rot @ _GL_TO_CV
+    # R = Rx(a) Ry(b) Rz(c): R[0,2] = sin b, R[1,2] = -sin a cos b,
+    # R[2,2] = cos a cos b, R[0,1] = -cos b sin c, R[0,0] = cos b cos c.
+    yaw = math.asin(max(-1.0, min(1.0, float(r[0, 2]))))
+    pitch = math.atan2(-float(r[1, 2]), float(r[2, 2]))
+    roll = math.atan2(-float(r[0, 1]), float(r[0, 0]))
+    return math.degrees(pitch), math.degrees(yaw), math.degrees(roll)
+
+
+def pose_from_matrix(matrix: np.ndarray) -> HeadPose:
+    """HeadPose from the 4x4 facial transformation matrix (translation in
+    the canonical model's units, centimetres, in OpenCV camera axes)."""
+    m = np.asarray(matrix, dtype=np.float64).reshape(4, 4)
+    pitch, yaw, roll = rotation_to_euler(m[:3, :3])
+    tx, ty, tz = (_GL_TO_CV @ m[:3, 3]).tolist()
+    return HeadPose(pitch=pitch, yaw=yaw, roll=roll, translation=(tx, ty, tz))
+
+
+def face_from_mediapipe(
+    landmarks: Any, blendshapes: Any, matrix: np.ndarray | None, width: int, height: int, subject_id: int = 0
+) -> Face:
+    """One ``Face`` from one entry of a FaceLandmarkerResult (the boundary)."""
+    points = np.empty((len(landmarks), 3), dtype=np.float32)
+    for i, lm in enumerate(landmarks):
+        points[i] = (lm.x * width, lm.y * height, lm.z * width)
+    scores = {
+        c.category_name: float(c.score) for c in blendshapes if c.category_name and c.category_name != NEUTRAL_CATEGORY
+    }
+    pose = pose_from_matrix(matrix) if matrix is not None else HeadPose(0.0, 0.0, 0.0)
+    points.setflags(write=False)
+    return Face(landmarks=points, blendshapes=scores, pose=pose, confidence=1.0, subject_id=subject_id)
+
+
+class _SubjectAssigner:
+    """Keeps ``subject_id`` stable across frames when several faces are tracked.
+
+    MediaPipe does not promise the order of faces. Each face is matched to
+    the nearest face centre of the previous frame (greedily, nearest pair
+    first) if it moved less than half a face width; otherwise it gets a new
+    id. With one face the id is always 0.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, tuple[np.ndarray, float]] = {}
+        self._next_id = 0
+
+    def assign(self, faces: list[np.ndarray]) -> list[int]:
+        centres = [(pts[:, :2].mean(axis=0), float(np.ptp(pts[:, 0]))) for pts in faces]
+        pairs = sorted(
+            (float(np.linalg.norm(c - pc)), i, sid)
+            for i, (c, _w) in enumerate(centres)
+            for sid, (pc, _pw) in self._previous.items()
+        )
+        ids: list[int | None] = [None] * len(faces)
+        taken: set[int] = set()
+        for dist, i, sid in pairs:
+            if ids[i] is not None or sid in taken or dist > 0.5 * max(centres[i][1], 1.0):
+                continue
+            ids[i] = sid
+            taken.add(sid)
+        for i, sid in enumerate(ids):
+            if sid is None:
+                ids[i] = self._next_id
+            self._next_id = max(self._next_id, ids[i] + 1)  # type: ignore[operator]
+        self._previous = {sid: centres[i] for i, sid in enumerate(ids)}  # type: ignore[misc]
+        return ids  # type: ignore[return-value]
+
+
+def _read_verified_model(model_path: Path | None) -> tuple[Path, bytes]:
+    """The model bytes, verified by the pin, read once.
+
+    ``resolve_model_path`` checks the file; we then hash the very bytes we
+    hand to MediaPipe (as a buffer, not a path), so a file swapped between
+    the check and the load cannot be run.
+    """
+    from microexpr.models import FACE_LANDMARKER, ModelHashMismatch, resolve_model_path
+
+    path = resolve_model_path(model_path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"model {path}: cannot read: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != FACE_LANDMARKER.sha256:
+        raise ModelHashMismatch(f"model {path}: sha256 {digest} is not the pinned {FACE_LANDMARKER.sha256}")
+    return path, data
+
+
+class MediaPipeTracker:
+    """FaceLandmarker in VIDEO running mode; one instance per video stream.
+
+    VIDEO mode tracks the face from frame to frame (the detector runs only
+    when tracking is lost), which is what makes it cheap enough for a Pi.
+    It requires strictly increasing millisecond timestamps: they are taken
+    from ``Frame.timestamp`` and nudged forward by 1 ms when two frames
+    round to the same (or an earlier) millisecond.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: Path | None = None,
+        num_faces: int = 1,
+        min_detection_confidence: float = 0.5,
+        min_presence_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+    ) -> None:
+        self.model_path, model_bytes = _read_verified_model(model_path)
+        self.num_faces = num_faces
+        self._last_ms: int | None = None
+        self._subjects = _SubjectAssigner()
+        try:
+            from mediapipe.tasks.python.core.base_options import BaseOptions
+            from mediapipe.tasks.python.vision import face_landmarker as fl
+            from mediapipe.tasks.python.vision.core import image as mp_image
+            from mediapipe.tasks.python.vision.core.vision_task_running_mode import VisionTaskRunningMode
+        except ImportError as exc:
+            raise ModelError(f"mediapipe is not installed or broken: {exc}") from None
+        self._image_cls = mp_image.Image
+        self._srgb = mp_image.ImageFormat.SRGB
+        options = fl.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_buffer=model_bytes),
+            running_mode=VisionTaskRunningMode.VIDEO,
+            num_faces=num_faces,
+            min_face_detection_confidence=min_detection_confidence,
+            min_face_presence_confidence=min_presence_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        try:
+            self._landmarker: Any = fl.FaceLandmarker.create_from_options(options)
+        except (ValueError, RuntimeError, OSError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model {self.model_path}: MediaPipe cannot load it: {first_line}") from None
+        log.debug("FaceLandmarker loaded from %s (num_faces=%d)", self.model_path, num_faces)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._landmarker is None
+
+    def close(self) -> None:
+        """Release the native graph. Safe to call twice. Must be called:
+        MediaPipe's own ``__del__`` prints a traceback at interpreter exit."""
+        landmarker, self._landmarker = self._landmarker, None
+        if landmarker is not None:
+            landmarker.close()
+
+    def __enter__(self) -> MediaPipeTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- work ------------------------------------------------------------------
+
+    def _timestamp_ms(self, timestamp: float) -> int:
+        ms = int(round(timestamp * 1000.0))
+        if self._last_ms is not None and ms <= self._last_ms:
+            ms = self._last_ms + 1
+        self._last_ms = ms
+        return ms
+
+    def process(self, frame: Frame) -> FaceObservation:
+        """Track faces in one frame. No face is a normal result (``faces=()``)."""
+        if self._landmarker is None:
+            raise RuntimeError("MediaPipeTracker.process() after close()")
+        import cv2
+
+        image = frame.image
+        if image.ndim == 2:
+            rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        elif image.shape[2] == 4:
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        else:
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        height, width = rgb.shape[:2]
+        result = self._landmarker.detect_for_video(
+            self._image_cls(image_format=self._srgb, data=rgb), self._timestamp_ms(frame.timestamp)
+        )
+        raw = [
+            (
+                result.face_landmarks[i],
+                result.face_blendshapes[i] if i < len(result.face_blendshapes) else [],
+                result.facial_transformation_matrixes[i] if i < len(result.facial_transformation_matrixes) else None,
+            )
+            for i in range(len(result.face_landmarks))
+        ]
+        faces: tuple[Face, ...] = ()
+        if raw:
+            converted = [face_from_mediapipe(lms, bs, mat, width, height) for lms, bs, mat in raw]
+            ids = self._subjects.assign([f.landmarks for f in converted]) if self.num_faces > 1 else [0]
+            faces = tuple(f if f.subject_id == sid else replace(f, subject_id=sid) for f, sid in zip(converted, ids))
+        return FaceObservation(
+            frame_index=frame.index, timestamp=frame.timestamp, width=width, height=height, faces=faces
+        )
+
