@@ -410,16 +410,16 @@ class LiveSource(FrameSource):
             pass
 
     def _put(self, item: object, *, count_drop: bool) -> None:
-        """Replace whatever waits in the queue with ``item``; only the
-        capture thread (or close, after it stopped) calls this."""
-        try:
-            stale = self._queue.get_nowait()
-        except queue.Empty:
-            stale = None
-        if stale is not None and count_drop and isinstance(stale, Frame):
-            with self._lock:
+        """Replace whatever waits in the queue with ``item``, counting a
+        replaced frame as dropped. Called by the capture thread and close()."""
+        with self._lock:  # get+put as one step, even if close() races a stuck thread
+            try:
+                stale = self._queue.get_nowait()
+            except queue.Empty:
+                stale = None
+            if count_drop and isinstance(stale, Frame):
                 self.dropped_frames += 1
-        self._queue.put_nowait(item)
+            self._queue.put_nowait(item)
 
     def _capture_loop(self, device: CaptureDevice) -> None:
         failures = 0

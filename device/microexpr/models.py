@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
@@ -203,18 +204,23 @@ def verify_file(path: Path, spec: ModelSpec = FACE_LANDMARKER, *, what: str = "m
 
 
 _verified_lock = threading.Lock()
-_verified: set[tuple[str, int, int]] = set()
+_verified: set[tuple[object, ...]] = set()
 
 
 def _verify_cached(path: Path, spec: ModelSpec) -> None:
-    """verify_file, remembered per (path, mtime, size) within this process:
-    several trackers in one process should not hash the same file again,
-    while any rewrite of the file changes the key and forces a new check."""
+    """verify_file, remembered per (path, inode, size, mtime, ctime) within
+    this process: several trackers in one process should not hash the same
+    file again, while a replaced or rewritten file changes the key and is
+    checked again (ctime cannot be set back by a user, unlike mtime)."""
     try:
         stat = path.stat()
     except OSError:
         stat = None
-    key = (f"{path.resolve()}|{spec.sha256}", stat.st_mtime_ns, stat.st_size) if stat else None
+    key = (
+        (str(path.resolve()), spec.sha256, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if stat
+        else None
+    )
     if key is not None:
         with _verified_lock:
             if key in _verified:
@@ -302,7 +308,9 @@ def _plan_sources(
         chosen = versioned if not flat.exists() and versioned.exists() else flat
         plan.append(_Source(SourceKind.MIRROR, str(chosen)))
     if url:
-        plan.append(_Source(SourceKind.OFFICIAL, url))
+        # The official URL may be redirected (tests, an offline site) to a file.
+        location = str(_local_path(url)) if url.startswith("file:") else url
+        plan.append(_Source(SourceKind.OFFICIAL, location))
     return plan
 
 
@@ -357,7 +365,7 @@ def _fetch_to(
                 while True:
                     try:
                         chunk = stream.read(_CHUNK)
-                    except (OSError, urllib.error.URLError) as exc:
+                    except (OSError, http.client.HTTPException) as exc:
                         # A connection cut mid-body: what arrived is short.
                         log.warning("reading %s stopped after %d bytes: %s", src.location, size, exc)
                         break
