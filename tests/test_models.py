@@ -141,6 +141,12 @@ def test_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert not dest.exists()  # no empty version folders left behind
 
 
+def test_no_source_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(models.ENV_URL, "")  # an empty variable disables the official URL
+    assert main(["provision-model", "--dir", str(tmp_path / "m")]) == ExitCode.MODEL_UNAVAILABLE
+    assert "no model source" in capsys.readouterr().err
+
+
 def test_missing_explicit_source_falls_back_to_mirror(
     tmp_path: Path, model_mirror: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
