@@ -39,6 +39,8 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(models.ENV_URL, f"http://127.0.0.1:{_closed_port()}/face_landmarker.task")
     monkeypatch.setenv(models.ENV_MODELS_DIR, str(tmp_path / "default-models"))
+    # The machine may hold a service install in /var/lib: never look there.
+    monkeypatch.setattr(models, "SERVICE_MODELS_DIR", tmp_path / "service-models")
 
 
 @pytest.fixture(scope="session")
@@ -318,6 +320,12 @@ def test_resolve_rechecks_a_replaced_file(tmp_path: Path, model_path: Path, mode
         models.resolve_model_path(target)
 
 
+def test_resolve_falls_back_to_service_install(tmp_path: Path, model_mirror: Path) -> None:
+    """A user on the appliance finds the model the service installed."""
+    assert main(["provision-model", "--mirror", str(model_mirror), "--dir", str(tmp_path / "service-models")]) == 0
+    assert models.resolve_model_path() == SPEC.install_path(tmp_path / "service-models")
+
+
 def test_resolve_tampered_installed_model(tmp_path: Path, model_mirror: Path, model_bytes: bytes) -> None:
     assert main(["provision-model", "--mirror", str(model_mirror)]) == 0
     installed = SPEC.install_path(tmp_path / "default-models")
@@ -338,6 +346,7 @@ def test_default_models_dir_precedence(tmp_path: Path) -> None:
         "/var/lib/microexpr/models"
     )
     assert models.default_models_dir({}, euid=0) == models.SERVICE_MODELS_DIR
+    assert models.default_models_dir({}, euid=0) == tmp_path / "service-models"
     user = models.default_models_dir({"XDG_DATA_HOME": str(tmp_path)}, euid=1000)
     assert user.name == "models" and "microexpr" in user.parts
 
