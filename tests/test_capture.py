@@ -7,6 +7,7 @@ surface of ``cv2.VideoCapture`` (the one fake these tests allow).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import types
@@ -443,3 +444,29 @@ def test_every_source_is_a_frame_source(smile_clip: Path, media_dir: Path) -> No
     for spec in (smile_clip, media_dir / "astronaut.png"):
         with open_source(spec) as source:
             assert isinstance(source, FrameSource) and source.dropped_frames == 0
+
+
+@pytest.mark.integration
+def test_bad_media_prints_nothing_of_its_own(tmp_path: Path, smile_clip: Path) -> None:
+    """FFmpeg/OpenCV must not add their own stderr lines to our one-line errors."""
+    import subprocess
+
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(smile_clip.read_bytes()[:2000])
+    code = (
+        "import sys\n"
+        "from microexpr.capture import open_source\n"
+        "from microexpr.errors import SourceError\n"
+        "for spec in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open_source(spec)\n"
+        "    except SourceError as exc:\n"
+        "        print(int(exc.exit_code))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cut), "/dev/video9", "/dev/null"],
+        capture_output=True, text=True, env=env, check=True, timeout=120,
+    )
+    assert out.stdout.split() == ["65", "66", "66"]
+    assert out.stderr == ""

@@ -27,15 +27,22 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-import cv2
-import numpy as np
+# FFmpeg writes its own complaints ("moov atom not found") straight to
+# stderr, which would break our one-line errors; we report the problem
+# ourselves. Read lazily by OpenCV at the first open; set the variable
+# yourself (e.g. 16 for errors) to see FFmpeg's messages when debugging.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from microexpr.errors import ExitCode, SourceError
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from microexpr.errors import ExitCode, SourceError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,18 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+@contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own warnings while probing a device or file: a
+    failure becomes one SourceError, not a WARN line plus our message."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 def _check_fps(fps: float | None) -> None:
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise SourceError(f"fps must be a positive number, got {fps}", exit_code=ExitCode.USAGE)
@@ -176,7 +195,8 @@ class VideoFileSource(FrameSource):
         self._pending: np.ndarray | None = first
 
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(str(self.path))
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self.path}: cannot open as video (corrupt or unsupported file)", exit_code=ExitCode.DATA_ERROR)
@@ -473,7 +493,8 @@ class LiveSource(FrameSource):
 
 def _v4l2_factory(device: int | str, fps: float | None, width: int | None, height: int | None) -> DeviceFactory:
     def factory() -> CaptureDevice:
-        cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
         if cap.isOpened():
             if width is not None:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
