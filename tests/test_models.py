@@ -109,6 +109,7 @@ def test_hash_mismatch(tmp_path: Path, model_bytes: bytes, capsys: pytest.Captur
     code = main(["provision-model", "--mirror", str(mirror), "--dir", str(dest)])
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.MODEL_HASH_MISMATCH == 80
+    assert len(err.splitlines()) == 1
     last = err.splitlines()[-1]
     assert last.startswith("microexpr: error:") and "sha256" in last and str(mirror / SPEC.name) in last
     assert "Traceback" not in err
@@ -171,8 +172,10 @@ def test_bad_mirror_then_good_source_installs(
     mirror = _mirror_with(tmp_path, _flip_byte(model_bytes, 10))
     monkeypatch.setenv(models.ENV_URL, model_path.as_uri())
     code = main(["provision-model", "--mirror", str(mirror), "--dir", str(tmp_path / "m"), "--json"])
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert code == 0 and out["source_kind"] == "official" and out["sha256"] == SPEC.sha256
+    assert "skipped model sources" in captured.err and str(mirror / SPEC.name) in captured.err
 
 
 def test_file_url_and_directory_sources(tmp_path: Path, model_path: Path, model_mirror: Path) -> None:
@@ -272,9 +275,10 @@ def test_http_404_is_unavailable(tmp_path: Path, http_mirror: str, capsys: pytes
     assert "HTTP 404" in capsys.readouterr().err
 
 
-def test_http_cut_mid_body_is_truncated(tmp_path: Path, http_cut: str) -> None:
+def test_http_cut_mid_body_is_truncated(tmp_path: Path, http_cut: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["provision-model", "--source", f"{http_cut}/{SPEC.name}", "--dir", str(tmp_path / "m")])
     assert code == ExitCode.MODEL_TRUNCATED
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert _leftovers(tmp_path / "m") == []
 
 

@@ -325,6 +325,8 @@ def _open_source(src: _Source, timeout: float) -> Iterator[BinaryIO]:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Unreachable(str(reason)) from None
+        except ValueError as exc:  # a malformed URL (bad port, bad host)
+            raise _Unreachable(f"invalid URL: {exc}") from None
         with response:
             yield response
         return
@@ -367,7 +369,7 @@ def _fetch_to(
                         chunk = stream.read(_CHUNK)
                     except (OSError, http.client.HTTPException) as exc:
                         # A connection cut mid-body: what arrived is short.
-                        log.warning("reading %s stopped after %d bytes: %s", src.location, size, exc)
+                        log.debug("reading %s stopped after %d bytes: %s", src.location, size, exc)
                         break
                     if not chunk:
                         break
@@ -473,6 +475,7 @@ def provision(
     created = _make_dir(dest.parent)
     content_error: ModelError | None = None
     unreachable: list[str] = []
+    skipped: list[str] = []
     for src in plan:
         log.debug("fetching %s from %s (%s)", spec.name, src.location, src.kind.value)
         try:
@@ -480,16 +483,20 @@ def provision(
         except _Unreachable as exc:
             log.debug("source %s unreachable: %s", src.location, exc)
             unreachable.append(f"{src.location} ({exc})")
+            skipped.append(f"{src.location} ({exc})")
             continue
         except (ModelHashMismatch, ModelTruncated) as exc:
-            log.warning("%s", exc)
+            log.debug("%s", exc)
             content_error = content_error or exc
+            skipped.append(str(exc))
             continue
         except OSError as exc:
             raise MicroexprError(
                 f"models directory {dest.parent}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR
             ) from None
         log.debug("installed %s (sha256 %s) at %s", spec.name, digest, dest)
+        if skipped:  # on failure the raised error says it; on success, say it once here
+            log.warning("skipped model sources: %s", "; ".join(skipped))
         return ProvisionResult(dest, digest, src.location, src.kind, False)
     for directory in created:  # leave no empty version folders behind
         with contextlib.suppress(OSError):
