@@ -440,6 +440,28 @@ def test_picamera2_adapter_with_fake_module(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls["started"] and calls["stopped"] and calls["closed"]
 
 
+def test_picamera2_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+
+    class BusyPicamera2:
+        def __init__(self, camera_num: int = 0) -> None:
+            pass
+
+        def create_video_configuration(self, **kwargs: Any) -> dict[str, Any]:
+            return kwargs
+
+        def configure(self, config: dict[str, Any]) -> None:
+            raise RuntimeError("Device or resource busy")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=BusyPicamera2))
+    with pytest.raises(SourceError, match="busy") as exc:
+        open_source("picamera2")
+    assert exc.value.exit_code == ExitCode.NO_INPUT and closed == [True]
+
+
 def test_every_source_is_a_frame_source(smile_clip: Path, media_dir: Path) -> None:
     for spec in (smile_clip, media_dir / "astronaut.png"):
         with open_source(spec) as source:

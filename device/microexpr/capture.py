@@ -555,8 +555,12 @@ class _PiCameraDevice:
         if width is not None and height is not None:
             main["size"] = (width, height)
         controls = {"FrameRate": float(fps)} if fps is not None else {}
-        self._camera.configure(self._camera.create_video_configuration(main=main, controls=controls))
-        self._camera.start()
+        try:
+            self._camera.configure(self._camera.create_video_configuration(main=main, controls=controls))
+            self._camera.start()
+        except Exception as exc:  # busy (another process holds it), bad size/rate
+            self._camera.close()
+            raise SourceError(f"camera picamera2:{camera_num}: cannot be started ({exc})") from None
         self._open = True
 
     def read(self) -> tuple[bool, np.ndarray | None]:
