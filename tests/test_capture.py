@@ -224,10 +224,11 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert exc.value.exit_code == ExitCode.NO_INPUT
 
 
-def test_bad_fps() -> None:
+@pytest.mark.parametrize("kwargs", [{"fps": 0}, {"fps": float("nan")}, {"width": 0}, {"height": -5}])
+def test_bad_options(smile_clip: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(SourceError) as exc:
-        open_source("whatever.mp4", fps=0)
-    assert exc.value.exit_code in (ExitCode.USAGE, ExitCode.NO_INPUT)
+        open_source(smile_clip, **kwargs)
+    assert exc.value.exit_code == ExitCode.USAGE
 
 
 # --------------------------------------------------------------------------

@@ -629,6 +629,10 @@ def open_source(
     increasing); ``width``/``height`` resize file frames and are requested
     from cameras.
     """
+    _check_fps(fps)
+    for label, value in (("width", width), ("height", height)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise SourceError(f"{label} must be a positive integer, got {value!r}", exit_code=ExitCode.USAGE)
     if isinstance(spec, bool):
         raise SourceError(f"source {spec!r}: not a path or camera index", exit_code=ExitCode.USAGE)
     if isinstance(spec, int):
