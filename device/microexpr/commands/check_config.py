@@ -1,13 +1,82 @@
-"""Placeholder while this command is being built."""
+"""``microexpr check-config``: validate a configuration file and print it resolved.
+
+The text output is itself TOML (every key with the value the daemon will
+use), so it can be saved as a starting point. Secrets are reported as set or
+unset and where they come from, never their values. Exit 78 when the file
+is invalid, after listing every problem (one line each).
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
 
-from microexpr.errors import MicroexprError
+from microexpr import config as cfg
+from microexpr import secrets
+from microexpr.errors import ExitCode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    cfg.add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the resolved configuration as JSON")
+
+
+def _secret_report() -> dict[str, dict[str, Any]]:
+    report = {}
+    for spec in secrets.SECRETS:
+        source = secrets.source_of(spec)
+        report[spec.name] = {"set": source is not None, "source": str(source) if source else None,
+                             "env_var": spec.env_var}
+    return report
+
+
+def _notes(config: cfg.Config, report: dict[str, dict[str, Any]]) -> list[str]:
+    """Valid but probably not what was meant."""
+    notes = []
+    if config.mqtt.username and not report[secrets.MQTT_PASSWORD.name]["set"]:
+        notes.append(f"mqtt.username is set but no MQTT password is: {secrets.MQTT_PASSWORD.hint()}")
+    if config.mqtt.enabled and config.mqtt.username and not config.mqtt.tls and config.mqtt.host not in {"localhost", "127.0.0.1", "::1"}:
+        notes.append("mqtt.tls is false: the MQTT password crosses the network in clear text")
+    if config.reasoner.enabled and not config.reasoner.base_url and not report[secrets.OPENAI_API_KEY.name]["set"]:
+        notes.append(f"reasoner.enabled is true but no OpenAI API key is set: {secrets.OPENAI_API_KEY.hint()}")
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:
-    raise MicroexprError("this command is not built yet")
+    path = cfg.find_config_file(args.config)
+    if path is None:
+        data: dict[str, Any] = {}
+        origin = f"built-in defaults ({cfg.DEFAULT_CONFIG_PATH} does not exist)"
+    else:
+        data = cfg.read_toml(path)
+        origin = str(path)
+    problems = cfg.config_problems(data)
+    if problems:
+        for problem in problems:
+            print(f"microexpr: error: {problem}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    config = cfg.parse_config(data, base_dir=path.absolute().parent if path else None, origin=origin)
+    report = _secret_report()
+    notes = _notes(config, report)
+    if args.json:
+        json.dump(
+            {"config_file": str(path) if path else None, "config": cfg.to_plain(config),
+             "secrets": report, "notes": notes},
+            sys.stdout, indent=2,
+        )
+        sys.stdout.write("\n")
+        return int(ExitCode.OK)
+    out = [f"# microexpr configuration, resolved from {origin}", "# (secrets are never printed)"]
+    out.append(cfg.to_toml(cfg.to_plain(config)).rstrip("\n"))
+    out.append("")
+    out.append("# secrets:")
+    for name, info in report.items():
+        where = f"set ({info['source']})" if info["set"] else f"unset (credential {name} or ${info['env_var']})"
+        out.append(f"#   {name}: {where}")
+    for note in notes:
+        out.append(f"# note: {note}")
+    print("\n".join(out))
+    return int(ExitCode.OK)
+
