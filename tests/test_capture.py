@@ -493,3 +493,32 @@ def test_bad_media_prints_nothing_of_its_own(tmp_path: Path, smile_clip: Path) -
     )
     assert out.stdout.split() == ["65", "66", "66"]
     assert out.stderr == ""
+
+
+def test_replay_is_a_live_source_with_the_file_rate(smile_clip) -> None:
+    """``replay:FILE`` delivers the clip's frames through the latest-frame
+    path at the file's rate: a consumer that sleeps sees drops, not a backlog."""
+    import time as _time
+
+    from microexpr.capture import open_source
+
+    with open_source(f"replay:{smile_clip}") as source:
+        assert source.is_live
+        assert source.fps == pytest.approx(30.0)
+        first = source.read(timeout=5)
+        assert first is not None and first.image.shape[:2] == (360, 640)
+        _time.sleep(0.5)  # ~15 frames arrive meanwhile; only the newest is kept
+        later = source.read(timeout=5)
+        assert later is not None and later.index > first.index + 1
+        assert source.dropped_frames >= 1
+        assert later.timestamp > first.timestamp
+
+
+def test_replay_of_a_missing_file_is_one_line_error(tmp_path) -> None:
+    from microexpr.capture import open_source
+    from microexpr.errors import ExitCode, SourceError
+
+    with pytest.raises(SourceError) as exc:
+        open_source(f"replay:{tmp_path / 'nope.mp4'}")
+    assert exc.value.exit_code == ExitCode.NO_INPUT
+    assert "nope.mp4" in str(exc.value)

@@ -603,6 +603,57 @@ def open_picamera(
     )
 
 
+class _ReplayDevice:
+    """A media file played back in real time, behind the CaptureDevice protocol.
+
+    Used as ``replay:PATH``: a kiosk demo or a benchmark gets a camera's
+    timing (frames arrive at the file's rate whatever the consumer does, and
+    a slow consumer sees drops) from real recorded pixels. Loops forever.
+    """
+
+    def __init__(self, path: Path, fps: float | None, width: int | None, height: int | None) -> None:
+        self._source: FrameSource = VideoFileSource(path, fps=fps, loop=True, width=width, height=height)
+        self._period = 1.0 / self._source.fps
+        self._next = time.monotonic()
+        self._open = True
+
+    def get(self, prop: int) -> float:
+        return 1.0 / self._period if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self._next = max(self._next + self._period, time.monotonic() - self._period)
+        frame = self._source.read()
+        return (frame is not None), (frame.image if frame is not None else None)
+
+    def isOpened(self) -> bool:  # noqa: N802
+        return self._open
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._source.close()
+
+
+def open_replay(
+    path: str | Path,
+    *,
+    fps: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    **live_kwargs: Any,
+) -> LiveSource:
+    """A video file replayed at its own rate as a live (latest-frame) source."""
+    media = Path(path).expanduser()
+    if not media.is_file():
+        raise SourceError(f"replay {media}: no such file")
+    probe = VideoFileSource(media, fps=fps)  # fails early, with the file's own error
+    probe.close()
+    return LiveSource(lambda: _ReplayDevice(media, fps, width, height), name=f"replay:{media}", fps=fps, **live_kwargs)
+
+
 # --------------------------------------------------------------------------
 # Dispatch
 
@@ -622,7 +673,8 @@ def open_source(
 
     ``spec`` may be a video file, a folder of images, one image, a camera
     index (``0`` or ``"0"``), a V4L2 device path (``/dev/video0``), or
-    ``picamera2`` / ``picamera2:N``. An existing path always wins over the
+    ``picamera2`` / ``picamera2:N``, or ``replay:FILE`` (a video played in
+    real time as a live source). An existing path always wins over the
     other readings. ``fps`` sets the rate of file timestamps (default: the
     container's, or 30 for images) and is requested from cameras; ``loop``
     restarts file sources at their end (indices and timestamps keep
@@ -640,6 +692,8 @@ def open_source(
     text = str(spec)
     if not text:
         raise SourceError("source: empty", exit_code=ExitCode.USAGE)
+    if text.startswith("replay:"):
+        return open_replay(text.removeprefix("replay:"), fps=fps, width=width, height=height)
     if isinstance(spec, str) and (match := _PICAMERA.fullmatch(text)):
         return open_picamera(int(match.group(1) or 0), fps=fps, width=width, height=height)
     path = Path(text).expanduser()
