@@ -1,0 +1,568 @@
+"""On-device benchmarks behind ``microexpr bench``.
+
+Absolute milliseconds on a shared or thermally throttled board say little,
+so every scenario is reported next to the bare MediaPipe call measured in
+the same run, on the same frames, interleaved pass by pass: the ratios are
+what a reader should compare across machines. Results are written as JSON,
+a Markdown summary and PNG plots under ``benchmarks/results/<machine>/``,
+with the machine described (CPU, cores, Python, package versions).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microexpr.capture import Frame, open_source
+from microexpr.errors import MicroexprError, SourceError
+
+log = logging.getLogger(__name__)
+
+#: Packages whose versions matter to the numbers.
+_PACKAGES = ("microexpr", "mediapipe", "numpy", "opencv-python-headless", "onnxruntime", "paho-mqtt", "openai")
+
+
+# --------------------------------------------------------------------------
+# Statistics and machine description
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Percentiles of one scenario, in milliseconds."""
+
+    n: int
+    p50: float
+    p95: float
+    p99: float
+    mean: float
+
+    @classmethod
+    def of(cls, samples_s: Sequence[float]) -> Latency:
+        if not samples_s:
+            return cls(0, float("nan"), float("nan"), float("nan"), float("nan"))
+        ms = np.asarray(samples_s, dtype=np.float64) * 1000.0
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        return cls(len(ms), round(float(p50), 3), round(float(p95), 3), round(float(p99), 3), round(float(ms.mean()), 3))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "cpu_model": _cpu_model(),
+        "arch": platform.machine(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "git_commit": commit,
+    }
+
+
+def machine_slug(machine: dict[str, Any]) -> str:
+    """A stable folder name: ``x86_64-2c-intel-xeon-platinum-8375c``."""
+    model = re.sub(r"\((r|tm)\)|cpu|@.*|processor", "", str(machine["cpu_model"]).lower())
+    model = re.sub(r"[^a-z0-9]+", "-", model).strip("-")[:40]
+    return f"{machine['arch']}-{machine['cores']}c-{model}".strip("-")
+
+
+def venv_size_mb(prefix: Path | None = None) -> float:
+    """Disk used by the running interpreter's environment (site-packages and all)."""
+    root = Path(prefix or sys.prefix)
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return round(total / 2**20, 1)
+
+
+def _rss_mb(pid: int | str = "self") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+
+
+def load_frames(spec: str | Path, limit: int | None = None) -> list[Frame]:
+    """Decode a file source once so decoding does not count in any scenario."""
+    frames: list[Frame] = []
+    with open_source(spec) as source:
+        if source.is_live:
+            raise SourceError(f"bench: {spec} is a live source; give a video file or image folder")
+        for frame in source:
+            frames.append(frame)
+            if limit is not None and len(frames) >= limit:
+                break
+    if not frames:
+        raise SourceError(f"bench: {spec} holds no frames")
+    return frames
+
+
+class _BareMediaPipe:
+    """The MediaPipe call alone (RGB conversion and image wrap excluded):
+    the denominator of every ratio."""
+
+    def __init__(self, model_path: Path) -> None:
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core import base_options
+
+        options = vision.FaceLandmarkerOptions(
+            base_options=base_options.BaseOptions(model_asset_path=str(model_path)),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=1,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self._last_ms = -1
+
+    def time_frame(self, frame: Frame, offset_s: float) -> float:
+        import cv2
+        import mediapipe as mp
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))
+        ts = max(self._last_ms + 1, int(round((frame.timestamp + offset_s) * 1000)))
+        self._last_ms = ts
+        start = time.perf_counter()
+        self._landmarker.detect_for_video(image, ts)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+
+def _shifted(frame: Frame, offset_s: float) -> Frame:
+    return Frame(frame.index, frame.timestamp + offset_s, frame.image)
+
+
+@dataclass
+class InProcessResult:
+    bare: list[float] = field(default_factory=list)
+    timeline: list[float] = field(default_factory=list)
+    pipeline: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    model_load_s: float = float("nan")
+    episodes: int = 0
+    pipeline_error: str | None = None
+
+
+def run_in_process(
+    frames: Sequence[Frame], *, model_path: Path, passes: int, progress: Callable[[], None] = lambda: None
+) -> InProcessResult:
+    """Bare MediaPipe vs the timeline path (tracker + AUs) vs the full
+    pipeline, interleaved pass by pass so machine noise hits all three."""
+    from microexpr.aus import AUEstimator
+    from microexpr.tracking import create_tracker
+
+    result = InProcessResult()
+    duration = frames[-1].timestamp - frames[0].timestamp + 1.0
+    with ExitStack() as stack:
+        start = time.perf_counter()
+        bare = _BareMediaPipe(model_path)
+        result.model_load_s = round(time.perf_counter() - start, 3)
+        stack.callback(bare.close)
+        tracker = stack.enter_context(create_tracker("mediapipe", model_path=model_path))
+        estimator = AUEstimator()
+        pipeline = None
+        try:
+            from microexpr.pipeline import Pipeline
+
+            pipeline = Pipeline.create(model_path=model_path)
+            stack.callback(pipeline.close)
+        except (ImportError, AttributeError) as exc:
+            result.pipeline_error = f"pipeline unavailable: {exc}"
+        for p in range(passes):
+            offset = p * duration
+            for frame in frames:
+                result.bare.append(bare.time_frame(frame, offset))
+                shifted = _shifted(frame, offset)
+                t0 = time.perf_counter()
+                estimator.estimate(tracker.process(shifted))
+                result.timeline.append(time.perf_counter() - t0)
+                if pipeline is not None:
+                    t0 = time.perf_counter()
+                    out = pipeline.process(shifted)
+                    result.pipeline.append(time.perf_counter() - t0)
+                    result.episodes += len(out.episodes)
+                    for stage, seconds in out.timings.as_seconds().items():
+                        result.stages.setdefault(stage, []).append(seconds)
+                progress()
+            if pipeline is not None:
+                result.episodes += len(pipeline.finish())
+                pipeline.reset()
+    return result
+
+
+# --------------------------------------------------------------------------
+# Daemon scenarios: cold start to READY, sustained live rate, CPU, RSS, e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _mosquitto(workdir: Path) -> Iterator[int | None]:
+    """A throwaway loopback broker, or None when mosquitto is not installed."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        yield None
+        return
+    port = _free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+@dataclass
+class DaemonResult:
+    cold_start_to_ready_s: float = float("nan")
+    seconds: float = 0.0
+    cpu_percent: float = float("nan")
+    rss_mb_mean: float = float("nan")
+    rss_mb_max: float = float("nan")
+    e2e_frame_to_subscriber: list[float] = field(default_factory=list)
+    event_offset_to_subscriber: list[float] = field(default_factory=list)
+    frames_published: int = 0
+    events: int = 0
+    fps: float = float("nan")
+    dropped_frames: int | None = None
+    error: str | None = None
+
+
+def run_daemon(source: Path, *, seconds: float, workdir: Path) -> DaemonResult:
+    """Start ``microexpr run`` on a real-time replay of ``source`` against a
+    loopback broker; time READY, sample CPU/RSS, and time frames and
+    events from capture to a subscriber."""
+    import paho.mqtt.client as mqtt
+
+    result = DaemonResult()
+    with _mosquitto(workdir) as port:
+        if port is None:
+            result.error = "mosquitto not installed: daemon scenarios skipped"
+            return result
+        device_id = "bench"
+        config = workdir / "config.toml"
+        config.write_text(
+            f'device_id = "{device_id}"\n'
+            f'[source]\nuri = "replay:{source}"\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\naus_stream = true\naus_interval_s = 0.0\n'
+            f"stats_interval_s = 2.0\n"
+            f'[outbox]\npath = "{workdir / "outbox.sqlite"}"\n'
+        )
+        lock = threading.Lock()
+        stats: dict[str, Any] = {}
+
+        def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            now = time.monotonic()
+            try:
+                payload = json.loads(msg.payload)
+            except ValueError:
+                return
+            with lock:
+                if msg.topic.endswith("/aus"):
+                    result.e2e_frame_to_subscriber.append(now - float(payload["monotonic_s"]))
+                    result.frames_published += 1
+                elif msg.topic.endswith("/event"):
+                    result.events += 1
+                    result.event_offset_to_subscriber.append(now - float(payload["monotonic"]["offset_s"]))
+                elif msg.topic.endswith("/stats"):
+                    stats.update(payload)
+
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="microexpr-bench-sub")
+        sub.on_message = on_message
+        sub.connect("127.0.0.1", port)
+        sub.subscribe(f"microexpr/{device_id}/#", qos=1)
+        sub.loop_start()
+        notify_path = workdir / "notify.sock"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        notify.settimeout(0.5)
+        env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "microexpr", "run", "--config", str(config), "--no-print-events"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            while time.monotonic() - started < 60:
+                try:
+                    message = notify.recv(4096).decode()
+                except TimeoutError:
+                    if proc.poll() is not None:
+                        raise MicroexprError(f"bench: daemon exited with {proc.returncode}: {proc.stderr.read()[-300:] if proc.stderr else ''}")
+                    continue
+                if "READY=1" in message.split("\n"):
+                    result.cold_start_to_ready_s = round(time.monotonic() - started, 3)
+                    break
+            with lock:
+                result.e2e_frame_to_subscriber.clear()
+                result.frames_published = 0
+            cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+            rss: list[float] = []
+            while time.monotonic() - t0 < seconds and proc.poll() is None:
+                time.sleep(1.0)
+                rss.append(_rss_mb(proc.pid))
+            elapsed = time.monotonic() - t0
+            result.seconds = round(elapsed, 1)
+            result.cpu_percent = round(100 * (_cpu_seconds(proc.pid) - cpu0) / elapsed, 1)
+            result.rss_mb_mean = round(float(np.nanmean(rss)), 1) if rss else float("nan")
+            result.rss_mb_max = round(float(np.nanmax(rss)), 1) if rss else float("nan")
+            with lock:
+                result.fps = round(result.frames_published / elapsed, 2)
+                result.dropped_frames = stats.get("dropped_frames")
+        except MicroexprError as exc:
+            result.error = str(exc)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            sub.loop_stop()
+            sub.disconnect()
+            notify.close()
+    return result
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def _ratio(a: Latency, b: Latency, attr: str) -> float | None:
+    num, den = getattr(a, attr), getattr(b, attr)
+    if not (den and np.isfinite(num) and np.isfinite(den)):
+        return None
+    return round(num / den, 3)
+
+
+def build_report(
+    *, machine: dict[str, Any], source: Path, frames: int, passes: int, inproc: InProcessResult,
+    daemon: DaemonResult | None, quick: bool,
+) -> dict[str, Any]:
+    bare, timeline, pipeline = Latency.of(inproc.bare), Latency.of(inproc.timeline), Latency.of(inproc.pipeline)
+    report: dict[str, Any] = {
+        "benchmark": "microexpr bench",
+        "mode": "quick" if quick else "full",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "source": str(source),
+        "frames_per_pass": frames,
+        "passes": passes,
+        "model_load_s": inproc.model_load_s,
+        "venv_size_mb": venv_size_mb(),
+        "latency_ms": {
+            "bare_mediapipe": asdict(bare),
+            "timeline_path": asdict(timeline),
+            "pipeline": asdict(pipeline),
+            "pipeline_stages": {k: asdict(Latency.of(v)) for k, v in inproc.stages.items()},
+        },
+        "ratios": {
+            "timeline_vs_bare_p50": _ratio(timeline, bare, "p50"),
+            "timeline_vs_bare_p95": _ratio(timeline, bare, "p95"),
+            "pipeline_vs_bare_p50": _ratio(pipeline, bare, "p50"),
+            "pipeline_vs_bare_p95": _ratio(pipeline, bare, "p95"),
+        },
+        "episodes_spotted": inproc.episodes,
+        "notes": [n for n in (inproc.pipeline_error,) if n],
+    }
+    if daemon is not None:
+        e2e = Latency.of(daemon.e2e_frame_to_subscriber)
+        report["daemon"] = {
+            "cold_start_to_ready_s": daemon.cold_start_to_ready_s,
+            "seconds": daemon.seconds,
+            "cpu_percent": daemon.cpu_percent,
+            "rss_mb_mean": daemon.rss_mb_mean,
+            "rss_mb_max": daemon.rss_mb_max,
+            "published_fps": daemon.fps,
+            "dropped_frames": daemon.dropped_frames,
+            "e2e_frame_to_subscriber_ms": asdict(e2e),
+            "event_offset_to_subscriber_ms": asdict(Latency.of(daemon.event_offset_to_subscriber)),
+            "events": daemon.events,
+        }
+        report["ratios"]["e2e_vs_pipeline_p95"] = _ratio(e2e, pipeline, "p95")
+        report["ratios"]["e2e_vs_bare_p95"] = _ratio(e2e, bare, "p95")
+        if daemon.error:
+            report["notes"].append(daemon.error)
+    return report
+
+
+def markdown_summary(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lat = report["latency_ms"]
+    lines = [
+        f"# microexpr bench — {report['time']} ({report['mode']})",
+        "",
+        f"Machine: {m['cpu_model']} ({m['arch']}, {m['cores']} cores), Python {m['python']}, "
+        f"mediapipe {m['packages'].get('mediapipe')}, commit {m['git_commit']}.",
+        f"Source: `{Path(report['source']).name}`, {report['frames_per_pass']} frames × {report['passes']} passes "
+        "(scenarios interleaved frame by frame).",
+        "",
+        "| scenario | n | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    rows = [("bare MediaPipe call", lat["bare_mediapipe"]), ("timeline path (tracker + AUs)", lat["timeline_path"]),
+            ("full pipeline", lat["pipeline"])]
+    rows += [(f"  stage: {k}", v) for k, v in lat["pipeline_stages"].items()]
+    if "daemon" in report:
+        rows.append(("e2e frame → MQTT subscriber (daemon)", report["daemon"]["e2e_frame_to_subscriber_ms"]))
+    for name, s in rows:
+        lines.append(f"| {name} | {s['n']} | {s['p50']} | {s['p95']} | {s['p99']} |")
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
+    lines += ["", f"Model load: {report['model_load_s']} s. Venv size: {report['venv_size_mb']} MB."]
+    if "daemon" in report:
+        d = report["daemon"]
+        lines.append(
+            f"Daemon on a real-time replay ({d['seconds']} s): cold start to READY {d['cold_start_to_ready_s']} s, "
+            f"CPU {d['cpu_percent']} %, RSS mean {d['rss_mb_mean']} MB / max {d['rss_mb_max']} MB, "
+            f"published {d['published_fps']} fps, dropped frames {d['dropped_frames']}, events {d['events']}."
+        )
+    if report["notes"]:
+        lines += ["", "Notes:"] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(report: dict[str, Any], inproc: InProcessResult, daemon: DaemonResult | None, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    series = [("bare MediaPipe", inproc.bare), ("timeline path", inproc.timeline), ("full pipeline", inproc.pipeline)]
+    if daemon is not None:
+        series.append(("e2e frame→subscriber", daemon.e2e_frame_to_subscriber))
+    for name, samples in series:
+        if samples:
+            ms = np.sort(np.asarray(samples) * 1000)
+            ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=name)
+    ax.set_xlabel("latency per frame (ms)")
+    ax.set_ylabel("fraction of frames")
+    ax.set_title("Latency CDF")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency_cdf.png", dpi=110)
+    plt.close(fig)
+
+    stages = report["latency_ms"]["pipeline_stages"]
+    if stages:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        names = list(stages)
+        ax.barh(names, [stages[n]["p50"] for n in names], label="p50")
+        ax.barh(names, [stages[n]["p95"] - stages[n]["p50"] for n in names],
+                left=[stages[n]["p50"] for n in names], alpha=0.5, label="p95")
+        ax.set_xlabel("ms per frame")
+        ax.set_title("Pipeline stages")
+        ax.invert_yaxis()
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "stages.png", dpi=110)
+        plt.close(fig)
+
+
+def run_bench(
+    source: Path, *, model_path: Path, out_root: Path, quick: bool, daemon_seconds: float | None = None,
+    show_progress: bool = False,
+) -> tuple[dict[str, Any], Path]:
+    """Run every scenario and write the results; returns (report, folder)."""
+    frames = load_frames(source)
+    passes = 2 if quick else 8
+    machine = describe_machine()
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=passes * len(frames), desc="bench", unit="frame")
+    try:
+        inproc = run_in_process(frames, model_path=model_path, passes=passes,
+                                progress=(bar.update if bar is not None else lambda: None))
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = daemon_seconds if daemon_seconds is not None else (10.0 if quick else 60.0)
+    daemon = None
+    if seconds > 0:
+        with tempfile.TemporaryDirectory(prefix="microexpr-bench-") as tmp:
+            daemon = run_daemon(source, seconds=seconds, workdir=Path(tmp))
+    report = build_report(machine=machine, source=source, frames=len(frames), passes=passes, inproc=inproc,
+                          daemon=daemon, quick=quick)
+    out = out_root / machine_slug(machine)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "bench-quick" if quick else "bench"
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown_summary(report))
+    write_plots(report, inproc, daemon, out)
+    return report, out
