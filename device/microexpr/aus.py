@@ -281,7 +281,7 @@ GEOMETRY_CUES: tuple[GeometryCue, ...] = (
     ),
     GeometryCue(
         AU.NOSE_WRINKLER,
-        "nose wing rises toward the inner eye corner, discounted by (1 - AU12 blendshape)",
+        "nose wing rises toward the inner eye corner, discounted by how much the lip corner rose (AU12)",
         0.01,
         0.10,
     ),
@@ -301,6 +301,11 @@ OPENING_WINDOW_S = 1.0
 #: full: a quarter of the aperture, the lower lid's share of an eye squeezed
 #: to half its height.
 LOWER_LID_RISE = (0.03, 0.25)
+
+#: Mouth-corner rise (IOD; dead band, full) that explains nose-wing rise as
+#: AU12's drag rather than AU9. Dead band above the corner's neutral jitter
+#: (s.d. up to 0.017 IOD on the test clip); full ≈ 9 mm, a broad smile.
+CORNER_RISE = (0.02, 0.15)
 
 #: The AUs the estimator reports, in CSV column order.
 AU_COLUMNS: tuple[AU, ...] = (
@@ -366,6 +371,7 @@ _SIDES = {
         "inner_brow": (107, 55, 66, 65),
         "ala": (98,),
         "cheek": (50, 205),
+        "mouth_corner": (61,),
     },
     Side.LEFT: {
         "outer": (263,),
@@ -375,13 +381,14 @@ _SIDES = {
         "inner_brow": (336, 285, 296, 295),
         "ala": (327,),
         "cheek": (280, 425),
+        "mouth_corner": (291,),
     },
 }
 _INNER_LIP_UPPER = (13,)
 _INNER_LIP_LOWER = (14,)
 
 #: Order of the raw per-side measurements in ``Geometry``.
-MEASUREMENTS = ("aperture", "brow", "cheek", "ala", "lower_lid")
+MEASUREMENTS = ("aperture", "brow", "cheek", "ala", "lower_lid", "corner")
 
 
 def rotation_from_pose(pose: HeadPose) -> np.ndarray:
@@ -412,16 +419,16 @@ class Geometry:
     Per side, in ``MEASUREMENTS`` order: aperture (upper to lower lid), brow
     (inner brow above the inner eye corner), cheek (malar points below the
     inner eye corner), ala (nose wing to inner eye corner), lower_lid (lower
-    lid below the inner eye corner). ``lip_gap``: inner upper to inner lower
-    lip.
+    lid below the inner eye corner), corner (mouth corner below the inner
+    eye corner). ``lip_gap``: inner upper to inner lower lip.
     """
 
-    left: tuple[float, float, float, float, float]
-    right: tuple[float, float, float, float, float]
+    left: tuple[float, ...]
+    right: tuple[float, ...]
     lip_gap: float
     iod_px: float
 
-    def side(self, side: Side) -> tuple[float, float, float, float, float]:
+    def side(self, side: Side) -> tuple[float, ...]:
         return self.left if side is Side.LEFT else self.right
 
 
@@ -445,7 +452,8 @@ def measure(face: Face) -> Geometry:
         cheek = (at(ix["cheek"])[1] - inner[1]) / iod
         ala = float(np.linalg.norm((at(ix["ala"]) - inner)[:2])) / iod
         lower_lid = (at(ix["lower_lid"])[1] - inner[1]) / iod
-        per_side[side] = (float(aperture), float(brow), float(cheek), ala, float(lower_lid))
+        corner = (at(ix["mouth_corner"])[1] - inner[1]) / iod
+        per_side[side] = (float(aperture), float(brow), float(cheek), ala, float(lower_lid), float(corner))
     gap = float(np.linalg.norm((at(_INNER_LIP_LOWER) - at(_INNER_LIP_UPPER))[:2])) / iod
     return Geometry(left=per_side[Side.LEFT], right=per_side[Side.RIGHT], lip_gap=gap, iod_px=iod)
 
@@ -612,13 +620,16 @@ def geometric_aus(current: np.ndarray, reference: np.ndarray, *, smile: float = 
     """The relative geometric cues of one side.
 
     ``current``/``reference``: one side's ``MEASUREMENTS`` in IOD units.
-    ``smile`` is that side's AU12 from blendshapes: a strong lip-corner pull
-    drags the nasolabial skin and the nose wing upward (FACS warns that
-    strong AU12 mimics AU6/AU9 appearance changes), so nose-wing rise counts
-    toward AU9 only in proportion to how little AU12 is present.
+    ``smile`` is that side's AU12 from blendshapes. A lip-corner pull drags
+    the nasolabial skin and the nose wing upward (FACS warns that strong
+    AU12 mimics AU6/AU9 appearance changes), while AU9 lifts the nose wing
+    with little corner rise; so nose-wing rise counts toward AU9 only in
+    proportion to how little the corner rose. The corner's own rise is used
+    next to the blendshape because mouthSmile stays at 0 for weak and
+    starting smiles (measured), when the nose wing already moves.
     """
-    aperture, brow, cheek, ala, lower_lid = (float(v) for v in current)
-    ref_aperture, ref_brow, ref_cheek, ref_ala, ref_lower_lid = (float(v) for v in reference)
+    aperture, brow, cheek, ala, lower_lid, corner = (float(v) for v in current)
+    ref_aperture, ref_brow, ref_cheek, ref_ala, ref_lower_lid, ref_corner = (float(v) for v in reference)
     rel_aperture = aperture / ref_aperture - 1.0 if ref_aperture > 1e-6 else 0.0
     brow_change = brow - ref_brow
     out: dict[AU, float] = {}
@@ -633,7 +644,8 @@ def geometric_aus(current: np.ndarray, reference: np.ndarray, *, smile: float = 
     cheek_rise = ramp(ref_cheek - cheek, c.dead_band, c.full)
     out[AU.CHEEK_RAISER] = math.sqrt(ramp(lid_rise, *LOWER_LID_RISE) * cheek_rise)
     c = _CUE[AU.NOSE_WRINKLER]
-    out[AU.NOSE_WRINKLER] = ramp(ref_ala - ala, c.dead_band, c.full) * (1.0 - _clamp(smile))
+    explained = max(_clamp(smile), ramp(ref_corner - corner, *CORNER_RISE))
+    out[AU.NOSE_WRINKLER] = ramp(ref_ala - ala, c.dead_band, c.full) * (1.0 - explained)
     return out
 
 

@@ -1,13 +1,102 @@
-"""Placeholder while this command is being built."""
+"""``microexpr timeline MEDIA``: per-frame Action Units as CSV or JSON lines.
+
+The work is in ``microexpr.timeline``; this module parses options, opens
+the output and reports.
+"""
+
+from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
 
-from microexpr.errors import MicroexprError
+from microexpr.errors import ExitCode, MicroexprError
+from microexpr.timeline import PRESENCE_THRESHOLD, OutputFormat, run_timeline
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.add_argument("media", metavar="MEDIA", help="a video file, a folder of images, or one image")
+    parser.add_argument("-o", "--output", metavar="FILE", type=Path,
+                        help="write here instead of stdout (written whole or not at all)")
+    parser.add_argument("--json", action="store_true", help="JSON lines (one object per row) instead of CSV")
+    parser.add_argument("--plot", metavar="FILE.png", type=Path, help="also draw the AU curves over time")
+    parser.add_argument("--model", metavar="PATH", type=Path,
+                        help="FaceLandmarker bundle to use (verified by sha256; default: the provisioned one)")
+    parser.add_argument("--num-faces", type=_positive_int, default=1, metavar="N",
+                        help="track up to N faces; with N > 1 rows carry a face_id column (default 1)")
+    parser.add_argument("--fps", type=_positive_float, metavar="FPS",
+                        help="frame rate for timestamps (default: the video's, or 30 for images)")
+    parser.add_argument("--sides", action="store_true",
+                        help="add AUxx_left/AUxx_right columns for AUs measured per side")
+    parser.epilog = (
+        f"AUxx_r is on 0..5 (1 = FACS trace, 5 = maximum); AUxx_c is 1 from AUxx_r >= {PRESENCE_THRESHOLD:g}. "
+        "Pose angles are degrees. Exit 3 when no frame holds a face."
+    )
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    """stdout, or a temporary file beside ``path`` renamed into place only
+    when the run succeeds, so a failed run never leaves half a file."""
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise MicroexprError(f"--output {path}: folder {folder} does not exist", exit_code=ExitCode.IO_ERROR)
+    if path.is_dir():
+        raise MicroexprError(f"--output {path}: is a folder, not a file", exit_code=ExitCode.IO_ERROR)
+    tmp = folder / f".{path.name}.{os.getpid()}.part"
+    try:
+        handle = tmp.open("w", encoding="utf-8", newline="")  # honours the umask, unlike mkstemp
+    except OSError as exc:
+        raise MicroexprError(f"--output {path}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
+    try:
+        with handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def run(args: argparse.Namespace) -> int:
-    raise MicroexprError("this command is not built yet")
+    with _output(args.output) as out:
+        run_timeline(
+            args.media,
+            out,
+            fmt=OutputFormat.JSONL if args.json else OutputFormat.CSV,
+            model_path=args.model,
+            num_faces=args.num_faces,
+            fps=args.fps,
+            sides=args.sides,
+            plot_path=args.plot,
+            progress=sys.stderr.isatty(),
+        )
+    return int(ExitCode.OK)

@@ -31,9 +31,13 @@ that a backend with a real score (ONNX Runtime) can fill it in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -133,6 +137,36 @@ class _SubjectAssigner:
         return ids  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration.
+
+    MediaPipe's C++ core writes glog/TFLite chatter ("Sets
+    FaceBlendshapesGraph acceleration...", "Created TensorFlow Lite XNNPACK
+    delegate") straight to fd 2 while the graph starts and on the first
+    frame; GLOG_minloglevel is not honoured by the bundled library. Python's
+    ``sys.stderr`` is flushed first, and the window is the graph start-up
+    only. Set MICROEXPR_NATIVE_LOGS=1 to see the messages.
+    """
+    if os.environ.get("MICROEXPR_NATIVE_LOGS") == "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no fd 2 (e.g. a detached process): nothing to hide
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _read_verified_model(model_path: Path | None) -> tuple[Path, bytes]:
     """The model bytes, verified by the pin, read once.
 
@@ -175,6 +209,7 @@ class MediaPipeTracker:
         self.model_path, model_bytes = _read_verified_model(model_path)
         self.num_faces = num_faces
         self._last_ms: int | None = None
+        self._first_frame = True
         self._subjects = _SubjectAssigner()
         try:
             from mediapipe.tasks.python.core.base_options import BaseOptions
@@ -196,7 +231,8 @@ class MediaPipeTracker:
             output_facial_transformation_matrixes=True,
         )
         try:
-            self._landmarker: Any = fl.FaceLandmarker.create_from_options(options)
+            with _native_stderr_silenced():
+                self._landmarker: Any = fl.FaceLandmarker.create_from_options(options)
         except (ValueError, RuntimeError, OSError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model {self.model_path}: MediaPipe cannot load it: {first_line}") from None
@@ -244,9 +280,14 @@ class MediaPipeTracker:
         else:
             rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         height, width = rgb.shape[:2]
-        result = self._landmarker.detect_for_video(
-            self._image_cls(image_format=self._srgb, data=rgb), self._timestamp_ms(frame.timestamp)
-        )
+        image_mp = self._image_cls(image_format=self._srgb, data=rgb)
+        timestamp_ms = self._timestamp_ms(frame.timestamp)
+        if self._first_frame:
+            self._first_frame = False
+            with _native_stderr_silenced():
+                result = self._landmarker.detect_for_video(image_mp, timestamp_ms)
+        else:
+            result = self._landmarker.detect_for_video(image_mp, timestamp_ms)
         raw = [
             (
                 result.face_landmarks[i],
