@@ -30,6 +30,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=""
 DRY_RUN=0
 WITH_MOSQUITTO=0
+WITH_PICAMERA=0
 MIRROR=""
 WHEELS=""
 VENV_FROM=""
@@ -58,6 +59,8 @@ usage: $0 [options]
   --root DIR         install under DIR (a scratch root or image); no apt,
                      useradd, chown or systemctl: they are printed instead
   --with-mosquitto   also install a local mosquitto broker (loopback only)
+  --with-picamera    Pi camera module support: apt python3-picamera2 (Raspberry
+                     Pi OS) and a venv that can see the system's site-packages
   --mirror DIR       local folder holding face_landmarker.task (no download)
   --wheels DIR       install Python packages from this wheel folder only (offline)
   --venv-from DIR    use this existing venv instead of building one (links it)
@@ -77,6 +80,7 @@ while (($#)); do
         --root) [[ $# -ge 2 ]] || die "--root needs a directory"; ROOT=$2; shift ;;
         --root=*) ROOT=${1#--root=} ;;
         --with-mosquitto) WITH_MOSQUITTO=1 ;;
+        --with-picamera) WITH_PICAMERA=1 ;;
         --mirror) [[ $# -ge 2 ]] || die "--mirror needs a directory"; MIRROR=$2; shift ;;
         --mirror=*) MIRROR=${1#--mirror=} ;;
         --wheels) [[ $# -ge 2 ]] || die "--wheels needs a directory"; WHEELS=$2; shift ;;
@@ -187,6 +191,8 @@ esac
 note "1. system packages"
 wanted=("${APT_PACKAGES[@]}")
 ((WITH_MOSQUITTO)) && wanted+=(mosquitto)
+# picamera2 and the libcamera bindings exist only as Debian packages (Pi OS archive).
+((WITH_PICAMERA)) && wanted+=(python3-picamera2)
 missing=()
 if [[ -n $ROOT ]]; then
     missing=("${wanted[@]}")  # the root's package set is not ours to query
@@ -243,10 +249,16 @@ elif [[ -n $VENV_FROM ]]; then
 else
     pip_opts=(--quiet --disable-pip-version-check)
     [[ -n $WHEELS ]] && pip_opts+=(--no-index --find-links "$WHEELS")
+    venv_opts=()
+    ((WITH_PICAMERA)) && venv_opts+=(--system-site-packages)  # to import picamera2/libcamera
     if [[ -x $PY ]]; then
         note "venv exists: updating it"
+        cfg_file=$(R "$VENV")/pyvenv.cfg
+        if ((WITH_PICAMERA)) && ! grep -qx "include-system-site-packages = true" "$cfg_file"; then
+            act sed -i "s/^include-system-site-packages = .*/include-system-site-packages = true/" "$cfg_file"
+        fi
     else
-        act "$PYTHON" -m venv "$(R "$VENV")"
+        act "$PYTHON" -m venv "${venv_opts[@]}" "$(R "$VENV")"
     fi
     [[ -n $WHEELS ]] || act "$PY" -m pip install "${pip_opts[@]}" --upgrade pip
     act "$PY" -m pip install "${pip_opts[@]}" -r "$SRC/requirements/runtime.txt"

@@ -81,6 +81,13 @@ def test_dry_run_in_a_scratch_root_lists_every_step_and_changes_nothing(tmp_path
     assert any(s.endswith("systemctl enable microexpr.service") for s in skipped)
 
 
+def test_picamera_option_needs_the_system_packages(tmp_path: Path) -> None:
+    done = actions(install("--dry-run", "--root", tmp_path, "--with-picamera").stdout)
+    assert f"python3 -m venv --system-site-packages {tmp_path}/opt/microexpr/venv" in done
+    out = install("--dry-run", "--root", tmp_path, "--with-picamera").stdout
+    assert re.search(r"^skip \(scratch root\): apt-get install .*python3-picamera2", out, flags=re.M)
+
+
 def test_dry_run_on_this_system_changes_nothing() -> None:
     watched = [Path("/opt/microexpr"), Path("/etc/microexpr"), Path("/etc/systemd/system/microexpr.service"),
                Path("/var/lib/microexpr/outbox.sqlite")]
