@@ -1,0 +1,607 @@
+"""MQTT publisher: outbox-first delivery, availability, Home Assistant discovery.
+
+Topics, under ``<topic_prefix>/<device_id>/``:
+
+===================  ===  ======  =============================================
+topic                QoS  retain  content
+===================  ===  ======  =============================================
+``availability``     1    yes     ``online`` on connect; ``offline`` as last
+                                  will and on a clean stop
+``event``            cfg  no      one JSON per episode, from the outbox
+``event/refined``    cfg  no      the reasoner's label, same ``event_id``
+``aus``              0    no      throttled AU samples (optional, not stored)
+``stats``            0    yes     periodic health and latency
+===================  ===  ======  =============================================
+
+Delivery: ``publish_event`` only commits the message to the :class:`Outbox`
+and wakes the pump thread, so the caller (the inference thread) never waits
+on the network. The pump hands stored messages to paho while connected,
+keeping at most ``window`` in flight; paho's own network thread
+(``loop_start``) reports each PUBACK through ``on_publish`` and the message is
+deleted from the outbox then, never earlier. After a reconnect paho resends
+what it had in flight and the pump sends the rest, so a message may arrive
+twice but never zero times: subscribers de-duplicate by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from microexpr import __version__
+from microexpr.aus import AUFrame
+from microexpr.errors import ConfigError, PublishError
+from microexpr.events import Availability, Event, RefinedEvent, Stats, au_stream_payload, dumps
+from microexpr.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: A device id becomes an MQTT topic level and a Home Assistant node id.
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+StatsSource = Callable[[], Stats]
+
+
+class MqttSettings(Protocol):
+    """What the publisher reads from configuration (``config.MqttConfig``).
+
+    Any object with these attributes will do. Optional ones, read with
+    defaults: ``cert_file``/``key_file`` (client certificate for TLS),
+    ``aus_stream`` (False turns the AU stream off), ``password`` (when absent
+    or empty, the secret ``mqtt_password`` is looked up — systemd credential,
+    then ``$MICROEXPR_MQTT_PASSWORD`` — if a username is set).
+    """
+
+    host: str
+    port: int
+    tls: bool
+    ca_file: str | Path | None
+    client_id: str | None
+    username: str | None
+    topic_prefix: str
+    keepalive_s: int
+    qos: int
+    aus_interval_s: float
+    stats_interval_s: float
+    discovery: bool
+    discovery_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic this device publishes or listens to."""
+
+    base: str
+    availability: str
+    event: str
+    refined: str
+    aus: str
+    stats: str
+    discovery_status: str
+    discovery_prefix: str
+
+    @classmethod
+    def build(cls, topic_prefix: str, device_id: str, discovery_prefix: str = "homeassistant") -> Topics:
+        prefix = topic_prefix.strip("/")
+        if not prefix or any(c in prefix for c in "#+\0"):
+            raise ConfigError(f"mqtt.topic_prefix: must be a non-empty topic without '#' or '+', got {topic_prefix!r}")
+        discovery = discovery_prefix.strip("/")
+        if not discovery or any(c in discovery for c in "#+\0"):
+            raise ConfigError(
+                f"mqtt.discovery_prefix: must be a non-empty topic without '#' or '+', got {discovery_prefix!r}"
+            )
+        check_device_id(device_id)
+        base = f"{prefix}/{device_id}"
+        return cls(
+            base=base,
+            availability=f"{base}/availability",
+            event=f"{base}/event",
+            refined=f"{base}/event/refined",
+            aus=f"{base}/aus",
+            stats=f"{base}/stats",
+            discovery_status=f"{discovery}/status",
+            discovery_prefix=discovery,
+        )
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_PATTERN.match(device_id or ""):
+        raise ConfigError(
+            f"device.id: must be 1-64 letters, digits, '-' or '_' (it is an MQTT topic level "
+            f"and a Home Assistant id), got {device_id!r}"
+        )
+    return device_id
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStatus:
+    connected: bool
+    outbox_depth: int
+    outbox_dropped: int
+    in_flight: int
+    delivered: int
+
+
+# --- Home Assistant discovery -------------------------------------------------
+
+#: (object id, name, state topic attribute, value template, extra config)
+_SENSORS: tuple[tuple[str, str, str, str, Mapping[str, Any]], ...] = (
+    ("emotion", "Emotion", "event", "{{ value_json.emotion }}", {"icon": "mdi:emoticon-outline"}),
+    (
+        "confidence",
+        "Confidence",
+        "event",
+        "{{ (value_json.confidence * 100) | round(0) }}",
+        {"unit_of_measurement": "%", "state_class": "measurement"},
+    ),
+    ("kind", "Expression kind", "event", "{{ value_json.kind }}", {}),
+    ("stage", "Deciding stage", "event", "{{ value_json.stage }}", {"entity_category": "diagnostic"}),
+    (
+        "fps",
+        "Frame rate",
+        "stats",
+        "{{ value_json.fps }}",
+        {"unit_of_measurement": "fps", "state_class": "measurement", "entity_category": "diagnostic"},
+    ),
+    ("health", "Health", "stats", "{{ value_json.health }}", {"entity_category": "diagnostic"}),
+    (
+        "outbox",
+        "Outbox depth",
+        "stats",
+        "{{ value_json.outbox.depth }}",
+        {"state_class": "measurement", "entity_category": "diagnostic"},
+    ),
+    (
+        "uptime",
+        "Uptime",
+        "stats",
+        "{{ value_json.uptime_s | round(0) }}",
+        {"device_class": "duration", "unit_of_measurement": "s", "entity_category": "diagnostic"},
+    ),
+    (
+        "reasoner",
+        "Reasoner",
+        "stats",
+        "{{ value_json.reasoner.state if value_json.reasoner else 'disabled' }}",
+        {"entity_category": "diagnostic"},
+    ),
+)
+
+
+def discovery_messages(topics: Topics, device_id: str, *, sw_version: str = __version__) -> dict[str, str]:
+    """Retained Home Assistant MQTT discovery configs: ``{topic: JSON}``."""
+    device = {
+        "identifiers": [f"microexpr_{device_id}"],
+        "name": f"microexpr {device_id}",
+        "manufacturer": "microexpr",
+        "model": "micro-expression sensor",
+        "sw_version": sw_version,
+    }
+    messages: dict[str, str] = {}
+    for object_id, name, source, template, extra in _SENSORS:
+        state_topic = topics.event if source == "event" else topics.stats
+        config: dict[str, Any] = {
+            "name": name,
+            "unique_id": f"microexpr_{device_id}_{object_id}",
+            "state_topic": state_topic,
+            "value_template": template,
+            "availability_topic": topics.availability,
+            "payload_available": Availability.ONLINE.value,
+            "payload_not_available": Availability.OFFLINE.value,
+            "has_entity_name": True,
+            "device": device,
+            **extra,
+        }
+        if object_id == "emotion":
+            config["json_attributes_topic"] = topics.event
+            config["json_attributes_template"] = (
+                "{{ {'event_id': value_json.event_id, 'confidence': value_json.confidence, "
+                "'stage': value_json.stage, 'aus': value_json.aus | map(attribute='au') | list, "
+                "'explanation': value_json.explanation} | tojson }}"
+            )
+        messages[f"{topics.discovery_prefix}/sensor/{device_id}/{object_id}/config"] = dumps(config)
+    return messages
+
+
+# --- the publisher ------------------------------------------------------------
+
+
+class MqttPublisher:
+    """Publishes a device's events from a durable outbox; owns paho's client.
+
+    The outbox is the caller's (open it first, close it after this). Start
+    with :meth:`start` or ``with``; :meth:`close` publishes ``offline``,
+    flushes what it can within its timeout and stops the threads.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        device_id: str,
+        outbox: Outbox,
+        stats_source: StatsSource | None = None,
+        window: int = 32,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.device_id = check_device_id(device_id)
+        self.outbox = outbox
+        self.topics = Topics.build(
+            getattr(settings, "topic_prefix", "microexpr"),
+            device_id,
+            getattr(settings, "discovery_prefix", "homeassistant"),
+        )
+        self.qos = int(getattr(settings, "qos", 1))
+        if self.qos not in (0, 1, 2):
+            raise ConfigError(f"mqtt.qos: must be 0, 1 or 2, got {self.qos}")
+        self.host = str(settings.host)
+        self.port = int(settings.port)
+        self._stats_source = stats_source
+        self._stats_interval = float(getattr(settings, "stats_interval_s", 30.0) or 0.0)
+        # The AU stream is on when ``aus_stream`` (if the settings have it) is
+        # true and the interval is positive.
+        aus_on = bool(getattr(settings, "aus_stream", True))
+        self._aus_interval = float(getattr(settings, "aus_interval_s", 0.0) or 0.0) if aus_on else 0.0
+        self._discovery = bool(getattr(settings, "discovery", False))
+        self._window = max(1, int(window))
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+
+        self._lock = threading.Lock()
+        #: outbox key → paho's handle of the message handed over for it.
+        self._in_flight: dict[str, paho.MQTTMessageInfo] = {}
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._resend_discovery = False
+        self._delivered = 0
+        self._last_aus = float("-inf")
+        self._unreachable_logged = False
+        self._refusal_logged: str | None = None
+        self._started = False
+        self._closed = False
+        self._pump: threading.Thread | None = None
+        self._client = self._make_client()
+
+    # --- set-up --------------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        settings = self.settings
+        client_id = getattr(settings, "client_id", None) or f"microexpr-{self.device_id}"
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        # The pump bounds what is in flight; paho's own cap would park the rest
+        # in a "queued" state that it resends less eagerly after a reconnect.
+        client.max_inflight_messages_set(0)
+        client.reconnect_delay_set(min_delay=self._reconnect[0], max_delay=self._reconnect[1])  # type: ignore[arg-type]
+        client.connect_timeout = 5.0
+        client.will_set(self.topics.availability, Availability.OFFLINE.value, qos=1, retain=True)
+        username = getattr(settings, "username", None)
+        if username:
+            client.username_pw_set(username, self._password())
+        if getattr(settings, "tls", False):
+            files: dict[str, str | None] = {}
+            for key in ("ca_file", "cert_file", "key_file"):
+                value = getattr(settings, key, None)
+                if value and not Path(value).is_file():
+                    raise ConfigError(f"mqtt.{key}: no such file {value}")
+                files[key] = str(value) if value else None
+            try:
+                client.tls_set(ca_certs=files["ca_file"], certfile=files["cert_file"], keyfile=files["key_file"])
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ConfigError(f"mqtt.tls: cannot load the TLS files: {exc}") from None
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _password(self) -> str | None:
+        value = getattr(self.settings, "password", None)
+        if value is not None and hasattr(value, "get_secret_value"):  # pydantic SecretStr
+            value = value.get_secret_value()
+        if value:
+            return str(value)
+        from microexpr import secrets  # read lazily: never at import time
+
+        return secrets.read_secret("mqtt_password", "MICROEXPR_MQTT_PASSWORD")
+
+    def start(self) -> MqttPublisher:
+        """Connect in the background; returns at once (events queue meanwhile)."""
+        if self._closed:
+            raise PublishError(f"mqtt {self.host}:{self.port}: publisher already closed")
+        if self._started:
+            return self
+        self._started = True
+        if len(self.outbox):
+            log.info("outbox %s: %d message(s) to replay", self.outbox.path, len(self.outbox))
+        keepalive = int(getattr(self.settings, "keepalive_s", 30))
+        self._client.connect_async(self.host, self.port, keepalive=keepalive)
+        self._client.loop_start()
+        self._pump = threading.Thread(target=self._pump_main, name="mqtt-pump", daemon=True)
+        self._pump.start()
+        return self
+
+    def __enter__(self) -> MqttPublisher:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- what callers use ------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def publish_event(self, event: Event) -> None:
+        """Commit the event to the outbox and let the pump send it.
+
+        Raises:
+            PublishError: the outbox is full and its policy is ``reject_new``.
+        """
+        self._enqueue(event.event_id, self.topics.event, event.to_json())
+
+    def publish_refined(self, refined: RefinedEvent) -> None:
+        """Same path as events: the refinement is stored, then sent with QoS."""
+        self._enqueue(refined.event_id, self.topics.refined, refined.to_json())
+
+    def _enqueue(self, event_id: str, topic: str, payload: str) -> None:
+        if self._closed:
+            raise PublishError(f"{topic}: publisher closed; {event_id} not queued")
+        self.outbox.put(event_id, topic, payload, qos=self.qos, retain=False)
+        self._wake.set()
+
+    def publish_aus(self, frame: AUFrame) -> bool:
+        """Send one AU sample if the stream is enabled, due and the broker is up.
+
+        Samples are a live view: never stored, dropped while disconnected.
+        """
+        if self._aus_interval <= 0 or not self.connected:
+            return False
+        now = time.monotonic()
+        if now - self._last_aus < self._aus_interval:
+            return False
+        self._last_aus = now
+        payload = dumps(au_stream_payload(frame, device_id=self.device_id))
+        return self._send(self.topics.aus, payload, qos=0, retain=False) is not None
+
+    def publish_stats(self, stats: Stats) -> bool:
+        """Replace the retained stats message (dropped while disconnected)."""
+        if not self.connected:
+            return False
+        return self._send(self.topics.stats, stats.to_json(), qos=0, retain=True) is not None
+
+    def status(self) -> PublisherStatus:
+        with self._lock:
+            in_flight = len(self._in_flight)
+            delivered = self._delivered
+        return PublisherStatus(self.connected, len(self.outbox), self.outbox.dropped, in_flight, delivered)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty; False if it is not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while len(self.outbox):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wake.set()
+            time.sleep(min(0.02, remaining))
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush, publish ``offline``, disconnect and stop threads; idempotent.
+
+        Flushing waits only while connected: with the broker away the
+        messages are safe in the outbox and shutdown must stay quick.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self._started:
+            return
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self.connected and len(self.outbox) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._pump is not None:
+            self._pump.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self.connected:
+            info = self._send(self.topics.availability, Availability.OFFLINE.value, qos=1, retain=True)
+            if info is not None:
+                try:
+                    info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+                except (RuntimeError, ValueError) as exc:
+                    log.debug("offline not confirmed: %s", exc)
+        self._reap()  # acknowledgements that arrived while stopping
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+        log.info(
+            "mqtt publisher stopped; %d message(s) stay in outbox %s", len(self.outbox), self.outbox.path
+        )
+
+    # --- the pump thread --------------------------------------------------------
+
+    def _pump_main(self) -> None:
+        next_stats = time.monotonic()
+        while not self._stop.is_set():
+            timeout = 1.0
+            if self._stats_source is not None and self._stats_interval > 0:
+                timeout = max(0.0, min(timeout, next_stats - time.monotonic()))
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set() or not self.connected:
+                continue
+            try:
+                if self._resend_discovery:
+                    self._resend_discovery = False
+                    self._announce()
+                self._pump_outbox()
+                if self._stats_source is not None and self._stats_interval > 0 and time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + self._stats_interval
+                    self.publish_stats(self._stats_source())
+            except Exception:  # keep pumping: a bad stats source must not stop events
+                log.exception("mqtt pump: unexpected error (continuing)")
+
+    def _pump_outbox(self) -> None:
+        self._reap()
+        with self._lock:
+            busy = set(self._in_flight)
+        room = self._window - len(busy)
+        if room <= 0:
+            return
+        sent: list[str] = []
+        for message in self.outbox.pending(room, exclude=busy):
+            if not self.connected or self._stop.is_set():
+                break
+            info = self._send(message.topic, message.payload, qos=message.qos, retain=message.retain)
+            if info is None:
+                continue
+            sent.append(message.key)
+            with self._lock:
+                self._in_flight[message.key] = info
+        self.outbox.mark_attempted(sent)
+        self._reap()  # QoS 0 messages count as sent once written
+
+    def _reap(self) -> None:
+        """Delete from the outbox every message the broker has acknowledged.
+
+        paho marks a message's ``MQTTMessageInfo`` as published when its
+        PUBACK (QoS 1) or PUBCOMP (QoS 2) arrives, keeps the same object
+        across reconnects and resends, and then calls ``on_publish``, which
+        wakes this thread. Tracking the info objects rather than bare message
+        ids avoids the race where an acknowledgement arrives before
+        ``publish()`` has returned its id, and mids reused after a reconnect.
+        """
+        with self._lock:
+            done = [key for key, info in self._in_flight.items() if info.is_published()]
+            for key in done:
+                del self._in_flight[key]
+        for key in done:
+            if self.outbox.delete(key):
+                with self._lock:
+                    self._delivered += 1
+
+    def _send(self, topic: str, payload: str, *, qos: int, retain: bool) -> paho.MQTTMessageInfo | None:
+        """Hand one message to paho; None if paho refused it outright."""
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as exc:  # invalid topic or payload: a bug, not a network state
+            log.error("%s: cannot publish: %s", topic, exc)
+            return None
+        if qos == 0 and info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None  # paho forgets QoS 0 messages it could not send
+        # For QoS > 0 a NO_CONN result is fine: paho keeps the message and
+        # sends it after the next CONNACK.
+        return info
+
+    # --- paho callbacks (paho's network thread) ---------------------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            self._connected.clear()
+            reason = str(reason_code)
+            if self._refusal_logged != reason:
+                self._refusal_logged = reason
+                log.error(
+                    "mqtt broker %s:%d refused the connection: %s; events stay in outbox %s",
+                    self.host, self.port, reason, self.outbox.path,
+                )
+            return
+        if self._unreachable_logged or self._refusal_logged:
+            log.info("mqtt broker %s:%d answers again; sending %d stored message(s)",
+                     self.host, self.port, len(self.outbox))
+        else:
+            log.info("connected to mqtt broker %s:%d as %s", self.host, self.port, self.topics.base)
+        self._unreachable_logged = False
+        self._refusal_logged = None
+        # "online" goes out before anything the pump sends on this connection.
+        self._send(self.topics.availability, Availability.ONLINE.value, qos=1, retain=True)
+        self._connected.set()
+        if self._discovery:
+            client.subscribe(self.topics.discovery_status, qos=1)
+            self._resend_discovery = True
+        self._wake.set()
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._connected.clear()
+        if not self._unreachable_logged:
+            self._unreachable_logged = True
+            log.warning(
+                "no mqtt broker answers at %s:%d; events are kept in outbox %s and sent when one does",
+                self.host, self.port, self.outbox.path,
+            )
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and not self._stop.is_set() and not self._unreachable_logged:
+            self._unreachable_logged = True
+            log.warning(
+                "lost mqtt broker %s:%d (%s); events are kept in outbox %s, reconnecting",
+                self.host, self.port, reason_code, self.outbox.path,
+            )
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        # The acknowledged message is found by the pump through its
+        # MQTTMessageInfo (see _reap); here we only wake it. Never block paho.
+        self._wake.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.topics.discovery_status and message.payload.strip() == b"online":
+            log.info("home assistant is online: re-sending discovery")
+            self._resend_discovery = True
+            self._wake.set()
+
+    def _announce(self) -> None:
+        for topic, payload in discovery_messages(self.topics, self.device_id).items():
+            self._send(topic, payload, qos=1, retain=True)
+
+
+def parse_payload(payload: bytes | str) -> dict[str, Any]:
+    """Decode one JSON payload received from this device (tools and tests)."""
+    text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    value: dict[str, Any] = json.loads(text)
+    return value
