@@ -241,3 +241,8 @@ def test_bad_num_faces_is_a_usage_error(media_dir: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["timeline", str(media_dir / "astronaut.png"), "--num-faces", "0"])
     assert exc.value.code == ExitCode.USAGE
+
+
+def test_a_camera_that_does_not_exist_is_66(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["timeline", "63"]) == ExitCode.NO_INPUT
+    assert "camera" in one_line_error(capsys.readouterr().err)
