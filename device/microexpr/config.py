@@ -30,7 +30,6 @@ import argparse
 import difflib
 import json
 import logging
-import math
 import os
 import re
 import socket
@@ -39,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import (
@@ -307,10 +306,6 @@ class Config(_Section):
     reasoner: ReasonerConfig = ReasonerConfig()
     logging: LoggingConfig = LoggingConfig()
 
-    SECTIONS: ClassVar[tuple[str, ...]] = (
-        "source", "model", "tracker", "onnx", "engine", "mqtt", "outbox", "reasoner", "logging",
-    )
-
     @field_validator("device_id")
     @classmethod
     def _device_id(cls, value: str) -> str:
@@ -512,15 +507,21 @@ def config_problems(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+class ConfigProblems(ConfigError):
+    """A file with validation problems: the message is the first, ``problems`` has them all."""
+
+    def __init__(self, message: str, problems: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 def validate(data: Mapping[str, Any], *, origin: str | None = None) -> Config:
     """Validate a parsed file (without resolving); raise the first problem as ``ConfigError``."""
     problems = config_problems(data)
     if problems:
         more = f" (+{len(problems) - 1} more; run `microexpr check-config`)" if len(problems) > 1 else ""
         where = f" [{origin}]" if origin else ""
-        error = ConfigError(f"{problems[0]}{more}{where}")
-        error.problems = tuple(problems)  # type: ignore[attr-defined]
-        raise error
+        raise ConfigProblems(f"{problems[0]}{more}{where}", tuple(problems))
     return Config.model_validate(data)
 
 
