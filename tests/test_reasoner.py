@@ -562,7 +562,7 @@ def test_no_key_means_the_queue_waits(tmp_path: Path, monkeypatch: pytest.Monkey
     s = ReasonerSettings(enabled=True, queue_path=tmp_path / "q.sqlite3")  # official endpoint, no key
     with Reasoner(s) as reasoner:
         assert reasoner.submit(event_id(100), make_episode(), make_decision()) is SubmitOutcome.QUEUED
-        wait_until(lambda: reasoner.state().status == "no_api_key", what="offline status")
+        wait_until(lambda: reasoner.state().status == "offline", what="offline status")
         assert reasoner.queue_depth == 1
     with sqlite3.connect(tmp_path / "q.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 1
@@ -684,3 +684,27 @@ def test_refine_rows_routes_only_ambiguous_rows_and_respects_the_budget(
     assert refine_rows(rows[1:3], tight, api_key="k") == [Emotion.SURPRISE, None]
     assert refine_rows(rows, s, api_key="k") == labels
     assert len(openai_server.chat_requests()) == 3
+
+
+# -- the privacy documentation -------------------------------------------------------
+
+
+def test_docs_sample_is_what_the_server_receives(
+    openai_server: OpenAIServer, tmp_path: Path, collector: Collector
+) -> None:
+    from microexpr.reasoner.sample import SAMPLE_EVENT_ID, _Context, sample_decision, sample_episode
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "reasoner.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- sample-body", 1)[1].split("```json\n", 1)[1].split("\n```", 1)[0]
+    documented = json.loads(block)
+    openai_server.script(Reply.answer())
+    s = settings_for(openai_server, tmp_path)
+    with Reasoner(s, on_refined=collector, api_key="k") as reasoner:
+        reasoner.submit(SAMPLE_EVENT_ID, sample_episode(), sample_decision(), _Context())
+        collector.wait_for(1)
+    (request,) = openai_server.chat_requests()
+    assert request.body == documented
+    # Headers: only those the doc lists (transport headers + the client's own).
+    allowed = {"host", "accept-encoding", "connection", "authorization", "accept", "content-type",
+               "user-agent", "content-length"}
+    assert {h for h in request.headers if not h.startswith("x-stainless-")} <= allowed

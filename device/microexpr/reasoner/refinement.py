@@ -99,9 +99,10 @@ class ReasonerState:
     """A snapshot for the ``stats`` payload and ``microexpr check``-style output."""
 
     enabled: bool
-    #: Why nothing is being sent right now: "idle", "sending", "disabled",
-    #: "no_api_key", "breaker_open", "backing_off", "rate_limited",
-    #: "budget_exhausted".
+    #: What the workers are doing (the ``stats`` payload's vocabulary):
+    #: "disabled", "idle", "working", "offline" (no API key), "backoff"
+    #: (after 429/5xx/timeout), "circuit_open", "rate_limited" (per-minute
+    #: cap), "budget_exhausted" (daily cap; waits for 00:00 UTC).
     status: str
     queue_depth: int  #: episodes waiting for an answer
     awaiting_delivery: int  #: answered, not yet accepted by on_refined
@@ -112,6 +113,16 @@ class ReasonerState:
     last_error_at: str | None  #: ISO-8601 UTC
     cache_entries: int
     counts: Mapping[str, int]
+
+    def stats_fields(self) -> dict[str, Any]:
+        """Keyword arguments of ``events.ReasonerStats`` (the ``stats`` topic)."""
+        return {
+            "state": self.status,
+            "queue_depth": self.queue_depth,
+            "requests_today": self.budget.requests_used,
+            "tokens_today": self.budget.tokens_used,
+            "budget_exhausted": self.budget.exhausted,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         budget = self.budget

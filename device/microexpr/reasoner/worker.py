@@ -124,6 +124,10 @@ class Reasoner:
             self._client = openai.OpenAI(
                 api_key=key, base_url=s.base_url or OFFICIAL_BASE_URL, timeout=s.timeout_s, max_retries=0
             )
+            # The client imports its resource modules on first use (~25 ms
+            # holding the GIL): pay that here, at start-up, not in a worker
+            # while the camera loop runs.
+            _ = self._client.chat.completions
         elif s.enabled:
             log.warning("reasoner enabled but no OpenAI API key (credential openai_api_key or OPENAI_API_KEY): "
                         "ambiguous episodes are queued until one is configured")
@@ -137,7 +141,7 @@ class Reasoner:
         self._last_error: str | None = None
         self._last_error_at: str | None = None
         self._not_before = 0.0
-        self._status = "idle" if s.enabled else "disabled"
+        self._status = "disabled" if not s.enabled else ("idle" if self._client is not None else "offline")
         self._budget_blocked_day: str | None = None
         self._redeliver_at = 0.0
         self._threads: list[threading.Thread] = []
@@ -326,8 +330,8 @@ class Reasoner:
         if item is None:
             with self._lock:
                 exclude = tuple(self._claimed)
-                if self._status in ("sending",):
-                    self._status = "idle"
+                if store.pending == 0 or self._status == "working":
+                    self._status = "idle" if self._client is not None else "offline"
             due = store.next_due(exclude=exclude)
             return MAX_IDLE_S if due is None else max(0.01, due - self._wall())
         try:
@@ -380,12 +384,12 @@ class Reasoner:
         """Check the gates in order; on success a rate slot (and in half-open
         the breaker's trial) is taken. The budget is reserved by the caller."""
         if self._client is None:
-            return _Blocked("no_api_key", MAX_IDLE_S, hard=True)
+            return _Blocked("offline", MAX_IDLE_S, hard=True)
         backoff = self._backoff_remaining()
         if backoff > 0:
-            return _Blocked("backing_off", backoff)
+            return _Blocked("backoff", backoff)
         if not self._breaker.allow():
-            return _Blocked("breaker_open", max(0.05, self._breaker.retry_in()))
+            return _Blocked("circuit_open", max(0.05, self._breaker.retry_in()))
         wait = self._limiter.try_acquire()
         if wait > 0:
             self._breaker.release_trial()
@@ -413,7 +417,7 @@ class Reasoner:
             return blocked
         assert self._client is not None and self._store is not None
         with self._lock:
-            self._status = "sending"
+            self._status = "working"
         self._count("sent")
         started = self._clock()
         try:
