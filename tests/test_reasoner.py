@@ -12,6 +12,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -708,3 +709,49 @@ def test_docs_sample_is_what_the_server_receives(
     allowed = {"host", "accept-encoding", "connection", "authorization", "accept", "content-type",
                "user-agent", "content-length"}
     assert {h for h in request.headers if not h.startswith("x-stainless-")} <= allowed
+
+
+# -- end to end: a refinement on the real broker -------------------------------------
+
+
+def test_normal_answer_becomes_a_refined_event_on_mosquitto(
+    openai_server: OpenAIServer, tmp_path: Path, broker: Any, make_subscriber: Any
+) -> None:
+    from microexpr.events import PayloadKind, validate
+    from microexpr.mqtt import MqttPublisher
+    from microexpr.outbox import Outbox
+
+    device_id = f"r{uuid.uuid4().hex[:10]}"
+    topic = f"microexpr/{device_id}/event/refined"
+    subscriber = make_subscriber(broker, [topic])
+    mqtt_settings = SimpleNamespace(
+        host=broker.host, port=broker.port, tls=False, ca_file=None, client_id=None, username=None,
+        topic_prefix="microexpr", keepalive_s=5, qos=1, aus_interval_s=0.0, stats_interval_s=0.0,
+        discovery=False, discovery_prefix="homeassistant",
+    )
+    openai_server.script(Reply.answer(label="surprise", confidence=0.66, aus_cited=("AU1", "AU2"),
+                                      rationale="AU1+AU2 without AU20 dominance."))
+    the_event = str(uuid.uuid4())
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        publisher = MqttPublisher(mqtt_settings, device_id=device_id, outbox=outbox).start()
+        try:
+            def on_refined(refinement: Refinement) -> None:  # the service's wiring
+                publisher.publish_refined(refinement.to_refined_event(device_id))
+
+            with Reasoner(settings_for(openai_server, tmp_path), on_refined=on_refined, api_key="k") as reasoner:
+                reasoner.submit(the_event, make_episode(), make_decision(Emotion.FEAR), CONTEXT)
+                (message,) = subscriber.wait_for(lambda ms: len(ms) >= 1, 15, "the refined event")
+            assert publisher.flush(10)
+        finally:
+            publisher.close(timeout=2)
+    validate(message.text, PayloadKind.EVENT_REFINED)
+    payload = json.loads(message.payload)
+    assert message.topic == topic and message.qos == 1
+    assert payload["event_id"] == the_event
+    assert payload["stage"] == "llm"
+    assert payload["emotion"] == "surprise" and payload["local_emotion"] == "fear"
+    assert payload["agrees_with_local"] is False
+    assert payload["confidence"] == pytest.approx(0.66)
+    assert payload["aus_cited"] == ["AU1", "AU2"]
+    assert payload["rationale"] == "AU1+AU2 without AU20 dominance."
+    assert payload["model"] == "gpt-4o-mini"

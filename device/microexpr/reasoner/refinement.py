@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from microexpr.classify.decide import Stage
 from microexpr.facs import AU, Emotion
+
+if TYPE_CHECKING:
+    from microexpr.events import RefinedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,21 @@ class Refinement:
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
+
+    def to_refined_event(self, device_id: str) -> RefinedEvent:
+        """The ``event/refined`` payload object (``events.RefinedEvent``)."""
+        from microexpr.events import RefinedEvent  # lazily: the reasoner needs no payload code
+
+        return RefinedEvent(
+            event_id=self.event_id,
+            device_id=device_id,
+            emotion=self.label,
+            confidence=self.confidence,
+            rationale=self.rationale,
+            aus_cited=self.aus_cited,
+            local_emotion=self.local_label,
+            model=self.model,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Refinement:
