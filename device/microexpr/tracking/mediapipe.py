@@ -118,23 +118,25 @@ class _SubjectAssigner:
     def assign(self, faces: list[np.ndarray]) -> list[int]:
         centres = [(pts[:, :2].mean(axis=0), float(np.ptp(pts[:, 0]))) for pts in faces]
         pairs = sorted(
-            (float(np.linalg.norm(c - pc)), i, sid)
-            for i, (c, _w) in enumerate(centres)
-            for sid, (pc, _pw) in self._previous.items()
+            (float(np.linalg.norm(centre - previous)), i, sid)
+            for i, (centre, _width) in enumerate(centres)
+            for sid, (previous, _previous_width) in self._previous.items()
         )
-        ids: list[int | None] = [None] * len(faces)
+        matched: dict[int, int] = {}
         taken: set[int] = set()
         for dist, i, sid in pairs:
-            if ids[i] is not None or sid in taken or dist > 0.5 * max(centres[i][1], 1.0):
+            if i in matched or sid in taken or dist > 0.5 * max(centres[i][1], 1.0):
                 continue
-            ids[i] = sid
+            matched[i] = sid
             taken.add(sid)
-        for i, sid in enumerate(ids):
-            if sid is None:
-                ids[i] = self._next_id
-            self._next_id = max(self._next_id, ids[i] + 1)  # type: ignore[operator]
-        self._previous = {sid: centres[i] for i, sid in enumerate(ids)}  # type: ignore[misc]
-        return ids  # type: ignore[return-value]
+        ids: list[int] = []
+        for i in range(len(faces)):
+            if i not in matched:
+                matched[i] = self._next_id
+            self._next_id = max(self._next_id, matched[i] + 1)
+            ids.append(matched[i])
+        self._previous = {sid: centres[i] for i, sid in enumerate(ids)}
+        return ids
 
 
 @contextlib.contextmanager
