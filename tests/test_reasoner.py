@@ -448,6 +448,24 @@ def test_budget_exhausted_stops_asking_persists_and_resets_next_utc_day(
     assert len(openai_server.chat_requests()) == 4
 
 
+def test_raising_the_budget_on_reload_resumes_sending(
+    openai_server: OpenAIServer, tmp_path: Path, collector: Collector
+) -> None:
+    openai_server.default = Reply.answer()
+    s = settings_for(openai_server, tmp_path, max_requests_per_day=1)
+    with Reasoner(s, on_refined=collector, api_key="k") as reasoner:
+        reasoner.submit(event_id(35), make_episode(0), make_decision())
+        reasoner.submit(event_id(36), make_episode(1), make_decision())
+        collector.wait_for(1)
+        wait_until(lambda: reasoner.state().status == "budget_exhausted", what="budget exhausted")
+        reasoner.apply_live(SimpleNamespace(max_requests_per_day=2, max_tokens_per_day=200_000,
+                                            max_requests_per_minute=10, model="ignored-on-reload"))
+        collector.wait_for(2)
+        state = reasoner.state()
+    assert state.budget.requests_used == 2 and state.budget.requests_limit == 2
+    assert reasoner.settings.model == "gpt-4o-mini"  # only the live keys changed
+
+
 def test_token_budget_is_never_overshot(openai_server: OpenAIServer, tmp_path: Path, collector: Collector) -> None:
     openai_server.default = Reply.answer()
     probe = ReasonerRequest.from_episode(event_id(40), make_episode(0), make_decision())

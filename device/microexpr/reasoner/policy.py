@@ -136,6 +136,10 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._sent: deque[float] = deque()
 
+    def set_limit(self, per_minute: int) -> None:
+        with self._lock:
+            self._limit = max(1, per_minute)
+
     def try_acquire(self) -> float:
         """Take a slot and return 0, or return the seconds until one frees."""
         with self._lock:

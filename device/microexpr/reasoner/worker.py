@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -181,6 +181,22 @@ class Reasoner:
             self._client.close()
         if self._store is not None and not busy:
             self._store.close()
+
+    def apply_live(self, settings: object) -> None:
+        """Take the keys that may change without a restart (SIGHUP): the
+        daily budget and the per-minute rate. Everything else is fixed at
+        start (model, endpoint, workers, queue file)."""
+        new = ReasonerSettings.from_any(settings)
+        self.settings = replace(
+            self.settings,
+            max_requests_per_day=new.max_requests_per_day,
+            max_tokens_per_day=new.max_tokens_per_day,
+            max_requests_per_minute=new.max_requests_per_minute,
+        )
+        self._limiter.set_limit(new.max_requests_per_minute)
+        self._budget_blocked_day = None
+        with self._wake:
+            self._wake.notify_all()
 
     def __enter__(self) -> Reasoner:
         return self.start()
