@@ -1,14 +1,56 @@
 """The decision: label, confidence, margin, deciding stage, readable trace.
 
-(Interface fixed; implementation in progress — see issue 4.)
+``Classifier`` runs the stages on one AU set and combines them:
+
+1. rules (``rules.py``) score each emotion 0..1 from FACS knowledge and may
+   rule emotions out (crying is not happiness, contempt needs one side);
+2. prototypes (``prototypes.py``) give a posterior from fitted AU
+   frequencies;
+3. the subject context (``context.py``) has already lowered the weight of the
+   subject's habitual AUs in the evidence both stages read.
+
+The combination is a product of experts: ``log q(e) + rule_weight · r(e)``,
+normalised over the allowed labels. A rule at full strength multiplies an
+emotion's odds by e^rule_weight (≈ 20 at the default 3), so data must be
+clearly against a FACS pattern to overrule it, and the rules cannot beat a
+prototype that is both confident and well supported. Emotions the
+prototypes were never fitted on (anger and contempt with the shipped CASME II
+prototypes) get an even share of the prototype mass: the rules alone decide
+between them.
+
+A decision is **ambiguous** — sent to the reasoner, still labelled locally —
+when its confidence is below ``ambiguous_confidence`` (default 0.5) or its
+margin over the runner-up is below ``ambiguous_margin`` (default 0.15).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from microexpr.facs import Emotion
+from microexpr.classify.context import SubjectContext
+from microexpr.classify.evidence import Evidence
+from microexpr.classify.prototypes import PrototypeScores, PrototypeSet
+from microexpr.classify.rules import RuleResult, evaluate_rules
+from microexpr.facs import AUActivation, Emotion
+
+DEFAULT_AMBIGUOUS_CONFIDENCE = 0.5
+DEFAULT_AMBIGUOUS_MARGIN = 0.15
+#: Rule scores become a distribution by softmax(RULE_SHARPNESS · score): a
+#: rule at 1.0 makes its emotion e^3 ≈ 20× as likely as one no rule supports.
+DEFAULT_RULE_SHARPNESS = 3.0
+#: A rule at full strength counts as this many episodes of evidence ...
+DEFAULT_RULE_PRIOR = 4.0
+#: ... against the fitted episodes with the same AU configuration plus this
+#: many for the prototypes' AU-by-AU generalisation to unseen configurations.
+DEFAULT_DATA_PRIOR = 2.0
+#: Rules "decide" on their own when their best score reaches this and leads by
+#: RULES_DECISIVE_LEAD (used to name the deciding stage, not to skip stages).
+RULES_DECISIVE = 0.75
+RULES_DECISIVE_LEAD = 0.25
 
 
 class Stage(StrEnum):
@@ -30,3 +72,284 @@ class Decision:
     scores: tuple[tuple[Emotion, float], ...]  #: every candidate, best first
     trace: tuple[str, ...]  #: sentences a person can read, in order
     ambiguous: bool  #: below the confidence/margin thresholds: ask the reasoner
+
+
+@dataclass(frozen=True, slots=True)
+class _Fused:
+    probs: dict[Emotion, float]
+    rules: RuleResult | None
+    rule_scores: dict[Emotion, float]
+    rule_probs: dict[Emotion, float]
+    proto: PrototypeScores | None
+    proto_probs: dict[Emotion, float]  #: over the fitted candidates only
+    candidates: tuple[Emotion, ...]
+    data_weight: float  #: share of the prototypes in the mixture
+
+    @property
+    def ranked(self) -> list[tuple[Emotion, float]]:
+        return sorted(self.probs.items(), key=lambda kv: (-kv[1], _ORDER[kv[0]]))
+
+    @property
+    def label(self) -> Emotion:
+        return self.ranked[0][0]
+
+
+_ORDER = {e: i for i, e in enumerate(Emotion)}
+
+
+def _share_others(
+    q: dict[Emotion, float], pi: dict[Emotion, float], candidates: Sequence[Emotion]
+) -> dict[Emotion, float]:
+    """Spread the prototypes' "others" over emotions they were never fitted on.
+
+    Coders who could not say "contempt" (CASME II has no such label) filed
+    contempt under "others"; so for prototypes fitted without an emotion,
+    their "others" probability is really "others or that emotion". It is
+    split in proportion to the rules' opinion. Without a fitted "others" the
+    unfitted emotions get nothing from the prototypes (the rules still speak).
+    """
+    unfitted = [e for e in candidates if e not in q]
+    if not unfitted or Emotion.OTHERS not in q:
+        return q
+    pool = [Emotion.OTHERS, *unfitted]
+    weight = sum(pi.get(e, 0.0) for e in pool)
+    if weight <= 0.0:
+        return q
+    out = {e: v for e, v in q.items() if e is not Emotion.OTHERS}
+    for e in pool:
+        out[e] = q[Emotion.OTHERS] * pi.get(e, 0.0) / weight
+    return out
+
+
+class Classifier:
+    """Rules → prototypes → subject context → ``Decision``, for one AU set.
+
+    ``prototypes=None`` loads the shipped set (fitted on CASME II).
+    ``labels`` restricts the output to a protocol's label set, e.g. the
+    5-class CASME II protocol. ``use_rules``/``use_prototypes`` switch a
+    stage off (the evaluation's per-stage rows).
+    """
+
+    def __init__(
+        self,
+        prototypes: PrototypeSet | None = None,
+        *,
+        ambiguous_confidence: float = DEFAULT_AMBIGUOUS_CONFIDENCE,
+        ambiguous_margin: float = DEFAULT_AMBIGUOUS_MARGIN,
+        labels: Collection[Emotion] | None = None,
+        rule_sharpness: float = DEFAULT_RULE_SHARPNESS,
+        rule_prior: float = DEFAULT_RULE_PRIOR,
+        data_prior: float = DEFAULT_DATA_PRIOR,
+        use_rules: bool = True,
+        use_prototypes: bool = True,
+    ) -> None:
+        if not (use_rules or use_prototypes):
+            raise ValueError("at least one of the rules and prototypes stages must be on")
+        if not 0.0 <= ambiguous_confidence <= 1.0 or not 0.0 <= ambiguous_margin <= 1.0:
+            raise ValueError("ambiguous_confidence and ambiguous_margin must be in 0..1")
+        self.prototypes = (prototypes if prototypes is not None else PrototypeSet.load_default()) if use_prototypes else None
+        self.labels: tuple[Emotion, ...] = tuple(e for e in Emotion if labels is None or e in set(labels))
+        if not self.labels:
+            raise ValueError("labels must name at least one emotion")
+        self.ambiguous_confidence = float(ambiguous_confidence)
+        self.ambiguous_margin = float(ambiguous_margin)
+        if rule_sharpness < 0 or rule_prior <= 0 or data_prior < 0:
+            raise ValueError("rule_sharpness and data_prior must be >= 0, rule_prior > 0")
+        self.rule_sharpness = float(rule_sharpness)
+        self.rule_prior = float(rule_prior)
+        self.data_prior = float(data_prior)
+        self.use_rules = use_rules
+
+    # -- public ------------------------------------------------------------------
+
+    def classify(self, activations: Sequence[AUActivation], context: SubjectContext | None = None) -> Decision:
+        ev = Evidence.from_activations(activations, context)
+        fused = self._fuse(ev)
+        stage_override: Stage | None = None
+        before: Emotion | None = None
+        if context is not None and any(u.habitual < 1.0 for u in ev.units.values()):
+            before = self._fuse(Evidence.from_activations(activations)).label
+            if before is not fused.label:
+                stage_override = Stage.CONTEXT
+        return self._decision(ev, fused, context, stage_override, before)
+
+    def classify_readings(
+        self, readings: Sequence[Sequence[AUActivation]], context: SubjectContext | None = None
+    ) -> Decision:
+        """Classify a row coded with alternatives ("R6 or R12"): score every
+        reading and keep the one the classifier is most confident about."""
+        if not readings:
+            raise ValueError("no readings to classify")
+        if len(readings) == 1:
+            return self.classify(readings[0], context)
+        decisions = [self.classify(r, context) for r in readings]
+        best_index = max(range(len(decisions)), key=lambda i: (decisions[i].confidence, -i))
+        best = decisions[best_index]
+        others = sorted({d.label.value for i, d in enumerate(decisions) if i != best_index})
+        note = (
+            f"coded with alternatives: scored {len(readings)} readings, kept reading {best_index + 1} "
+            f"({best.label.value}, confidence {best.confidence:.2f})"
+            + (f"; other readings gave {', '.join(others)}" if others else "")
+        )
+        return dataclasses.replace(best, trace=(note, *best.trace))
+
+    # -- stages --------------------------------------------------------------------
+
+    def _fuse(self, ev: Evidence) -> _Fused:
+        rules = evaluate_rules(ev) if self.use_rules else None
+        vetoed = rules.vetoed if rules is not None else frozenset()
+        candidates = tuple(e for e in self.labels if e not in vetoed) or self.labels
+        rule_scores = rules.scores(candidates) if rules is not None else {}
+        # The rules' opinion as a distribution: softmax of rule_sharpness · score.
+        pi: dict[Emotion, float] = {}
+        if rules is not None:
+            logits = {e: self.rule_sharpness * rule_scores.get(e, 0.0) for e in candidates}
+            top = max(logits.values())
+            exp = {e: math.exp(v - top) for e, v in logits.items()}
+            norm = sum(exp.values())
+            pi = {e: v / norm for e, v in exp.items()}
+        proto: PrototypeScores | None = None
+        q: dict[Emotion, float] = {}
+        if self.prototypes is not None:
+            # Scored over every allowed label so the trace can say when a rule
+            # ruled out the prototypes' favourite; then renormalised.
+            proto = self.prototypes.score(ev, self.labels)
+            kept = {e: proto.posterior[e] for e in candidates if e in proto.posterior}
+            total = sum(kept.values())
+            q = {e: v / total for e, v in kept.items()} if total > 0 else kept
+        if not pi:
+            data_weight = 1.0
+            probs = {e: q.get(e, 0.0) for e in candidates}
+        elif not q:
+            data_weight = 0.0
+            probs = dict(pi)
+        else:
+            q = _share_others(q, pi, candidates)
+            # Rules are a prior worth `rule_prior` episodes at full strength;
+            # the prototypes count for the fitted episodes with exactly this
+            # configuration plus `data_prior` for their AU-by-AU generalisation.
+            support = proto.support if proto is not None else 0.0
+            pattern = max((v for e, v in rule_scores.items() if e is not Emotion.OTHERS), default=0.0)
+            rule_prior = self.rule_prior * pattern
+            data_weight = (support + self.data_prior) / (support + self.data_prior + rule_prior)
+            probs = {e: data_weight * q.get(e, 0.0) + (1.0 - data_weight) * pi[e] for e in candidates}
+        norm = sum(probs.values()) or 1.0
+        probs = {e: v / norm for e, v in probs.items()}
+        return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight)
+
+    # -- the decision and its trace ----------------------------------------------------
+
+    def _decision(
+        self,
+        ev: Evidence,
+        fused: _Fused,
+        context: SubjectContext | None,
+        stage_override: Stage | None,
+        before: Emotion | None,
+    ) -> Decision:
+        ranked = fused.ranked
+        label, confidence = ranked[0]
+        runner_up, second = ranked[1] if len(ranked) > 1 else (None, 0.0)
+        margin = confidence - second
+        rules_ranked = sorted(fused.rule_scores.items(), key=lambda kv: (-kv[1], _ORDER[kv[0]]))
+        rules_top = rules_ranked[0][0] if rules_ranked else None
+        rules_decisive = bool(rules_ranked) and rules_ranked[0][1] >= RULES_DECISIVE and (
+            len(rules_ranked) < 2 or rules_ranked[0][1] - rules_ranked[1][1] >= RULES_DECISIVE_LEAD
+        )
+        proto_top = None
+        if fused.proto_probs:
+            proto_top = max(fused.proto_probs.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))[0]
+        if stage_override is not None:
+            stage = stage_override
+        elif fused.rules is None:
+            stage = Stage.PROTOTYPE
+        elif fused.proto is None:
+            stage = Stage.RULES
+        elif label is rules_top and (rules_decisive or label is not proto_top):
+            stage = Stage.RULES
+        else:
+            stage = Stage.PROTOTYPE
+        ambiguous = confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
+        trace = self._trace(ev, fused, context, label, confidence, runner_up, margin, stage, rules_top, proto_top,
+                            before, ambiguous)
+        return Decision(
+            label=label,
+            confidence=round(confidence, 4),
+            margin=round(margin, 4),
+            runner_up=runner_up,
+            stage=stage,
+            scores=tuple((e, round(p, 4)) for e, p in ranked),
+            trace=tuple(trace),
+            ambiguous=ambiguous,
+        )
+
+    def _trace(
+        self,
+        ev: Evidence,
+        fused: _Fused,
+        context: SubjectContext | None,
+        label: Emotion,
+        confidence: float,
+        runner_up: Emotion | None,
+        margin: float,
+        stage: Stage,
+        rules_top: Emotion | None,
+        proto_top: Emotion | None,
+        before: Emotion | None,
+        ambiguous: bool,
+    ) -> list[str]:
+        lines = [f"evidence: {ev.describe()}"]
+        weak = [u for u in ev.units.values() if u.habitual >= 1.0 and u.weight < 0.99]
+        if weak:
+            lines[0] += " (weak: " + ", ".join(f"AU{u.au.value} {u.weight:.2f}" for u in weak) + ")"
+        habitual = [u for u in ev.units.values() if u.habitual < 1.0]
+        if habitual and context is not None:
+            lines.append("subject context: " + "; ".join(
+                f"AU{u.au.value} weighs {u.habitual:.2f} (active in {context.rate(u.au):.0%} of this subject's "
+                "frames outside episodes)" for u in habitual))
+        if fused.rules is not None:
+            allowed = set(fused.candidates)
+            hits = [h for h in fused.rules.hits if h.emotion in allowed]
+            best_per_emotion: dict[Emotion, str] = {}
+            for h in hits:
+                best_per_emotion.setdefault(h.emotion, f"{h.emotion.value} {fused.rule_scores.get(h.emotion, 0):.2f} "
+                                                       f"({h.reason})")
+            if best_per_emotion:
+                lines.append("rules: " + "; ".join(list(best_per_emotion.values())[:3]))
+            else:
+                lines.append("rules: no FACS emotion pattern among the allowed labels matched")
+            hit = {h.emotion for h in fused.rules.hits}
+            favoured = set()
+            if fused.proto is not None:
+                favoured = {e for e, _p in fused.proto.ranked()[:2]}
+            for adj in fused.rules.adjustments:
+                # Only the pair decisions that mattered: the emotion had a rule
+                # for it, or the prototypes favoured an emotion now ruled out.
+                if adj.emotion in self.labels and (adj.emotion in hit or (adj.factor <= 0.0 and adj.emotion in favoured)):
+                    lines.append(adj.reason)
+        if fused.proto is not None:
+            lines.append(fused.proto.explain())
+        if stage is Stage.CONTEXT and before is not None:
+            why = f"the subject's habitual AUs weigh less, so {label.value} replaces {before.value}"
+        elif rules_top is not None and proto_top is not None and rules_top is proto_top:
+            why = "rules and prototypes agree"
+        elif stage is Stage.RULES and fused.rules is not None:
+            reasons = fused.rules.reasons_for(label)
+            pattern = reasons[0] if reasons else "no emotion pattern fits"
+            why = f"the FACS pattern ({pattern}) outweighs the prototypes" + (
+                f"' preference for {proto_top.value}" if proto_top is not None and proto_top is not label else "")
+        elif fused.rules is not None and rules_top is not None and rules_top is not label:
+            why = f"the fitted prototypes outweigh the rules' preference for {rules_top.value}"
+        else:
+            why = f"decided by the {stage.value} stage"
+        versus = f" over {runner_up.value}" if runner_up is not None else ""
+        lines.append(f"→ {label.value}{versus} (confidence {confidence:.2f}, margin {margin:.2f}, stage {stage.value}):"
+                     f" {why}")
+        if ambiguous:
+            low = []
+            if confidence < self.ambiguous_confidence:
+                low.append(f"confidence {confidence:.2f} < {self.ambiguous_confidence:.2f}")
+            if margin < self.ambiguous_margin:
+                low.append(f"margin {margin:.2f} < {self.ambiguous_margin:.2f}")
+            lines.append("ambiguous (" + ", ".join(low) + "): marked for the reasoner")
+        return lines

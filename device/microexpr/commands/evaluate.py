@@ -1,13 +1,66 @@
-"""Placeholder while this command is being built."""
+"""``microexpr eval LABELS``: leave-one-subject-out scores on a coded dataset.
+
+Exit codes: 0 scored; 2 bad command line; 65 malformed label file (missing
+columns, unknown emotions, bad frame numbers, unparseable AU strings unless
+``--skip-unparseable``, no rows, fewer than 2 subjects); 66 label file not
+found; 74 cannot write ``--out``.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
 
-from microexpr.errors import MicroexprError
+from microexpr.evaluate import PROTOCOLS, EvalSettings, folds, run_eval, write_outputs
+from microexpr.labels import read_labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.add_argument("labels", type=Path, metavar="LABELS",
+                        help="coding table: CASME II .xlsx, its CSV, or the generic CSV "
+                             "(subject,filename,onset,apex,offset,aus,emotion)")
+    parser.add_argument("--protocol", action="append", choices=sorted(PROTOCOLS), metavar="NAME",
+                        help="label set to score: 5class (CASME II's five), samm5 (SAMM's five) or all "
+                             "(every label in the file); repeat for several; default: 5class and all")
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write eval.json, eval.md and confusion-matrix PNGs to DIR")
+    parser.add_argument("--skip-unparseable", action="store_true",
+                        help="leave out rows whose AU string cannot be parsed (they are listed) instead of failing")
+    parser.add_argument("--ambiguous-confidence", type=float, metavar="P",
+                        help="a decision below this confidence is ambiguous (default 0.5)")
+    parser.add_argument("--ambiguous-margin", type=float, metavar="P",
+                        help="a decision whose margin over the runner-up is below this is ambiguous (default 0.15)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise MicroexprError("this command is not built yet")
+    protocols = list(dict.fromkeys(args.protocol or ["5class", "all"]))
+    for name in ("ambiguous_confidence", "ambiguous_margin"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            print(f"microexpr eval: error: --{name.replace('_', '-')} must be in 0..1, got {value}", file=sys.stderr)
+            return 2
+    table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable)
+    settings = EvalSettings(args.ambiguous_confidence, args.ambiguous_margin)
+    command = "microexpr eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=folds(table, protocols), desc="LOSO folds", unit="fold", file=sys.stderr, leave=False)
+    try:
+        report = run_eval(table, protocols, settings=settings, progress=bar.update if bar else None,
+                          command=command)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.out is not None:
+        write_outputs(report, args.out)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_text(), end="")
+    return 0

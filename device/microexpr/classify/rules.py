@@ -1,0 +1,281 @@
+"""Stage 1: FACS rules — expert knowledge, no fitting.
+
+Every rule is grounded in the FACS/EMFACS literature, not in any dataset:
+the EMFACS emotion prototypes and major variants (Friesen & Ekman 1983, as
+tabulated in Ekman, Friesen & Hager, *FACS Investigator's Guide*, 2002), the
+contempt studies of Ekman & Friesen (1986) and Matsumoto (1992) for
+laterality, and the emotion→AU table of the paper this project implements
+(Sălăgean et al. 2025; see ``docs/classification.md`` for where we differ
+from it and why).
+
+A rule fires with a score in 0..1: its base confidence times the soft AND of
+the AUs it needs (``Evidence.all_of``), so a trace AU or a subject's habitual
+AU fires it more weakly. Confusion-pair rules are *adjustments*: they scale
+one emotion down (factor 0 = ruled out) with a reason a person can read.
+Dataset conventions (what CASME II calls "repression", what its coders put
+under "others") are learned by the prototypes stage, never written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from microexpr.classify.evidence import Evidence
+from microexpr.facs import AU, Emotion
+
+#: Rules below this score are not reported (they are noise in a trace).
+MIN_SCORE = 0.05
+#: "others" when nothing matches: the score of an AU set no rule explains.
+OTHERS_BASE = 0.6
+#: Crying cues that rule happiness out when they come with AU12 (see ``_crying``).
+CRYING_CUES: tuple[tuple[AU, str], ...] = (
+    (AU.INNER_BROW_RAISER, "inner brows raised (AU1)"),
+    (AU.BROW_LOWERER, "brows lowered (AU4)"),
+    (AU.LIP_CORNER_DEPRESSOR, "lip corners pulled down (AU15)"),
+    (AU.CHIN_RAISER, "chin raised (AU17)"),
+    (AU.EYES_CLOSED, "eyes closed (AU43)"),
+)
+#: AUs that tighten or hold the lips and chin: the face of suppression.
+CONTROL_AUS = (AU.DIMPLER, AU.LIP_CORNER_DEPRESSOR, AU.CHIN_RAISER, AU.LIP_TIGHTENER, AU.LIP_PRESSOR)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    rule: str  #: short id, e.g. "happiness.felt-smile"
+    emotion: Emotion
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A confusion-pair decision: multiply ``emotion``'s score by ``factor``."""
+
+    rule: str
+    emotion: Emotion
+    factor: float  #: 0 rules the emotion out
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    hits: tuple[RuleHit, ...]
+    adjustments: tuple[Adjustment, ...]
+    #: Best hit per emotion after adjustments (others not included).
+    raw: Mapping[Emotion, float] = field(default_factory=dict)
+
+    @property
+    def vetoed(self) -> frozenset[Emotion]:
+        return frozenset(a.emotion for a in self.adjustments if a.factor <= 0.0)
+
+    def scores(self, labels: Collection[Emotion] | None = None) -> dict[Emotion, float]:
+        """Score per allowed label; "others" = how little the allowed emotions explain."""
+        allowed = set(Emotion) if labels is None else set(labels)
+        out = {e: self.raw.get(e, 0.0) for e in Emotion if e in allowed and e is not Emotion.OTHERS}
+        if Emotion.OTHERS in allowed:
+            best = max(out.values(), default=0.0)
+            out[Emotion.OTHERS] = OTHERS_BASE * (1.0 - best)
+        return out
+
+    def reasons_for(self, emotion: Emotion) -> list[str]:
+        return [h.reason for h in self.hits if h.emotion is emotion]
+
+
+class _Collector:
+    def __init__(self, ev: Evidence) -> None:
+        self.ev = ev
+        self.hits: list[RuleHit] = []
+        self.adjustments: list[Adjustment] = []
+
+    def hit(self, rule: str, emotion: Emotion, base: float, strength: float, reason: str) -> None:
+        score = base * max(0.0, min(1.0, strength))
+        if score >= MIN_SCORE:
+            self.hits.append(RuleHit(rule, emotion, round(score, 4), reason))
+
+    def adjust(self, rule: str, emotion: Emotion, factor: float, reason: str) -> None:
+        factor = max(0.0, min(1.0, factor))
+        if factor < 0.999:
+            self.adjustments.append(Adjustment(rule, emotion, round(factor, 4), reason))
+
+
+def evaluate_rules(ev: Evidence) -> RuleResult:
+    """Run every rule on one episode's evidence."""
+    c = _Collector(ev)
+    for rule_group in (_happiness, _surprise, _fear, _sadness, _disgust, _anger, _contempt, _repression):
+        rule_group(c)
+    for discriminator in (_fear_vs_surprise, _disgust_vs_sadness, _repression_vs_anger, _sadness_vs_repression,
+                          _contempt_needs_one_side, _crying):
+        discriminator(c)
+    raw: dict[Emotion, float] = {}
+    for h in c.hits:
+        raw[h.emotion] = max(raw.get(h.emotion, 0.0), h.score)
+    for a in c.adjustments:
+        if a.emotion in raw:
+            raw[a.emotion] *= a.factor
+    return RuleResult(tuple(sorted(c.hits, key=lambda h: -h.score)), tuple(c.adjustments), raw)
+
+
+# --- emotion prototypes (EMFACS) ------------------------------------------------
+
+
+def _happiness(c: _Collector) -> None:
+    ev = c.ev
+    c.hit("happiness.felt-smile", Emotion.HAPPINESS, 0.9, ev.all_of(6, 12),
+          "AU6+AU12: cheeks raised with the lip corners pulled up, the felt (Duchenne) smile")
+    bilateral_12 = ev.w(12) - ev.one_sided(12)
+    c.hit("happiness.smile", Emotion.HAPPINESS, 0.75, bilateral_12,
+          "AU12: lip corners pulled up on both sides, a smile")
+    c.hit("happiness.one-sided-smile", Emotion.HAPPINESS, 0.6, ev.one_sided(12),
+          "AU12 on one side: a smile, though one-sided smiles can also be contempt")
+
+
+def _surprise(c: _Collector) -> None:
+    ev = c.ev
+    brows = ev.all_of(1, 2)
+    opening = ev.any_of(5, 25, 26, 27)
+    c.hit("surprise.full", Emotion.SURPRISE, 0.9, min(brows, opening),
+          "AU1+AU2 with the eyes or mouth opening (AU5/AU25/AU26/AU27): the surprise prototype")
+    c.hit("surprise.brows", Emotion.SURPRISE, 0.8, brows, "AU1+AU2: inner and outer brows raised together")
+    c.hit("surprise.eyes-jaw", Emotion.SURPRISE, 0.75, ev.all_of(5) * ev.any_of(26, 27),
+          "AU5 with AU26/AU27: eyes widened and jaw dropped")
+    c.hit("surprise.outer-brow", Emotion.SURPRISE, 0.5, ev.w(2), "AU2: outer brow raised")
+    c.hit("surprise.inner-brow", Emotion.SURPRISE, 0.35, ev.w(1),
+          "AU1: inner brow raised (surprise or sadness brow)")
+    c.hit("surprise.mouth-open", Emotion.SURPRISE, 0.35, ev.any_of(25, 26, 27) * ev.none_of(9, 10, 12, 20),
+          "AU25/AU26/AU27: lips part or jaw drops, part of the surprise prototype")
+
+
+def _fear(c: _Collector) -> None:
+    ev = c.ev
+    c.hit("fear.brows", Emotion.FEAR, 0.85, ev.all_of(1, 2, 4),
+          "AU1+AU2+AU4: brows raised and drawn together, the fear brow")
+    c.hit("fear.brows-eyes", Emotion.FEAR, 0.7, ev.all_of(1, 4, 5), "AU1+AU4+AU5: fear brow with widened eyes")
+    c.hit("fear.stretch", Emotion.FEAR, 0.85, ev.w(20) * ev.any_of(1, 2, 4, 5),
+          "AU20 with raised brows or widened eyes: lips stretched back, the fear mouth")
+    c.hit("fear.stretch-alone", Emotion.FEAR, 0.6, ev.w(20), "AU20: lips stretched horizontally (fear's key AU)")
+
+
+def _sadness(c: _Collector) -> None:
+    ev = c.ev
+    no_disgust = ev.none_of(9, 10)
+    c.hit("sadness.full", Emotion.SADNESS, 0.9, ev.all_of(1, 4, 15),
+          "AU1+AU4+AU15: oblique inner brows with lip corners down, the sadness prototype")
+    c.hit("sadness.brow-mouth", Emotion.SADNESS, 0.75, min(ev.w(1), ev.any_of(15, 17), no_disgust),
+          "AU1 with AU15/AU17 and no AU9/AU10: inner brows raised, mouth pulled down")
+    c.hit("sadness.variant", Emotion.SADNESS, 0.6, min(ev.any_of(6, 11), ev.w(15)),
+          "AU6/AU11 with AU15: an EMFACS sadness variant")
+    c.hit("sadness.brow", Emotion.SADNESS, 0.55, ev.all_of(1, 4), "AU1+AU4: the oblique sad brow")
+    c.hit("sadness.inner-brow", Emotion.SADNESS, 0.35, ev.w(1), "AU1: inner brow raised (sadness or surprise brow)")
+    c.hit("sadness.corners-down", Emotion.SADNESS, 0.35, ev.w(15), "AU15: lip corners pulled down")
+
+
+def _disgust(c: _Collector) -> None:
+    ev = c.ev
+    c.hit("disgust.nose", Emotion.DISGUST, 0.85, ev.w(9), "AU9: nose wrinkled, the disgust key AU")
+    c.hit("disgust.upper-lip", Emotion.DISGUST, 0.8, ev.w(10), "AU10: upper lip raised (EMFACS disgust)")
+    c.hit("disgust.full", Emotion.DISGUST, 0.9, ev.any_of(9, 10) * ev.any_of(15, 16, 17, 25, 26),
+          "AU9/AU10 with the lower lip or chin acting (AU15/16/17/25/26): EMFACS disgust")
+
+
+def _anger(c: _Collector) -> None:
+    ev = c.ev
+    brow_lid = min(ev.w(4), ev.any_of(5, 7))
+    lips = ev.any_of(23, 24)
+    c.hit("anger.full", Emotion.ANGER, 0.85 + 0.05 * ev.all_of(5, 7), min(brow_lid, lips),
+          "AU4 with AU5/AU7 and AU23/AU24: lowered brows, glaring or tightened lids, pressed lips")
+    c.hit("anger.brow-lids", Emotion.ANGER, 0.65, ev.all_of(4, 5, 7),
+          "AU4+AU5+AU7: lowered brows with raised and tightened lids (the anger glare)")
+    c.hit("anger.partial", Emotion.ANGER, 0.45, brow_lid,
+          "AU4 with AU5/AU7: the anger brow and lids without the pressed lips")
+    c.hit("anger.brow-lips", Emotion.ANGER, 0.5, min(ev.w(4), lips), "AU4 with AU23/AU24: lowered brows, lips pressed")
+
+
+def _contempt(c: _Collector) -> None:
+    ev = c.ev
+    c.hit("contempt.full", Emotion.CONTEMPT, 0.9, min(ev.one_sided(12), ev.one_sided(14)),
+          "AU12+AU14 on one side: the one-sided lip corner tightened and raised")
+    c.hit("contempt.dimpler", Emotion.CONTEMPT, 0.85, ev.one_sided(14),
+          "AU14 on one side: the unilateral dimpler, the contempt display")
+    c.hit("contempt.one-sided-smile", Emotion.CONTEMPT, 0.45, ev.one_sided(12),
+          "AU12 on one side: a one-sided lip corner pull (contempt or a smile)")
+
+
+def _repression(c: _Collector) -> None:
+    """Suppression: the lips and chin hold an expression back."""
+    ev = c.ev
+    control = sorted((ev.w(a) for a in CONTROL_AUS), reverse=True)
+    names = "+".join(f"AU{a.value}" for a in CONTROL_AUS if ev.present(a)) or "AU14/15/17/23/24"
+    c.hit("repression.two-controls", Emotion.REPRESSION, 0.7, control[1],
+          f"{names}: lips and chin tightened together, an expression held back")
+    c.hit("repression.control", Emotion.REPRESSION, 0.55, control[0],
+          f"{names}: lip or chin tightening, the face of suppression")
+    c.hit("repression.masked-smile", Emotion.REPRESSION, 0.6, min(ev.w(12), control[0]),
+          f"AU12 with {names}: a smile being pressed down or masked")
+
+
+# --- confusion pairs --------------------------------------------------------------
+
+
+def _fear_vs_surprise(c: _Collector) -> None:
+    ev = c.ev
+    cue = ev.any_of(4, 20)
+    if cue > 0.0 and ev.any_of(1, 2, 5) > 0.0:
+        which = "+".join(f"AU{a}" for a in (4, 20) if ev.present(a)) or "AU4/AU20"
+        c.adjust("pair.fear-vs-surprise", Emotion.SURPRISE, 1.0 - 0.7 * cue,
+                 f"{which} with raised brows: brows drawn together or lips stretched mean fear, not surprise")
+
+
+def _disgust_vs_sadness(c: _Collector) -> None:
+    ev = c.ev
+    cue = ev.any_of(9, 10)
+    if cue > 0.0 and ev.any_of(1, 15, 17) > 0.0:
+        c.adjust("pair.disgust-vs-sadness", Emotion.SADNESS, 1.0 - 0.7 * cue,
+                 "AU9/AU10 present: a wrinkled nose or raised upper lip means disgust, not sadness")
+
+
+def _repression_vs_anger(c: _Collector) -> None:
+    ev = c.ev
+    brow_lid = min(ev.w(4), ev.any_of(5, 7))
+    lips = max(ev.w(a) for a in CONTROL_AUS)
+    if brow_lid > 0.0 and lips > 0.0:
+        c.adjust("pair.repression-vs-anger", Emotion.REPRESSION, 1.0 - 0.6 * brow_lid,
+                 "AU4 with AU5/AU7 alongside the tightened lips: brows and lids join in, anger rather than "
+                 "suppression")
+    elif lips > 0.0 and ev.w(4) > 0.0:
+        c.adjust("pair.anger-vs-repression", Emotion.ANGER, 1.0 - 0.5 * lips,
+                 "lips pressed with AU4 but no AU5/AU7: without the glaring or tightened lids this is held "
+                 "back (repression) rather than anger")
+
+
+def _sadness_vs_repression(c: _Collector) -> None:
+    ev = c.ev
+    if ev.w(1) > 0.0 and ev.any_of(15, 17) > 0.0:
+        c.adjust("pair.sadness-vs-repression", Emotion.REPRESSION, 1.0 - 0.5 * ev.w(1),
+                 "AU1 with AU15/AU17: the raised inner brows make the pulled-down mouth sadness, not suppression")
+
+
+def _contempt_needs_one_side(c: _Collector) -> None:
+    ev = c.ev
+    if max(ev.one_sided(12), ev.one_sided(14)) <= 0.0:
+        c.adjust("pair.contempt-one-sided", Emotion.CONTEMPT, 0.0,
+                 "contempt ruled out: it needs AU14 or AU12 on one side of the face")
+
+
+def crying_cues(ev: Evidence) -> list[str]:
+    """The crying cues present with AU12 (empty without AU12)."""
+    if not ev.present(AU.LIP_CORNER_PULLER):
+        return []
+    return [text for au, text in CRYING_CUES if ev.present(au)]
+
+
+def _crying(c: _Collector) -> None:
+    cues = crying_cues(c.ev)
+    if cues:
+        c.adjust("pair.crying-not-happiness", Emotion.HAPPINESS, 0.0,
+                 "happiness ruled out: AU12 with " + ", ".join(cues)
+                 + " is a crying or pained face, not a smile (blendshapes read crying as smiling)")
+
+
+def describe_hits(hits: Iterable[RuleHit], limit: int = 3) -> list[str]:
+    return [f"{h.emotion.value} {h.score:.2f} ({h.reason})" for h in list(hits)[:limit]]

@@ -1,0 +1,643 @@
+"""Coded micro-expression datasets: the FACS AU notation and the label files.
+
+Two jobs, kept together because they fail together (a label file is only as
+good as its AU strings):
+
+* ``parse_aus`` reads one "Action Units" cell in the notations the field uses
+  (CASME II, SAMM, CAS(ME)², MMEW) into ``ParsedAUs``;
+* ``read_labels`` reads a whole coding table (the CASME II ``.xlsx`` as
+  distributed, its CSV form, or the generic CSV documented in
+  ``docs/evaluation.md``) into ``LabelTable`` rows, collecting every problem
+  with its row number instead of dropping rows silently.
+
+Notation decisions (see ``docs/evaluation.md`` for the reasoning):
+
+* ``+`` separates units; whitespace and case are ignored; a stray ``AU``
+  before a unit (``AU4``, ``AUR2``) is dropped.
+* ``L``/``R`` prefix (or suffix, ``12R``): one-sided, the subject's left/right.
+* ``A`` prefix: asymmetric, i.e. on both sides but clearly stronger on one
+  (FACS scores unilateral actions L/R and notes asymmetry separately). The
+  classifier sees it as the same AU on both sides with unequal intensities,
+  which is how a live episode presents an asymmetric movement.
+* ``T`` prefix: a trace of the action (the weakest FACS level, as letter A).
+* Intensity letters ``A``–``E`` after the number map to 0.2 … 1.0; a unit
+  without a letter is 1.0 (present, intensity not coded).
+* ``ref(7B)``: an action the coder recorded for reference but not as part of
+  the expression; kept, flagged, and passed on at half intensity.
+* ``(R6 or R12)``: the coder could not decide; every reading is kept and the
+  classifier scores each (``ParsedAUs.readings``).
+* An empty cell, ``?``, ``/`` or anything else unreadable is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from microexpr.errors import DataError, ExitCode
+from microexpr.facs import AU, AUActivation, Emotion, Side
+
+log = logging.getLogger(__name__)
+
+#: FACS intensity letters → the 0..1 scale used everywhere (A trace … E maximum).
+INTENSITY_LETTERS: dict[str, float] = {"A": 0.2, "B": 0.4, "C": 0.6, "D": 0.8, "E": 1.0}
+#: Intensity given to a ``T`` (trace) unit without a letter.
+TRACE_INTENSITY = INTENSITY_LETTERS["A"]
+#: ``ref(..)`` units reach the classifier at this fraction of their intensity.
+REFERENCE_FACTOR = 0.5
+#: The weaker side of an ``A`` (asymmetric) unit, as a fraction of the stronger.
+ASYMMETRIC_WEAK_SIDE = 0.5
+#: At most this many readings are built from ``or`` alternatives.
+MAX_READINGS = 16
+
+
+class AUParseError(DataError):
+    """An AU string that cannot be read; the message quotes it and the position."""
+
+
+# ---------------------------------------------------------------------------
+# AU notation
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CodedAU:
+    """One coded unit as written in a label file, before it becomes activations."""
+
+    au: AU
+    side: Side = Side.BOTH
+    intensity: float = 1.0
+    letter: str | None = None
+    asymmetric: bool = False
+    trace: bool = False
+    reference: bool = False
+
+    def activations(self) -> tuple[AUActivation, ...]:
+        """The classifier's view of this unit (see the module notes)."""
+        level = self.intensity * (REFERENCE_FACTOR if self.reference else 1.0)
+        if self.asymmetric:
+            # Which side is stronger is not coded; no stage uses the side's
+            # identity, only that the two sides differ.
+            return (
+                AUActivation(self.au, Side.LEFT, level),
+                AUActivation(self.au, Side.RIGHT, level * ASYMMETRIC_WEAK_SIDE),
+            )
+        return (AUActivation(self.au, self.side, level),)
+
+    def __str__(self) -> str:
+        prefix = "A" if self.asymmetric else ("" if self.side is Side.BOTH else self.side.value)
+        if self.trace:
+            prefix = "T" + prefix
+        text = f"{prefix}{self.au.value}{self.letter or ''}"
+        return f"ref({text})" if self.reference else text
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedAUs:
+    """A parsed "Action Units" cell: definite units plus ``or`` groups."""
+
+    text: str
+    units: tuple[CodedAU, ...]
+    #: Each group lists its options; each option is one or more units.
+    alternatives: tuple[tuple[tuple[CodedAU, ...], ...], ...] = ()
+
+    def readings(self, limit: int = MAX_READINGS) -> tuple[tuple[AUActivation, ...], ...]:
+        """Every way to read the cell: definite units plus one option per group."""
+        base = [a for unit in self.units for a in unit.activations()]
+        if not self.alternatives:
+            return (tuple(base),)
+        out: list[tuple[AUActivation, ...]] = []
+        for choice in itertools.product(*self.alternatives):
+            extra = [a for option in choice for unit in option for a in unit.activations()]
+            out.append(tuple(base + extra))
+            if len(out) >= limit:
+                break
+        return tuple(out)
+
+    @property
+    def ambiguous(self) -> bool:
+        return bool(self.alternatives)
+
+    def all_units(self) -> Iterator[CodedAU]:
+        yield from self.units
+        for group in self.alternatives:
+            for option in group:
+                yield from option
+
+    def __str__(self) -> str:
+        parts = [str(u) for u in self.units]
+        for group in self.alternatives:
+            parts.append("(" + " or ".join("+".join(str(u) for u in opt) for opt in group) + ")")
+        return "+".join(parts)
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<plus>\+)
+      | (?P<open>\()
+      | (?P<close>\))
+      | (?P<ref>ref\s*\()
+      | (?P<or>or)(?![a-z0-9])
+      | (?P<unit>
+            (?:au\s*)?
+            (?P<prefix>[lrat]{0,2})
+            (?:au\s*)?
+            (?P<number>\d{1,2})
+            (?P<letter>[a-e])?
+            (?P<suffix>[lr])?
+        )(?![a-z0-9])
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _tokens(text: str) -> list[tuple[str, re.Match[str], int]]:
+    out: list[tuple[str, re.Match[str], int]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            bad = text[pos:].strip()[:12]
+            raise AUParseError(f"cannot read AU string {text!r}: unexpected {bad!r} at character {pos + 1}")
+        kind = match.lastgroup or ""
+        if kind in ("prefix", "number", "letter", "suffix"):
+            kind = "unit"
+        out.append((kind, match, pos))
+        pos = match.end()
+    return out
+
+
+def _unit(text: str, match: re.Match[str], pos: int, reference: bool) -> CodedAU:
+    prefix = (match.group("prefix") or "").upper()
+    suffix = (match.group("suffix") or "").upper()
+    number = int(match.group("number"))
+    letter = (match.group("letter") or "").upper() or None
+    where = f"in AU string {text!r} at character {pos + 1}"
+    try:
+        au = AU(number)
+    except ValueError:
+        raise AUParseError(f"AU {number} is not a FACS Action Unit {where}") from None
+    if len(set(prefix)) != len(prefix) or len(set(prefix) & {"L", "R", "A"}) > 1:
+        raise AUParseError(f"conflicting prefixes {prefix!r} on AU {number} {where}")
+    sides = {c for c in prefix + suffix if c in "LR"}
+    if len(sides) > 1 or (suffix and "A" in prefix):
+        raise AUParseError(f"conflicting sides on AU {number} {where}")
+    side = Side(sides.pop()) if sides else Side.BOTH
+    trace = "T" in prefix
+    intensity = INTENSITY_LETTERS[letter] if letter else (TRACE_INTENSITY if trace else 1.0)
+    return CodedAU(au, side, intensity, letter, asymmetric="A" in prefix, trace=trace, reference=reference)
+
+
+class _Parser:
+    """Recursive descent over the token list; grammar in ``parse_aus``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.toks = _tokens(text)
+        self.i = 0
+
+    def _peek(self) -> str | None:
+        return self.toks[self.i][0] if self.i < len(self.toks) else None
+
+    def _fail(self, expected: str) -> AUParseError:
+        if self.i < len(self.toks):
+            _kind, match, pos = self.toks[self.i]
+            got = f"{match.group(0).strip()!r} at character {pos + 1}"
+        else:
+            got = "the end"
+        return AUParseError(f"cannot read AU string {self.text!r}: expected {expected}, got {got}")
+
+    def expr(self, reference: bool) -> tuple[list[CodedAU], list[tuple[tuple[CodedAU, ...], ...]]]:
+        units: list[CodedAU] = []
+        groups: list[tuple[tuple[CodedAU, ...], ...]] = []
+        while True:
+            self.term(reference, units, groups)
+            if self._peek() != "plus":
+                return units, groups
+            self.i += 1
+
+    def term(self, reference: bool, units: list[CodedAU], groups: list[tuple[tuple[CodedAU, ...], ...]]) -> None:
+        kind = self._peek()
+        if kind == "unit":
+            _k, match, pos = self.toks[self.i]
+            self.i += 1
+            units.append(_unit(self.text, match, pos, reference))
+        elif kind == "ref":
+            self.i += 1
+            inner_units, inner_groups = self.expr(True)
+            self._close()
+            units.extend(inner_units)
+            groups.extend(inner_groups)
+        elif kind == "open":
+            self.i += 1
+            options: list[tuple[CodedAU, ...]] = []
+            inner_units, inner_groups = self.expr(reference)
+            if inner_groups:
+                raise self._fail("no nested 'or' groups")
+            options.append(tuple(inner_units))
+            while self._peek() == "or":
+                self.i += 1
+                inner_units, inner_groups = self.expr(reference)
+                if inner_groups:
+                    raise self._fail("no nested 'or' groups")
+                options.append(tuple(inner_units))
+            self._close()
+            if len(options) == 1:
+                units.extend(options[0])  # plain parentheses
+            else:
+                groups.append(tuple(options))
+        else:
+            raise self._fail("an Action Unit")
+
+    def _close(self) -> None:
+        if self._peek() != "close":
+            raise self._fail("')'")
+        self.i += 1
+
+
+def parse_aus(text: object) -> ParsedAUs:
+    """Parse one "Action Units" cell.
+
+    Grammar (case-insensitive, whitespace anywhere)::
+
+        expr  := term ('+' term)*
+        term  := unit | 'ref(' expr ')' | '(' expr ('or' expr)* ')'
+        unit  := ['AU'] prefix{0,2} ['AU'] number [A-E] [L|R]
+        prefix:= 'L' | 'R' | 'A' | 'T'
+
+    Numbers from a spreadsheet cell (``12`` or ``12.0``) are accepted.
+    Raises ``AUParseError`` (a ``DataError``) naming the string and position.
+    """
+    raw = _cell_text(text)
+    if raw in ("", "?", "/", "-", "--", "n/a", "na", "none", "nan"):
+        raise AUParseError(f"no Action Units coded ({raw!r})")
+    parser = _Parser(raw)
+    units, groups = parser.expr(False)
+    if parser.i != len(parser.toks):
+        raise parser._fail("'+' between units")
+    # The same unit written twice ("4+4") counts once.
+    seen: dict[tuple[AU, Side, bool], CodedAU] = {}
+    for unit in units:
+        key = (unit.au, unit.side, unit.reference)
+        if key not in seen or unit.intensity > seen[key].intensity:
+            seen[key] = unit
+    ordered = tuple(u for u in units if seen.get((u.au, u.side, u.reference)) is u)
+    return ParsedAUs(raw, ordered, tuple(groups))
+
+
+# ---------------------------------------------------------------------------
+# Emotion names
+# ---------------------------------------------------------------------------
+
+_EMOTION_ALIASES: dict[str, Emotion] = {
+    **{e.value: e for e in Emotion},
+    "other": Emotion.OTHERS,  # SAMM
+    "happy": Emotion.HAPPINESS,
+    "sad": Emotion.SADNESS,
+    "angry": Emotion.ANGER,
+    "surprised": Emotion.SURPRISE,
+    "disgusted": Emotion.DISGUST,
+    "fearful": Emotion.FEAR,
+    "contemptuous": Emotion.CONTEMPT,
+    "repressed": Emotion.REPRESSION,
+}
+
+
+def parse_emotion(text: object) -> Emotion:
+    """``"Anger"``, ``"others"``, ``"Other"`` … → ``Emotion`` (case-insensitive)."""
+    key = re.sub(r"\s+", " ", _cell_text(text)).lower()
+    try:
+        return _EMOTION_ALIASES[key]
+    except KeyError:
+        names = ", ".join(e.value for e in Emotion)
+        raise DataError(f"unknown emotion {_cell_text(text)!r} (expected one of {names}, or 'other')") from None
+
+
+# ---------------------------------------------------------------------------
+# Label files
+# ---------------------------------------------------------------------------
+
+#: Canonical field → accepted header names (lower case, letters and digits only).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "subject": ("subject", "sub", "subjectid", "participant"),
+    "filename": ("filename", "file", "clip", "episode", "material", "video"),
+    "onset": ("onset", "onsetframe"),
+    "apex": ("apex", "apexframe"),
+    "offset": ("offset", "offsetframe"),
+    "aus": ("aus", "au", "actionunits", "actionunit"),
+    "emotion": ("emotion", "estimatedemotion", "label"),
+}
+_HEADER_SCAN_ROWS = 30
+_MISSING_APEX = {"", "/", "-", "--", "?", "n/a", "na", "nan", "none", "-1"}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    """One coded episode. ``line`` is the row number a spreadsheet shows."""
+
+    line: int
+    subject: str
+    filename: str
+    onset: int
+    apex: int | None
+    offset: int
+    aus_text: str
+    aus: ParsedAUs | None  #: None when the AU string could not be parsed
+    emotion: Emotion
+
+    @property
+    def where(self) -> str:
+        return f"row {self.line} ({self.subject}/{self.filename})"
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    line: int
+    where: str
+    kind: str  #: "aus", "emotion", "frames", "apex-missing", "duplicate", "subject"
+    message: str
+    fatal: bool
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """A read label file: usable rows plus every problem found, by row."""
+
+    path: Path
+    sha256: str
+    source_format: str  #: "xlsx" or "csv"
+    rows: tuple[LabelRow, ...]
+    problems: tuple[RowProblem, ...] = field(default=())
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return tuple(sorted({r.subject for r in self.rows}, key=_subject_order))
+
+    @property
+    def unparseable(self) -> tuple[RowProblem, ...]:
+        return tuple(p for p in self.problems if p.kind == "aus")
+
+    def errors(self, *, skip_unparseable: bool = False) -> tuple[RowProblem, ...]:
+        return tuple(p for p in self.problems if p.fatal and not (skip_unparseable and p.kind == "aus"))
+
+    def warnings(self) -> tuple[RowProblem, ...]:
+        return tuple(p for p in self.problems if not p.fatal)
+
+    def checked(self, *, skip_unparseable: bool = False) -> LabelTable:
+        """Raise ``DataError`` for fatal problems; return the rows fit to score.
+
+        With ``skip_unparseable`` rows whose AU string cannot be read are left
+        out (and stay listed in ``problems``) instead of failing the run.
+        """
+        errors = self.errors(skip_unparseable=skip_unparseable)
+        if errors:
+            raise DataError(_summarise(self.path, errors))
+        for problem in self.warnings():
+            log.warning("%s: %s", self.path.name, problem)
+        bad = {p.line for p in self.unparseable}
+        if bad:
+            log.warning("%s: %d row(s) with unparseable AU strings left out", self.path.name, len(bad))
+        rows = tuple(r for r in self.rows if r.aus is not None)
+        if not rows:
+            raise DataError(f"{self.path}: no rows with usable AU codes")
+        return LabelTable(self.path, self.sha256, self.source_format, rows, self.problems)
+
+
+def _summarise(path: Path, errors: Sequence[RowProblem], shown: int = 5) -> str:
+    counts = Counter(p.kind for p in errors)
+    kinds = ", ".join(f"{n} {_KIND_TEXT.get(k, k)}" for k, n in counts.items())
+    listed = "; ".join(str(p) for p in errors[:shown])
+    more = f"; and {len(errors) - shown} more" if len(errors) > shown else ""
+    for p in errors[shown:]:
+        log.error("%s: %s", path.name, p)
+    return f"{path}: {len(errors)} bad row(s) ({kinds}): {listed}{more}"
+
+
+_KIND_TEXT = {
+    "aus": "unparseable AU string(s)",
+    "emotion": "unknown emotion(s)",
+    "frames": "bad frame number(s)",
+    "subject": "missing subject(s)",
+}
+
+
+def _subject_order(subject: str) -> tuple[int, str]:
+    digits = re.sub(r"\D", "", subject)
+    return (int(digits) if digits else 1 << 30, subject)
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _norm_header(value: object) -> str:
+    return re.sub(r"[^a-z0-9]", "", _cell_text(value).lower())
+
+
+def _map_header(cells: Sequence[object]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    names = [_norm_header(c) for c in cells]
+    for fieldname, aliases in COLUMNS.items():
+        for index, name in enumerate(names):
+            if name in aliases:
+                found[fieldname] = index
+                break
+    return found
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_labels(path: str | Path) -> LabelTable:
+    """Read a coding table (``.xlsx`` or ``.csv``) into a ``LabelTable``.
+
+    Structural problems (missing file, no header, missing columns, no data
+    rows) raise at once; row problems are collected in ``problems`` — call
+    ``LabelTable.checked()`` to turn the fatal ones into one ``DataError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found", exit_code=ExitCode.NO_INPUT)
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        header_line, header, records = _xlsx_records(path)
+        source_format = "xlsx"
+    elif suffix in (".csv", ".tsv", ".txt"):
+        header_line, header, records = _csv_records(path)
+        source_format = "csv"
+    else:
+        raise DataError(f"{path}: unsupported label file type {suffix!r} (use .xlsx or .csv)")
+    columns = _map_header(header)
+    missing = [name for name in COLUMNS if name not in columns]
+    if missing:
+        have = ", ".join(_cell_text(c) for c in header if _cell_text(c)) or "none"
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} in the header on row {header_line} (found: {have})"
+        )
+    rows, problems = _rows(records, columns)
+    if not rows and not problems:
+        raise DataError(f"{path}: no data rows below the header on row {header_line}")
+    return LabelTable(path, file_sha256(path), source_format, tuple(rows), tuple(problems))
+
+
+Record = tuple[int, Sequence[object]]
+
+
+def _find_header(lines: Iterable[Record]) -> tuple[int, Sequence[object]] | None:
+    best: tuple[int, Sequence[object]] | None = None
+    best_score = 0
+    for line, cells in itertools.islice(lines, _HEADER_SCAN_ROWS):
+        score = len(_map_header(cells))
+        if score > best_score:
+            best, best_score = (line, cells), score
+        if score == len(COLUMNS):
+            break
+    return best if best_score >= 3 else None
+
+
+def _xlsx_records(path: Path) -> tuple[int, Sequence[object], list[Record]]:
+    import openpyxl  # heavy; only needed here
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .xlsx workbook ({exc})") from None
+    except Exception as exc:  # zipfile.BadZipFile and friends
+        raise DataError(f"{path}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+    try:
+        names = list(book.sheetnames)
+        # CASME II keeps its table on "Sheet1"; other workbooks: first sheet with a header.
+        order = (["Sheet1"] if "Sheet1" in names else []) + [n for n in names if n != "Sheet1"]
+        for name in order:
+            sheet = book[name]
+            records = [(i, list(row)) for i, row in enumerate(sheet.iter_rows(values_only=True), start=1)]
+            found = _find_header(records)
+            if found is not None:
+                line, header = found
+                return line, header, [r for r in records if r[0] > line]
+    finally:
+        book.close()
+    raise DataError(f"{path}: no sheet has a header row with the columns {', '.join(COLUMNS)}")
+
+
+def _csv_records(path: Path) -> tuple[int, Sequence[object], list[Record]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    sample = "\n".join(text.splitlines()[:_HEADER_SCAN_ROWS])
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    try:
+        records: list[Record] = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise DataError(f"{path}: not valid CSV near line {reader.line_num} ({exc})") from None
+    found = _find_header(records)
+    if found is None:
+        raise DataError(f"{path}: no header row with the columns {', '.join(COLUMNS)}")
+    line, header = found
+    return line, header, [r for r in records if r[0] > line]
+
+
+def _frame(value: object) -> int | None:
+    text = _cell_text(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[LabelRow], list[RowProblem]]:
+    rows: list[LabelRow] = []
+    problems: list[RowProblem] = []
+    seen: dict[tuple[str, str], int] = {}
+
+    def cell(cells: Sequence[object], name: str) -> object:
+        index = columns[name]
+        return cells[index] if index < len(cells) else None
+
+    for line, cells in records:
+        if all(_cell_text(c) == "" for c in cells):
+            continue  # blank line / trailing empty spreadsheet rows
+        subject = _cell_text(cell(cells, "subject"))
+        filename = _cell_text(cell(cells, "filename"))
+        where = f"row {line} ({subject or '?'}/{filename or '?'})"
+        fatal = False
+
+        def problem(kind: str, message: str, is_fatal: bool = True) -> None:
+            nonlocal fatal
+            problems.append(RowProblem(line, where, kind, message, is_fatal))
+            fatal = fatal or is_fatal
+
+        if not subject:
+            problem("subject", "no subject")
+        try:
+            emotion = parse_emotion(cell(cells, "emotion"))
+        except DataError as exc:
+            problem("emotion", str(exc))
+        onset, offset = _frame(cell(cells, "onset")), _frame(cell(cells, "offset"))
+        apex_text = _cell_text(cell(cells, "apex"))
+        apex = _frame(apex_text)
+        if onset is None or offset is None:
+            bad = "onset" if onset is None else "offset"
+            problem("frames", f"{bad} {_cell_text(cell(cells, bad))!r} is not a frame number")
+        elif offset < onset:
+            problem("frames", f"offset {offset} is before onset {onset}")
+        elif apex_text.lower() in _MISSING_APEX or (apex is not None and apex < 0):
+            apex = None
+            problem(
+                "apex-missing",
+                f"apex {apex_text!r} is missing; row kept (scoring from AUs does not need the apex)",
+                False,
+            )
+        elif apex is None:
+            problem("frames", f"apex {apex_text!r} is not a frame number")
+        elif not onset <= apex <= offset:
+            problem("frames", f"apex {apex} is outside onset..offset {onset}..{offset}")
+        aus_text = _cell_text(cell(cells, "aus"))
+        parsed: ParsedAUs | None = None
+        try:
+            parsed = parse_aus(cell(cells, "aus"))
+        except AUParseError as exc:
+            problems.append(RowProblem(line, where, "aus", str(exc), True))
+        if fatal:
+            continue
+        key = (subject, filename)
+        if key in seen:
+            problem("duplicate", f"same subject/filename as row {seen[key]}; both kept", False)
+        seen[key] = line
+        assert onset is not None and offset is not None
+        rows.append(LabelRow(line, subject, filename, onset, apex, offset, aus_text, parsed, emotion))
+    return rows, problems
