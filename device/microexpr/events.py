@@ -27,13 +27,15 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from microexpr.aus import AUFrame
 from microexpr.classify.decide import Decision, Stage
 from microexpr.errors import DataError
 from microexpr.facs import AU, AUActivation, Emotion
 from microexpr.spotting import Episode, EpisodeKind
+
+if TYPE_CHECKING:  # annotations only: the payload code needs no AU estimator
+    from microexpr.aus import AUFrame
 
 #: Version of every payload defined here (semantic versioning, see module doc).
 SCHEMA_VERSION = "1.0.0"

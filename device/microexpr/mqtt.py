@@ -34,17 +34,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from microexpr import __version__
-from microexpr.aus import AUFrame
 from microexpr.errors import ConfigError, PublishError
 from microexpr.events import Availability, Event, RefinedEvent, Stats, au_stream_payload, dumps
 from microexpr.outbox import Outbox
+
+if TYPE_CHECKING:  # annotations only: the payload code needs no AU estimator
+    from microexpr.aus import AUFrame
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +364,7 @@ class MqttPublisher:
 
         Raises:
             PublishError: the outbox is full and its policy is ``reject_new``.
+            OutboxError: the outbox cannot be written (or is already closed).
         """
         self._enqueue(event.event_id, self.topics.event, event.to_json())
 
@@ -370,8 +373,8 @@ class MqttPublisher:
         self._enqueue(refined.event_id, self.topics.refined, refined.to_json())
 
     def _enqueue(self, event_id: str, topic: str, payload: str) -> None:
-        if self._closed:
-            raise PublishError(f"{topic}: publisher closed; {event_id} not queued")
+        # Even after close() the message is committed: an event spotted during
+        # shutdown is replayed at the next start instead of being lost.
         self.outbox.put(event_id, topic, payload, qos=self.qos, retain=False)
         self._wake.set()
 

@@ -11,7 +11,10 @@ back the last commits (the WAL is not fsynced at each commit); ``FULL``
 fsyncs the WAL on every commit, so a ``put()`` that returned is on the
 storage medium. Events arrive a few times a minute, so one fsync each is
 cheap even on an SD card. A queue whose items can be recomputed may pass
-``synchronous="NORMAL"``.
+``synchronous="NORMAL"``. Deletions (after PUBACK) and attempt counts are
+committed with ``NORMAL`` whatever the level: losing one of those to a power
+cut only means the message is sent again (same id), never lost, and it
+keeps an fsync off paho's acknowledgement path and off the next ``put()``.
 
 When full, the policy is explicit (:class:`WhenFull`): ``drop_oldest``
 deletes the oldest item to make room (logged, counted in ``dropped``),
@@ -102,7 +105,9 @@ class SqliteQueue:
         self._lock = threading.Lock()
         self._dropped = 0
         self._closed = False
+        self._synchronous = synchronous
         self._db = self._open(synchronous)
+        self._current_sync: str = synchronous
         with self._lock:
             self._count = int(self._db.execute(f"SELECT COUNT(*) FROM {self.TABLE}").fetchone()[0])
         if self._count:
@@ -194,6 +199,7 @@ class SqliteQueue:
         with self._lock:
             self._check_open()
             try:
+                self._sync_level(self._synchronous)
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     exists = self._db.execute(f"SELECT 1 FROM {self.TABLE} WHERE key = ?", (key,)).fetchone()
@@ -269,6 +275,7 @@ class SqliteQueue:
                 # replayed next time (a duplicate with the same key, never a loss).
                 return False
             try:
+                self._sync_level("NORMAL")
                 deleted = self._db.execute(f"DELETE FROM {self.TABLE} WHERE key = ?", (key,)).rowcount
             except sqlite3.Error as exc:
                 raise OutboxError(f"{self.path}: cannot delete {key}: {exc}") from None
@@ -283,6 +290,7 @@ class SqliteQueue:
         with self._lock:
             self._check_open()
             try:
+                self._sync_level("NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     f"UPDATE {self.TABLE} SET attempts = attempts + 1, state = ? WHERE key = ?", batch
@@ -292,6 +300,12 @@ class SqliteQueue:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise OutboxError(f"{self.path}: cannot update: {exc}") from None
+
+    def _sync_level(self, level: str) -> None:
+        """Switch the connection's fsync level between transactions (lock held)."""
+        if level != self._current_sync:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._current_sync = level
 
     def _extra_names(self) -> list[str]:
         return [name for name, _ in self.EXTRA_COLUMNS]
