@@ -33,8 +33,8 @@ class Face:
 
     ``landmarks`` is (478, 3) float32: x, y in pixels of the frame, z in the
     same scale as x (MediaPipe's relative depth times frame width).
-    ``blendshapes`` maps the 52 FaceLandmarker names (``"mouthSmileLeft"``…)
-    to 0..1 scores; ``"_neutral"`` is dropped.
+    ``blendshapes`` maps the FaceLandmarker names (``"mouthSmileLeft"``…)
+    to 0..1 scores: 51 of its 52 categories, ``"_neutral"`` being dropped.
     """
 
     landmarks: np.ndarray
