@@ -143,13 +143,23 @@ class RateLimiter:
     def try_acquire(self) -> float:
         """Take a slot and return 0, or return the seconds until one frees."""
         with self._lock:
-            now = self._clock()
-            while self._sent and now - self._sent[0] >= self.WINDOW_S:
-                self._sent.popleft()
-            if len(self._sent) < self._limit:
-                self._sent.append(now)
-                return 0.0
-            return self._sent[0] + self.WINDOW_S - now
+            wait = self._wait_locked()
+            if wait == 0.0:
+                self._sent.append(self._clock())
+            return wait
+
+    def wait_time(self) -> float:
+        """Seconds until a slot frees (0: one is free now); takes nothing."""
+        with self._lock:
+            return self._wait_locked()
+
+    def _wait_locked(self) -> float:
+        now = self._clock()
+        while self._sent and now - self._sent[0] >= self.WINDOW_S:
+            self._sent.popleft()
+        if len(self._sent) < self._limit:
+            return 0.0
+        return max(1e-3, self._sent[0] + self.WINDOW_S - now)
 
     def in_window(self) -> int:
         with self._lock:

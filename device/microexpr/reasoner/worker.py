@@ -136,6 +136,7 @@ class Reasoner:
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._lock = threading.Lock()  # counts, claims, last error, backoff
+        self._gate_lock = threading.Lock()  # rate slot + breaker trial + budget, taken together
         self._claimed: set[int] = set()
         self._counts: Counter[str] = Counter()
         self._last_error: str | None = None
@@ -396,20 +397,33 @@ class Reasoner:
 
     # -- one attempt through the gates -----------------------------------------
 
-    def _gate(self) -> _Blocked | None:
-        """Check the gates in order; on success a rate slot (and in half-open
-        the breaker's trial) is taken. The budget is reserved by the caller."""
+    def _gate(self, day: str, estimate: int) -> _Blocked | None:
+        """Pass the gates in order — key, backoff, breaker, rate, budget — and
+        on success take what they give (the breaker's trial in half-open, a
+        rate slot, the budget reservation); a closed gate takes nothing."""
+        s = self.settings
         if self._client is None:
             return _Blocked("offline", MAX_IDLE_S, hard=True)
         backoff = self._backoff_remaining()
         if backoff > 0:
             return _Blocked("backoff", backoff)
-        if not self._breaker.allow():
-            return _Blocked("circuit_open", max(0.05, self._breaker.retry_in()))
-        wait = self._limiter.try_acquire()
-        if wait > 0:
-            self._breaker.release_trial()
-            return _Blocked("rate_limited", wait)
+        with self._gate_lock:  # workers must not both see the last free slot
+            wait = self._limiter.wait_time()
+            if wait > 0:
+                return _Blocked("rate_limited", wait)
+            if not self._breaker.allow():
+                return _Blocked("circuit_open", max(0.05, self._breaker.retry_in()))
+            assert self._store is not None
+            if not self._store.reserve(
+                day, tokens=estimate, max_requests=s.max_requests_per_day, max_tokens=s.max_tokens_per_day
+            ):
+                self._breaker.release_trial()
+                if self._budget_blocked_day != day:
+                    log.warning("reasoner: daily budget spent (%d requests / %d tokens): queue waits until "
+                                "00:00 UTC", s.max_requests_per_day, s.max_tokens_per_day)
+                self._budget_blocked_day = day
+                return _Blocked("budget_exhausted", max(1.0, _seconds_to_utc_midnight(self._wall())), hard=True)
+            self._limiter.try_acquire()
         return None
 
     def _attempt(self, request: ReasonerRequest) -> _Blocked | tuple[Answer | None, float, AttemptFailed | None]:
@@ -417,16 +431,7 @@ class Reasoner:
         body = request_body(request, model=s.model, temperature=s.temperature, max_output_tokens=s.max_output_tokens)
         estimate = estimate_tokens(body)
         day = utc_day(self._wall())
-        blocked = self._gate()
-        if blocked is None and self._store is not None and not self._store.reserve(
-            day, tokens=estimate, max_requests=s.max_requests_per_day, max_tokens=s.max_tokens_per_day
-        ):
-            self._breaker.release_trial()
-            if self._budget_blocked_day != day:
-                log.warning("reasoner: daily budget spent (%d requests / %d tokens): queue waits until 00:00 UTC",
-                            s.max_requests_per_day, s.max_tokens_per_day)
-            self._budget_blocked_day = day
-            blocked = _Blocked("budget_exhausted", max(1.0, _seconds_to_utc_midnight(self._wall())), hard=True)
+        blocked = self._gate(day, estimate)
         if blocked is not None:
             with self._lock:
                 self._status = blocked.reason
