@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.broker import Broker, Received, Subscriber, make_tls_files, publish_once, wait_until
+from fixtures.broker import Broker, Received, make_tls_files, publish_once, wait_until
 from test_events import make_decision, make_episode, make_stats
 
 from microexpr.aus import AUFrame
