@@ -29,9 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="network timeout in seconds (default 30)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument(
+        "--onnx", action="store_true",
+        help="install the ONNX Runtime backend's models instead (from --source DIR, default the "
+        "repository's provisioning/onnx), each verified by the pinned manifest",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.onnx:
+        return _run_onnx(args)
     spec = models.FACE_LANDMARKER
     bar = None
     if sys.stderr.isatty() and not args.json:
@@ -65,4 +72,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{spec.name} {spec.version} already installed at {result.path} (sha256 verified)")
     else:
         print(f"installed {spec.name} {spec.version} at {result.path} from {result.source} (sha256 verified)")
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    from microexpr.tracking.onnx import install_models
+
+    result = install_models(Path(args.source) if args.source else None, args.models_dir)
+    if args.json:
+        print(json.dumps({"path": str(result.directory), "installed": list(result.installed), "kept": list(result.kept)}))
+    else:
+        print(f"ONNX models at {result.directory}: {len(result.installed)} installed, {len(result.kept)} kept (sha256 verified)")
     return 0

@@ -29,6 +29,7 @@ class TrackerBackend(StrEnum):
     """The tracker implementations this build knows about."""
 
     MEDIAPIPE = "mediapipe"
+    ONNX = "onnx"
 
 
 def create_tracker(
@@ -39,12 +40,19 @@ def create_tracker(
     min_detection_confidence: float = 0.5,
     min_presence_confidence: float = 0.5,
     min_tracking_confidence: float = 0.5,
+    variant: str = "fp32",
+    threads: int = 1,
+    onnx_dir: Path | None = None,
 ) -> FaceTracker:
     """Open a face tracker.
 
     ``model_path`` is an explicit model file; ``None`` means the installed,
     provisioned copy. Either way the file is verified against the sha256 pin
     before it is loaded (``microexpr.models.resolve_model_path``).
+
+    ``variant`` ("fp32" | "int8"), ``threads`` and ``onnx_dir`` apply to the
+    ONNX Runtime backend only (one face; files verified against the ONNX
+    manifest pin, see docs/onnx.md).
 
     Raises ConfigError for an unknown backend or out-of-range option,
     ModelError (or a subclass with its own exit code) when the model is
@@ -74,5 +82,17 @@ def create_tracker(
             min_detection_confidence=min_detection_confidence,
             min_presence_confidence=min_presence_confidence,
             min_tracking_confidence=min_tracking_confidence,
+        )
+    if chosen is TrackerBackend.ONNX:
+        if num_faces != 1:
+            raise ConfigError(f"tracker.num_faces: the onnx backend tracks one face, got {num_faces!r}")
+        from microexpr.tracking.onnx import OnnxTracker
+
+        return OnnxTracker(
+            variant=variant,
+            threads=threads,
+            model_dir=onnx_dir,
+            min_detection_confidence=min_detection_confidence,
+            min_presence_confidence=min_presence_confidence,
         )
     raise AssertionError(f"unhandled backend {chosen}")  # pragma: no cover
