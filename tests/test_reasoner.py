@@ -773,3 +773,70 @@ def test_normal_answer_becomes_a_refined_event_on_mosquitto(
     assert payload["aus_cited"] == ["AU1", "AU2"]
     assert payload["rationale"] == "AU1+AU2 without AU20 dominance."
     assert payload["model"] == "gpt-4o-mini"
+
+
+# -- microexpr eval --reasoner ----------------------------------------------------------
+
+
+def _eval_config(tmp_path: Path, server: OpenAIServer, extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[reasoner]\n"
+        f'base_url = "{server.base_url}"\n'
+        f'queue_path = "{tmp_path / "eval-reasoner.sqlite3"}"\n'
+        "max_requests_per_minute = 10000\n" + extra
+    )
+    return path
+
+
+def test_eval_reasoner_scores_with_and_without_it(
+    openai_server: OpenAIServer, tmp_path: Path, casme2_csv: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from microexpr.cli import main
+
+    def echo_local_label(body: dict[str, Any]) -> Reply:
+        user = body["messages"][1]["content"]
+        first = re.search(r"found ambiguous\):\n- (\w+):", user)
+        assert first is not None
+        return Reply.answer(label=first.group(1), aus_cited=())
+
+    openai_server.default = echo_local_label
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-eval")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config = _eval_config(tmp_path, openai_server)
+    code = main(["eval", str(casme2_csv), "--protocol", "5class", "--reasoner", "--config", str(config), "--json"])
+    assert code == 0
+    methods = json.loads(capsys.readouterr().out)["protocols"]["5class"]["methods"]
+    local, refined = methods["classifier"], methods["classifier+reasoner"]
+    ambiguous = local["ambiguous"]
+    assert ambiguous > 0 and refined["ambiguous"] == ambiguous and refined["refined"] == ambiguous
+    # The model agreed with every local label: the scores must not move.
+    assert refined["accuracy"] == local["accuracy"] and refined["uf1"] == local["uf1"]
+    requests = openai_server.chat_requests()
+    assert 1 <= len(requests) <= ambiguous  # identical AU evidence is asked once
+    # Dataset identities (subjects, clip names) never reach the API.
+    subjects_and_clips = re.findall(r"^(\w+),(\w+),", casme2_csv.read_text(), flags=re.MULTILINE)[1:]
+    sent = " ".join(r.raw.decode() for r in requests)
+    for subject, clip in subjects_and_clips:
+        assert clip not in sent
+    assert "a coded dataset row" in sent
+
+    # A second run is served from the persisted cache: no new request.
+    assert main(["eval", str(casme2_csv), "--protocol", "5class", "--reasoner", "--config", str(config),
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert len(openai_server.chat_requests()) == len(requests)
+
+
+def test_eval_reasoner_bad_config_is_exit_78(
+    openai_server: OpenAIServer, tmp_path: Path, casme2_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from microexpr.cli import main
+
+    config = _eval_config(tmp_path, openai_server, "concurrency = 0\n")
+    code = main(["eval", str(casme2_csv), "--protocol", "5class", "--reasoner", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == ExitCode.CONFIG
+    assert err.startswith("microexpr: error: reasoner.concurrency") and len(err.strip().splitlines()) == 1
+    assert openai_server.chat_requests() == []

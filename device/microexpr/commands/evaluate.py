@@ -3,7 +3,8 @@
 Exit codes: 0 scored; 2 bad command line; 65 malformed label file (missing
 columns, unknown emotions, bad frame numbers, unparseable AU strings unless
 ``--skip-unparseable``, no rows, fewer than 2 subjects); 66 label file not
-found; 74 cannot write ``--out``.
+found; 74 cannot write ``--out``; 78 bad configuration (``--reasoner`` reads
+``--config``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from microexpr.evaluate import PROTOCOLS, EvalSettings, folds, run_eval, write_outputs
+from microexpr.config import add_config_argument, load_config
+from microexpr.evaluate import PROTOCOLS, EvalSettings, Refiner, folds, run_eval, write_outputs
 from microexpr.labels import read_labels
 
 
@@ -34,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a decision below this confidence is ambiguous (default 0.5)")
     parser.add_argument("--ambiguous-margin", type=float, metavar="P",
                         help="a decision whose margin over the runner-up is below this is ambiguous (default 0.15)")
+    parser.add_argument("--reasoner", action="store_true",
+                        help="also send the ambiguous rows' AU evidence to the LLM reasoner ([reasoner] of --config; "
+                             "see docs/reasoner.md) and score classifier+reasoner beside the classifier")
+    add_config_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not 0.0 <= value <= 1.0:
             print(f"microexpr eval: error: --{name.replace('_', '-')} must be in 0..1, got {value}", file=sys.stderr)
             return 2
+    refine = _reasoner(args) if args.reasoner else None  # a bad config fails before any work
     table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable)
     settings = EvalSettings(args.ambiguous_confidence, args.ambiguous_margin)
     command = "microexpr eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=folds(table, protocols), desc="LOSO folds", unit="fold", file=sys.stderr, leave=False)
     try:
         report = run_eval(table, protocols, settings=settings, progress=bar.update if bar else None,
-                          command=command)
+                          command=command, refine=refine)
     finally:
         if bar is not None:
             bar.close()
@@ -64,3 +71,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report.to_text(), end="")
     return 0
+
+
+def _reasoner(args: argparse.Namespace) -> Refiner:
+    """The ``--reasoner`` seam: the flag is the consent for this run; the
+    model, endpoint, budget and cache file come from ``[reasoner]``."""
+    from microexpr.reasoner import refine_rows
+
+    reasoner_settings = load_config(args.config).reasoner
+    return lambda pairs: refine_rows(pairs, reasoner_settings)

@@ -50,6 +50,9 @@ def refine_rows(
     if not ambiguous:
         return labels
     with closing(Reasoner(s, api_key=api_key)) as reasoner:
+        if reasoner.state().status == "offline":
+            log.warning("reasoner: no OpenAI API key (credential openai_api_key or OPENAI_API_KEY): "
+                        "the %d ambiguous rows keep their local labels", len(ambiguous))
         for done, index in enumerate(ambiguous, start=1):
             row, decision = pairs[index]
             request = ReasonerRequest.from_activations(

@@ -131,6 +131,10 @@ class Reasoner:
         elif s.enabled:
             log.warning("reasoner enabled but no OpenAI API key (credential openai_api_key or OPENAI_API_KEY): "
                         "ambiguous episodes are queued until one is configured")
+        for name in ("httpx2", "httpx"):  # one INFO line per HTTP request is noise here
+            http_log = logging.getLogger(name)
+            if http_log.level == logging.NOTSET:
+                http_log.setLevel(logging.WARNING)
         self._breaker = CircuitBreaker(s.breaker_threshold, s.breaker_cooldown_s, clock=clock)
         self._limiter = RateLimiter(s.max_requests_per_minute, clock=clock)
         self._stop = threading.Event()
