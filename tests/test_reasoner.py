@@ -840,3 +840,27 @@ def test_eval_reasoner_bad_config_is_exit_78(
     assert code == ExitCode.CONFIG
     assert err.startswith("microexpr: error: reasoner.concurrency") and len(err.strip().splitlines()) == 1
     assert openai_server.chat_requests() == []
+
+
+def test_an_answer_arriving_during_shutdown_is_kept_for_the_restart(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    release = threading.Event()
+    openai_server.script(Reply.answer(label="fear").held(release))
+    s = settings_for(openai_server, tmp_path)
+    early = Collector()
+    reasoner = Reasoner(s, on_refined=early, api_key="k").start()
+    reasoner.submit(event_id(150), make_episode(), make_decision())
+    openai_server.wait_for_requests(1)
+    closer = threading.Thread(target=reasoner.close, kwargs={"timeout": 10.0}, name="test-closer")
+    closer.start()
+    wait_until(lambda: reasoner.stopping, what="stop requested")
+    release.set()  # the answer arrives after the stop was requested
+    closer.join(10)
+    assert not closer.is_alive() and early.items == []
+    late = Collector()
+    with Reasoner(s, on_refined=late, api_key="k") as again:
+        (refinement,) = late.wait_for(1)
+        wait_until(lambda: again.state().awaiting_delivery == 0, what="delivered")
+    assert refinement.event_id == event_id(150) and refinement.label is Emotion.FEAR
+    assert len(openai_server.chat_requests()) == 1

@@ -256,6 +256,11 @@ class Reasoner:
         return SubmitOutcome.QUEUED
 
     @property
+    def stopping(self) -> bool:
+        """close() was called (workers finish their request and exit)."""
+        return self._stop.is_set()
+
+    @property
     def queue_depth(self) -> int:
         return 0 if self._store is None else self._store.pending
 
@@ -549,6 +554,11 @@ class Reasoner:
 
     def _deliver(self, item_id: int, refinement: Refinement) -> None:
         assert self._store is not None
+        if self._stop.is_set():
+            # Shutting down: the service's outbox may already be closed. The
+            # answer stays in the queue and is delivered after the restart.
+            log.info("reasoner: event %s answered during shutdown; delivered after restart", refinement.event_id)
+            return
         if self._on_refined is not None:
             try:
                 self._on_refined(refinement)
