@@ -1,0 +1,1026 @@
+"""The daemon: the one place that wires capture, pipeline, outbox, MQTT and reasoner.
+
+Threads (each named, owned by :class:`Service`, sharing one stop event and
+joined with a timeout)::
+
+    capture ──FrameItem/SourceLost/SourceRestored/EndOfStream──▶ inference
+      (bounded queue "frames")                                      │
+                                            Event ─▶ Outbox (SQLite, committed first)
+                                                       │            └─▶ stdout (JSON line)
+                                            mqtt-pump ◀┘  ambiguous ─▶ reasoner-N ─▶ Outbox
+    stats: retained ``stats`` every mqtt.stats_interval_s, STATUS= every few seconds
+    main: signals (TERM/INT stop, HUP reload) and supervision
+
+* **capture** reads the :class:`~microexpr.capture.FrameSource`. A live
+  source already keeps only the latest frame on its own thread, and the
+  ``frames`` queue drops its oldest entry when full, so a slow pipeline sees
+  fresh frames; a file source blocks on the full queue instead (back-pressure:
+  every frame is processed, results do not depend on the machine's speed).
+  Camera loss: retries with exponential backoff from
+  ``source.reconnect_initial_s`` to ``source.reconnect_max_s``, health
+  ``no_camera``; never a crash, never a restart loop.
+* **inference** runs the pipeline, turns each finished episode into an
+  :class:`~microexpr.events.Event`, commits it to the outbox *before* anything
+  else sees it (a SIGKILL after that loses nothing), prints it, and queues
+  ambiguous ones for the reasoner. It alone pings the systemd watchdog,
+  including while it waits for frames, so a lost camera does not trip the
+  watchdog but a hung stage does.
+* **mqtt-pump** (owned by :class:`~microexpr.mqtt.MqttPublisher`) drains the
+  outbox to the broker; paho's network thread is paho's.
+
+See docs/service.md for signals, health states and shutdown guarantees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import queue
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
+
+from microexpr import config as cfg
+from microexpr.capture import Frame, FrameSource, open_source
+from microexpr.classify.decide import Decision
+from microexpr.config import Config
+from microexpr.errors import ConfigError, ExitCode, MicroexprError, SourceError
+from microexpr.events import Event, LatencyStats, ReasonerStats, RefinedEvent, Stats
+from microexpr.health import Health, HealthState
+from microexpr.mqtt import MqttPublisher, Topics
+from microexpr.notify import Notifier
+from microexpr.outbox import Outbox
+from microexpr.spotting import Episode
+
+if TYPE_CHECKING:  # heavy imports (mediapipe, openai) stay lazy at run time
+    from microexpr.pipeline import Pipeline, PipelineResult
+    from microexpr.reasoner import Reasoner, Refinement
+
+log = logging.getLogger(__name__)
+
+#: Frames waiting between capture and inference. Small on purpose: for live
+#: sources a long queue is only latency; for files it is read-ahead.
+FRAME_QUEUE_SIZE = 4
+#: At shutdown, how long the publisher may try to hand pending events to a
+#: connected broker. With no broker it does not wait at all: the events are
+#: safe in the outbox and are replayed at the next start.
+FLUSH_TIMEOUT_S = 3.0
+#: How often systemd's STATUS= line is refreshed (the MQTT stats have their own interval).
+STATUS_INTERVAL_S = 2.0
+#: Longest the inference loop blocks on an empty queue before it pings the watchdog again.
+MAX_IDLE_WAIT_S = 0.5
+#: Frame-rate window: fps is frames processed over about this many seconds.
+FPS_WINDOW_S = 5.0
+#: Latency samples kept per stage for the percentiles in ``stats``.
+LATENCY_WINDOW = 512
+#: Joins at shutdown: a thread still alive after this is reported and abandoned (daemon threads).
+JOIN_TIMEOUT_S = 5.0
+#: A camera missing at start keeps the unit "activating": each retry extends
+#: systemd's start timeout by the retry delay plus this margin.
+START_TIMEOUT_MARGIN_S = 30.0
+
+_LIVE_SPEC = re.compile(r"\d+|/dev/.+|picamera2(:\d+)?")
+
+
+# --------------------------------------------------------------------------
+# Typed items on the frames queue
+
+
+@dataclass(frozen=True, slots=True)
+class FrameItem:
+    """A frame and when the capture thread got it (``time.monotonic()``)."""
+
+    frame: Frame
+    received: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLost:
+    """The camera stopped delivering (or could not be opened); capture is retrying."""
+
+    reason: str
+    retry_in_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRestored:
+    """Frames flow again after a loss."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """A file source is done; ``error`` when it stopped on bad data rather than at its end."""
+
+    error: MicroexprError | None = None
+
+
+CaptureItem = FrameItem | SourceLost | SourceRestored | EndOfStream
+
+
+# --------------------------------------------------------------------------
+# Start-up options and configuration
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What ``microexpr run`` was given on its command line."""
+
+    config_path: Path | None = None
+    source: str | None = None
+    device_id: str | None = None
+    outbox: Path | None = None
+    #: None = automatic: print unless stdout is the systemd journal.
+    print_events: bool | None = None
+    #: ``-v``: debug logging whatever ``logging.level`` says.
+    verbose: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        return cls(
+            config_path=args.config,
+            source=args.source,
+            device_id=args.device_id,
+            outbox=args.outbox,
+            print_events=args.print_events,
+            verbose=bool(getattr(args, "verbose", False)),
+        )
+
+
+def load_run_config(options: RunOptions) -> Config:
+    """Read, validate and resolve the configuration with the command line on top.
+
+    Overrides go into the parsed file *before* validation, so ``--device-id``
+    is checked like the key and the client id and paths derived from it are
+    right; a reload (SIGHUP) applies the same overrides, so they never show
+    up as "changed".
+    """
+    path = cfg.find_config_file(options.config_path)
+    data: dict[str, Any] = cfg.read_toml(path) if path is not None else {}
+    if options.device_id is not None:
+        data["device_id"] = options.device_id
+    if options.source is not None:
+        _override(data, "source", "uri", options.source)
+    if options.outbox is not None:
+        _override(data, "outbox", "path", str(options.outbox.expanduser().absolute()))
+    origin = str(path) if path is not None else None
+    base_dir = path.absolute().parent if path is not None else None
+    config = cfg.parse_config(data, base_dir=base_dir, origin=origin)
+    if not config.source.uri:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"source.uri: no source configured{where}; set it or pass --source")
+    return config
+
+
+def _override(data: dict[str, Any], section: str, key: str, value: Any) -> None:
+    table = data.setdefault(section, {})
+    if isinstance(table, dict):  # anything else is reported by validation, naming the section
+        table[key] = value
+
+
+def stdout_is_journal(env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> bool:
+    """True when stdout is connected to the journal (systemd sets
+    ``JOURNAL_STREAM=<dev>:<inode>`` of that stream)."""
+    env = os.environ if env is None else env
+    value = env.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat((stream or sys.stdout).fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(ino)
+
+
+def is_live_spec(spec: str) -> bool:
+    """A camera spec (index, device node, Pi camera): a failure to open it is
+    "camera not there yet", retried, not bad input."""
+    return bool(_LIVE_SPEC.fullmatch(spec.strip())) and not Path(spec).is_file()
+
+
+# --------------------------------------------------------------------------
+# Metrics
+
+
+class Metrics:
+    """Counters and latency windows, written by the inference thread and read
+    by the stats thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.frames = 0
+        self.events = 0
+        self.errors = 0
+        self.dropped_queue = 0
+        self._done: deque[float] = deque()
+        self._latency: dict[str, deque[float]] = {}
+        self._recent_errors: deque[float] = deque(maxlen=16)
+
+    def frame_done(self, now: float, timings: Mapping[str, float]) -> None:
+        with self._lock:
+            self.frames += 1
+            self._done.append(now)
+            while self._done and now - self._done[0] > FPS_WINDOW_S:
+                self._done.popleft()
+            for stage, seconds in timings.items():
+                window = self._latency.get(stage)
+                if window is None:
+                    window = self._latency[stage] = deque(maxlen=LATENCY_WINDOW)
+                window.append(seconds)
+
+    def frame_failed(self, now: float) -> None:
+        with self._lock:
+            self.errors += 1
+            self._recent_errors.append(now)
+
+    def failing(self, now: float, window_s: float = 5.0) -> bool:
+        """Did the pipeline fail on a frame within the last ``window_s``?"""
+        with self._lock:
+            return bool(self._recent_errors) and now - self._recent_errors[-1] < window_s
+
+    def event_emitted(self) -> None:
+        with self._lock:
+            self.events += 1
+
+    def queue_drop(self) -> None:
+        with self._lock:
+            self.dropped_queue += 1
+
+    def fps(self, now: float) -> float:
+        with self._lock:
+            recent = [t for t in self._done if now - t <= FPS_WINDOW_S]
+        if len(recent) < 2:
+            return 0.0
+        span = recent[-1] - recent[0]
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+    def latency(self) -> dict[str, LatencyStats]:
+        with self._lock:
+            windows = {stage: list(samples) for stage, samples in self._latency.items()}
+        return {stage: LatencyStats.from_seconds(samples) for stage, samples in windows.items()}
+
+
+# --------------------------------------------------------------------------
+# Pipeline outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """One finished episode and its decision, as the service sees it."""
+
+    episode: Episode
+    decision: Decision
+    #: The subject's context (habitual AUs) for the reasoner, when the
+    #: pipeline's output carries one (a ``context`` attribute).
+    context: object | None = None
+
+
+def _pairs(items: Iterable[Any]) -> list[Emitted]:
+    """The pipeline's spotted episodes (``SpottedEpisode``) as :class:`Emitted`.
+
+    An episode without a decision (a build without the classifier stage)
+    cannot become an event: it is logged and skipped.
+    """
+    out: list[Emitted] = []
+    for item in items or ():
+        episode = getattr(item, "episode", None)
+        decision = getattr(item, "decision", None)
+        if not isinstance(episode, Episode):
+            log.error("pipeline returned %s, not an episode: skipped", type(item).__name__)
+        elif not isinstance(decision, Decision):
+            log.warning("episode at frame %d has no decision (no classifier): not published", episode.apex_frame)
+        else:
+            out.append(Emitted(episode, decision, getattr(item, "context", None)))
+    return out
+
+
+# --------------------------------------------------------------------------
+# The service
+
+
+SourceOpener = Callable[[], FrameSource]
+
+
+class Service:
+    """Owns every stage of a running daemon; :meth:`run` returns the exit code.
+
+    ``source_opener`` replaces :func:`open_source` (tests: a fake capture
+    device); ``config_loader`` re-reads the configuration on SIGHUP;
+    ``pipeline_factory`` builds the pipeline (default: :func:`build_pipeline`).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        print_events: bool = False,
+        out: TextIO | None = None,
+        config_loader: Callable[[], Config] | None = None,
+        source_opener: SourceOpener | None = None,
+        pipeline_factory: Callable[[Config], Pipeline] | None = None,
+        notifier: Notifier | None = None,
+        flush_timeout_s: float = FLUSH_TIMEOUT_S,
+        keep_log_level: bool = False,
+    ) -> None:
+        self.config = config
+        self.device_id = config.device_id
+        self.topics = Topics.build(config.mqtt.topic_prefix, config.device_id, config.mqtt.discovery_prefix)
+        self.print_events = print_events
+        self._out = out if out is not None else sys.stdout
+        self._out_lock = threading.Lock()
+        self._config_loader = config_loader
+        self._source_opener = source_opener or self._open_configured_source
+        self._pipeline_factory = pipeline_factory or build_pipeline
+        self.notifier = notifier or Notifier()
+        self.flush_timeout_s = flush_timeout_s
+        #: ``-v`` was given: a reload does not lower the level from debug.
+        self.keep_log_level = keep_log_level
+
+        self.health = HealthState()
+        self.metrics = Metrics()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._finished = threading.Event()  # the inference loop ended (stop or end of input)
+        self._frames: queue.Queue[CaptureItem] = queue.Queue(maxsize=FRAME_QUEUE_SIZE)
+        self._source_lock = threading.Lock()
+        self._source: FrameSource | None = None
+        self._source_live = is_live_spec(config.source.uri)
+        self._pipeline: Pipeline | None = None
+        self._outbox: Outbox | None = None
+        self._publisher: MqttPublisher | None = None
+        self._reasoner: Reasoner | None = None
+        self._threads: list[threading.Thread] = []
+        self._fatal: MicroexprError | None = None
+        self._ready = False
+        self._last_aus = float("-inf")
+        self._stopping_reason = ""
+
+    # -- opening -------------------------------------------------------------
+
+    def _open_configured_source(self) -> FrameSource:
+        s = self.config.source
+        return open_source(
+            s.uri,
+            fps=s.fps or None,
+            loop=s.loop,
+            width=s.width or None,
+            height=s.height or None,
+        )
+
+    def _open_source_at_start(self) -> None:
+        """Open the source now so a bad file fails before the model loads; a
+        camera that is not there yet is retried by the capture thread."""
+        try:
+            self._source = self._source_opener()
+        except SourceError as exc:
+            if not self._source_live:
+                raise
+            log.warning("%s; retrying in %g s", exc, self.config.source.reconnect_initial_s)
+            self.health.set(Health.NO_CAMERA)
+            self._source = None
+            return
+        self._source_live = self._source.is_live
+
+    def _open_outbox(self, stack: ExitStack) -> Outbox:
+        c = self.config.outbox
+        assert c.path is not None  # resolved by config.resolve
+        outbox = Outbox(c.path, max_items=c.max_events, when_full=c.when_full)
+        stack.callback(outbox.close)
+        log.info("outbox %s (%d waiting)", outbox.path, len(outbox))
+        return outbox
+
+    def _open_publisher(self, stack: ExitStack, outbox: Outbox) -> MqttPublisher | None:
+        if not self.config.mqtt.enabled:
+            log.info("mqtt.enabled is false: events are kept in outbox %s only", outbox.path)
+            return None
+        # The service throttles the AU stream itself (its interval reloads
+        # live); the publisher's own throttle is set to the lowest allowed value.
+        settings = self.config.mqtt.model_copy(update={"aus_interval_s": 0.05})
+        publisher = MqttPublisher(
+            settings,
+            device_id=self.device_id,
+            outbox=outbox,
+            reconnect_min_s=1.0,
+            reconnect_max_s=30.0,
+        )
+        stack.callback(lambda: publisher.close(timeout=self.flush_timeout_s))
+        publisher.start()
+        return publisher
+
+    def _open_reasoner(self, stack: ExitStack) -> Reasoner | None:
+        if not self.config.reasoner.enabled:
+            return None
+        from microexpr.reasoner import Reasoner
+
+        reasoner = Reasoner(self.config.reasoner, on_refined=self._on_refined)
+        # Closed before the publisher (ExitStack order), with a short timeout:
+        # an in-flight API request must not hold up shutdown; its episode
+        # stays queued and is asked again after the restart.
+        stack.callback(lambda: reasoner.close(timeout=1.0))
+        reasoner.start()
+        return reasoner
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Start everything, supervise until stopped or the input ends, shut down.
+
+        Returns 0 after a clean stop or the end of a file. Raises the
+        ``MicroexprError`` of a fatal start-up problem (bad file, model) or of
+        a file that turned out to be corrupt mid-way, after a clean shutdown.
+        """
+        restore = self._install_signals() if install_signals else None
+        try:
+            with ExitStack() as stack:
+                self._start(stack)
+                try:
+                    self._supervise()
+                finally:
+                    self._shutdown()
+                # leaving the stack: reasoner, pipeline, publisher (flush + offline), outbox, source
+        finally:
+            if restore is not None:
+                restore()
+        if self._fatal is not None:
+            raise self._fatal
+        log.info("stopped%s", f" ({self._stopping_reason})" if self._stopping_reason else "")
+        return int(ExitCode.OK)
+
+    def _start(self, stack: ExitStack) -> None:
+        self.notifier.status("starting: opening source")
+        self._open_source_at_start()
+        stack.callback(self._close_source)
+        self._outbox = self._open_outbox(stack)
+        # Connect while the model loads: by the first event the broker has
+        # answered (or been reported absent, once).
+        self._publisher = self._open_publisher(stack, self._outbox)
+        self.notifier.status("starting: loading model")
+        started = time.monotonic()
+        pipeline = self._pipeline = self._pipeline_factory(self.config)
+        stack.callback(pipeline.close)
+        log.info("model loaded in %.2f s", time.monotonic() - started)
+        self._reasoner = self._open_reasoner(stack)
+        source_name = self._source.name if self._source is not None else self.config.source.uri
+        self.notifier.status(f"starting: waiting for the first frame from {source_name}")
+        for name, target in (("capture", self._capture_main), ("inference", self._inference_main),
+                             ("stats", self._stats_main)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        log.info("running: device %s, source %s", self.device_id, source_name)
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(0.2)
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            if self._finished.is_set():  # end of input, or the inference loop gave up
+                break
+
+    def request_stop(self, reason: str = "") -> None:
+        """Ask the daemon to stop (signal handlers, tests); returns at once."""
+        if not self._stop.is_set():
+            self._stopping_reason = reason
+            self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def _install_signals(self) -> Callable[[], None] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if self._stop.is_set():
+                log.info("%s again: already stopping", name)
+                return
+            self.request_stop(name)
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self.request_reload()
+
+        previous = {
+            sig: signal.signal(sig, handler)
+            for sig, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup))
+        }
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _shutdown(self) -> None:
+        """Stop capture, let inference finish the pipeline into the outbox, stop the rest.
+
+        The outbox, publisher, reasoner and pipeline are closed afterwards by
+        the ExitStack, in reverse order of opening.
+        """
+        self._stop.set()
+        if self.health.set(Health.STOPPING):
+            log.info("stopping%s", f" ({self._stopping_reason})" if self._stopping_reason else "")
+        self.notifier.stopping()
+        self.notifier.status("stopping: flushing events")
+        if self._source_live:
+            self._close_source()  # wakes a capture thread blocked on the camera
+        for thread in self._threads:
+            thread.join(JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("thread %s did not stop within %g s; abandoning it", thread.name, JOIN_TIMEOUT_S)
+        self._publish_stats()  # a last retained stats message saying "stopping"
+
+    def _close_source(self) -> None:
+        with self._source_lock:
+            source, self._source = self._source, None
+        if source is not None:
+            try:
+                source.close()
+            except Exception:
+                log.exception("closing source %s failed", source.name)
+
+    # -- capture thread ------------------------------------------------------
+
+    def _post(self, item: CaptureItem) -> bool:
+        """Hand an item to inference. Frames of a live source replace the
+        oldest waiting one when the queue is full; everything else waits
+        (back-pressure). False once stopping."""
+        live_frame = isinstance(item, FrameItem) and self._source_live
+        while not self._stop.is_set():
+            try:
+                self._frames.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if live_frame:
+                    with contextlib.suppress(queue.Empty):
+                        self._frames.get_nowait()
+                        self.metrics.queue_drop()
+        return False
+
+    def _capture_main(self) -> None:
+        initial = self.config.source.reconnect_initial_s
+        delay = initial
+        broken = self._source is None  # a camera that was not there at start
+        if broken:
+            self._post(SourceLost("not available at start", delay))
+        while not self._stop.is_set():
+            if broken:
+                if not self._reconnect_wait(delay):
+                    return
+                try:
+                    name = self._reconnect()
+                except SourceError as exc:
+                    delay = min(delay * 2, self.config.source.reconnect_max_s)
+                    log.warning("%s; retrying in %g s", exc, delay)
+                    self._post(SourceLost(str(exc), delay))
+                    continue
+                if name is None:  # stopping
+                    return
+                log.info("camera %s is back", name)
+                broken, delay = False, initial
+                self._post(SourceRestored(name))
+                continue
+            source = self._source
+            if source is None:  # closed by the shutdown
+                return
+            try:
+                frame = source.read()
+            except SourceError as exc:
+                if self._stop.is_set():
+                    return
+                if not source.is_live:
+                    log.error("%s", exc)
+                    self._post(EndOfStream(exc))
+                    return
+                log.warning("%s; reconnecting in %g s", exc, delay)
+                broken = True
+                self._post(SourceLost(str(exc), delay))
+                continue
+            except Exception:  # a bug in a source: one frame lost, not the daemon
+                log.exception("reading %s failed", source.name)
+                if self._stop.wait(0.1):
+                    return
+                continue
+            if frame is None:
+                if not source.is_live and not self._stop.is_set():
+                    log.info("end of %s", source.name)
+                    self._post(EndOfStream())
+                return
+            self._post(FrameItem(frame, time.monotonic()))
+
+    def _reconnect(self) -> str | None:
+        """Open the camera (absent at start) or reopen it (lost); None when stopping.
+
+        Under the source lock, so a shutdown never races a reopening.
+        """
+        with self._source_lock:
+            if self._stop.is_set():
+                return None
+            if self._source is None:
+                self._source = self._source_opener()
+            else:
+                self._source.reopen()
+            return self._source.name
+
+    def _reconnect_wait(self, delay: float) -> bool:
+        """Wait before a reconnect; keeps a unit that never got its first
+        frame "activating" instead of letting the start timeout kill it."""
+        if not self._ready:
+            usec = int((delay + START_TIMEOUT_MARGIN_S) * 1e6)
+            self.notifier.send(f"EXTEND_TIMEOUT_USEC={usec}")
+        return not self._stop.wait(delay)
+
+    # -- inference thread ----------------------------------------------------
+
+    def _idle_wait(self) -> float:
+        interval = self.notifier.watchdog_interval_s
+        return min(MAX_IDLE_WAIT_S, interval / 2) if interval > 0 else MAX_IDLE_WAIT_S
+
+    def _inference_main(self) -> None:
+        wait = self._idle_wait()
+        try:
+            while not self._stop.is_set():
+                self.notifier.watchdog()
+                try:
+                    item = self._frames.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if isinstance(item, FrameItem):
+                    self._process(item)
+                elif isinstance(item, SourceLost):
+                    self._on_source_lost(item)
+                elif isinstance(item, SourceRestored):
+                    if self.health.set(Health.OK if self._ready else Health.STARTING):
+                        self._status_now()
+                elif isinstance(item, EndOfStream):
+                    if item.error is not None:
+                        self._fatal = item.error
+                    self._stopping_reason = "end of input" if item.error is None else "input error"
+                    break
+            self._flush_pipeline()
+        finally:
+            self._finished.set()
+
+    def _process(self, item: FrameItem) -> None:
+        frame = item.frame
+        try:
+            assert self._pipeline is not None
+            result = self._pipeline.process(frame)
+        except Exception as exc:
+            now = time.monotonic()
+            self.metrics.frame_failed(now)
+            count = self.metrics.errors
+            if count <= 3 or count % 100 == 0:  # a persistent fault must not flood the journal
+                if isinstance(exc, MicroexprError):
+                    log.warning("frame %d: %s (%d failures so far; continuing)", frame.index, exc, count)
+                else:
+                    log.exception("frame %d: pipeline failed (%d failures so far; continuing)", frame.index, count)
+            self._update_health(now)
+            return
+        now = time.monotonic()
+        timings = result.timings.as_seconds()
+        start = frame.timestamp if self._source_live else item.received
+        timings["total"] = max(0.0, now - start)
+        self.metrics.frame_done(now, timings)
+        for emitted in _pairs(result.episodes):
+            self._emit(emitted)
+        self._maybe_publish_aus(result, now)
+        if not self._ready:
+            self._ready = True
+            self.health.set(Health.OK)
+            log.info("first frame processed: ready")
+            self.notifier.ready(self._status_text())
+        else:
+            self._update_health(now)
+
+    def _update_health(self, now: float) -> None:
+        if not self._ready:
+            return
+        wanted = Health.DEGRADED if self.metrics.failing(now) else Health.OK
+        current = self.health.value
+        if current in (Health.OK, Health.DEGRADED) and current is not wanted and self.health.set(wanted):
+            log.info("health: %s", wanted.value)
+            self._status_now()
+
+    def _on_source_lost(self, item: SourceLost) -> None:
+        changed = self.health.set(Health.NO_CAMERA)
+        # An episode in progress cannot finish without frames: emit what is
+        # pending now rather than after the camera returns.
+        if changed and self._ready:
+            self._flush_pipeline()
+        self.notifier.status(f"no_camera: {item.reason}; retrying in {item.retry_in_s:g} s")
+
+    def _flush_pipeline(self) -> None:
+        """Emit the episodes the pipeline still holds (end of input, stop, camera loss)."""
+        try:
+            assert self._pipeline is not None
+            pending = self._pipeline.finish()
+        except Exception:
+            log.exception("finishing the pipeline failed; its pending episodes are lost")
+            return
+        for emitted in _pairs(pending):
+            self._emit(emitted)
+
+    def _emit(self, emitted: Emitted) -> None:
+        """Commit the event to the outbox, then print it, then queue it for the reasoner."""
+        try:
+            event = Event.from_episode(emitted.episode, emitted.decision, device_id=self.device_id)
+        except MicroexprError as exc:
+            log.error("episode at frame %d cannot become an event: %s", emitted.episode.apex_frame, exc)
+            return
+        try:
+            self._store(event)
+        except MicroexprError as exc:
+            log.error("event %s not stored: %s", event.event_id, exc)
+        self.metrics.event_emitted()
+        log.info(
+            "event %s: %s %s (%.2f, stage %s)%s", event.event_id, event.kind.value, event.emotion.value,
+            event.confidence, event.stage.value, " ambiguous" if event.ambiguous else "",
+            extra={"MICROEXPR_EVENT_ID": event.event_id},
+        )
+        self._print(event.to_json())
+        if self._reasoner is not None and event.ambiguous:
+            self._reasoner.submit(event.event_id, emitted.episode, emitted.decision, emitted.context)
+
+    def _store(self, message: Event | RefinedEvent) -> None:
+        """Commit one message to the outbox (the publisher's pump sends it from there)."""
+        if self._publisher is not None:
+            if isinstance(message, Event):
+                self._publisher.publish_event(message)
+            else:
+                self._publisher.publish_refined(message)
+            return
+        assert self._outbox is not None
+        topic = self.topics.event if isinstance(message, Event) else self.topics.refined
+        self._outbox.put(message.event_id, topic, message.to_json(), qos=self.config.mqtt.qos)
+
+    def _print(self, line: str) -> None:
+        if not self.print_events:
+            return
+        with self._out_lock:
+            try:
+                self._out.write(line + "\n")
+                self._out.flush()
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                self.print_events = False
+                log.warning("stdout closed (%s): no longer printing events", exc)
+
+    def _maybe_publish_aus(self, result: PipelineResult, now: float) -> None:
+        mqtt = self.config.mqtt
+        if self._publisher is None or not mqtt.aus_stream:
+            return
+        if now - self._last_aus < mqtt.aus_interval_s:
+            return
+        if self._publisher.publish_aus(result.aus):
+            self._last_aus = now
+
+    def _on_refined(self, refinement: Refinement) -> None:
+        """Called on a reasoner worker thread: the refined event goes the same
+        way as events (outbox first). Raising keeps it in the reasoner's queue."""
+        refined = RefinedEvent(
+            event_id=refinement.event_id,
+            device_id=self.device_id,
+            emotion=refinement.label,
+            confidence=refinement.confidence,
+            rationale=refinement.rationale,
+            aus_cited=tuple(refinement.aus_cited),
+            local_emotion=refinement.local_label,
+            model=refinement.model,
+        )
+        self._store(refined)
+        self._print(refined.to_json())
+
+    # -- stats thread --------------------------------------------------------
+
+    def _stats_main(self) -> None:
+        next_stats = time.monotonic() + min(2.0, self.config.mqtt.stats_interval_s)
+        while not self._stop.wait(STATUS_INTERVAL_S):
+            try:
+                if self._ready or self.health.value is not Health.STARTING:
+                    self._status_now()
+                now = time.monotonic()
+                if now >= next_stats:
+                    next_stats = now + self.config.mqtt.stats_interval_s
+                    self._publish_stats()
+            except Exception:
+                log.exception("stats: unexpected error (continuing)")
+
+    def _status_now(self) -> None:
+        self.notifier.status(self._status_text())
+
+    def _status_text(self) -> str:
+        now = time.monotonic()
+        health = self.health.value
+        total = self.metrics.latency().get("total")
+        parts = [f"{health.value}: {self.metrics.fps(now):.1f} fps"]
+        if total is not None and total.count:
+            parts.append(f"latency p50 {total.p50_ms:.0f} ms p95 {total.p95_ms:.0f} ms")
+        parts.append(f"{self.metrics.events} events")
+        if self._outbox is not None:
+            parts.append(f"outbox {len(self._outbox)}")
+        if self._publisher is not None:
+            parts.append("broker connected" if self._publisher.connected else "broker offline")
+        return ", ".join(parts)
+
+    def stats(self) -> Stats:
+        now = time.monotonic()
+        source = self._source
+        dropped = self.metrics.dropped_queue + (source.dropped_frames if source is not None else 0)
+        reasoner = None
+        queues = {"frames": self._frames.qsize()}
+        if self._reasoner is not None:
+            try:
+                state = self._reasoner.state()
+                reasoner = ReasonerStats(
+                    state=_word(state.status),
+                    queue_depth=state.queue_depth,
+                    requests_today=state.budget.requests_used,
+                    tokens_today=state.budget.tokens_used,
+                    budget_exhausted=state.budget.exhausted,
+                )
+                queues["reasoner"] = state.queue_depth
+            except Exception:
+                log.exception("reasoner state unavailable")
+        outbox = self._outbox
+        return Stats(
+            device_id=self.device_id,
+            uptime_s=now - self.metrics.started,
+            fps=self.metrics.fps(now),
+            frames=self.metrics.frames,
+            dropped_frames=dropped,
+            latency=self.metrics.latency(),
+            queues=queues,
+            outbox_depth=len(outbox) if outbox is not None else 0,
+            outbox_dropped=outbox.dropped if outbox is not None else 0,
+            events=self.metrics.events,
+            health=self.health.value.value,
+            reasoner=reasoner,
+        )
+
+    def _publish_stats(self) -> None:
+        if self._publisher is None:
+            return
+        try:
+            self._publisher.publish_stats(self.stats())
+        except Exception:
+            log.exception("publishing stats failed")
+
+    # -- reload --------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: apply the keys that are safe live, log the ones that need a restart.
+
+        An invalid file is logged (one line) and the running configuration
+        is kept: exit code 78 is for start-up only.
+        """
+        if self._config_loader is None:
+            log.info("reload requested, but this daemon has no configuration file to re-read")
+            return
+        self.notifier.reloading()
+        try:
+            try:
+                new = self._config_loader()
+            except MicroexprError as exc:
+                log.error("reload: %s; keeping the running configuration", exc)
+                return
+            plan = cfg.plan_reload(self.config, new)
+            if not plan.changed:
+                log.info("reload: configuration unchanged")
+                return
+            live, restart, effective = list(plan.live), list(plan.restart), plan.effective
+            if not callable(getattr(self._pipeline, "configure", None)):
+                # This pipeline reads its thresholds once: say so rather than
+                # claim a change that did not happen.
+                engine = [key for key in live if key.startswith("engine.")]
+                live = [key for key in live if key not in engine]
+                restart += engine
+                effective = effective.model_copy(update={"engine": self.config.engine})
+            self.config = effective
+            self._apply_live(frozenset(key.split(".")[0] for key in live))
+            if live:
+                log.info("reload: applied %s", ", ".join(live))
+            if restart:
+                log.warning("reload: %s changed; needs a restart (systemctl restart microexpr)", ", ".join(restart))
+        finally:
+            # READY=1 ends the reload for systemd; before the first frame the
+            # daemon is not ready yet, and must not say so.
+            self.notifier.send(*(["READY=1"] if self._ready else []), f"STATUS={self._status_text()}")
+
+    def _apply_live(self, sections: frozenset[str]) -> None:
+        if "logging" in sections and not self.keep_log_level:
+            logging.getLogger().setLevel(self.config.log_level())
+        if "engine" in sections:
+            self._pipeline.configure(self.config.engine)  # type: ignore[union-attr]
+        if "reasoner" in sections and self._reasoner is not None:
+            self._reasoner.apply_live(self.config.reasoner)
+        # mqtt.stats_interval_s, aus_stream, aus_interval_s are read from
+        # self.config by the stats and inference threads: nothing to do.
+
+
+#: The reasoner's own status words → the ``reasoner.state`` words docs/mqtt.md documents.
+_REASONER_STATE = {
+    "sending": "working",
+    "no_api_key": "offline",
+    "breaker_open": "circuit_open",
+    "backing_off": "backoff",
+    "rate_limited": "backoff",
+}
+
+
+def _word(text: str) -> str:
+    """A lower-case word for the stats schema (``^[a-z][a-z_]*$``)."""
+    word = re.sub(r"[^a-z_]+", "_", str(text).lower()).strip("_")
+    word = _REASONER_STATE.get(word, word)
+    return word if word and word[0].isalpha() else "unknown"
+
+
+def build_pipeline(config: Config) -> Pipeline:
+    """The real pipeline for ``config``; the model is verified against its pin and loaded here."""
+    from microexpr.models import FACE_LANDMARKER, resolve_model_path
+    from microexpr.pipeline import Pipeline
+
+    explicit = config.model.path
+    if explicit is None and config.model.models_dir is not None:
+        installed = FACE_LANDMARKER.install_path(config.model.models_dir)
+        if installed.exists():
+            explicit = installed
+    tracker_options: dict[str, Any] = {"num_faces": config.tracker.num_faces}
+    if config.tracker.backend == "onnx":
+        tracker_options.update(variant=config.onnx.variant, onnx_dir=config.onnx.models_dir)
+        if config.tracker.threads:
+            tracker_options["threads"] = config.tracker.threads
+        model_path = None
+    else:
+        model_path = resolve_model_path(explicit)
+    engine = config.engine
+    return Pipeline.create(
+        model_path=model_path,
+        backend=config.tracker.backend,
+        micro_max_s=engine.micro_max_s,
+        emit_delay_s=engine.emit_delay_s,
+        min_evidence_z=engine.min_evidence_z,
+        ambiguous_confidence=engine.ambiguous_confidence,
+        ambiguous_margin=engine.ambiguous_margin,
+        **tracker_options,
+    )
+
+
+@contextlib.contextmanager
+def _logs_on_own_stderr() -> Iterator[None]:
+    """Point stderr log handlers at a private duplicate of fd 2.
+
+    The tracker briefly redirects fd 2 to /dev/null to hide MediaPipe's
+    native start-up chatter; in a threaded daemon that would also swallow
+    whatever another thread logs meanwhile (e.g. "no mqtt broker answers").
+    Our handlers keep writing to the terminal through their own descriptor.
+    """
+    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
+    private: TextIO | None = None
+    try:
+        fd = os.dup(sys.stderr.fileno())
+        private = os.fdopen(fd, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                            errors="backslashreplace")
+    except (OSError, ValueError, AttributeError):
+        private = None
+    if private is not None:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                swapped.append((handler, handler.setStream(private)))
+    try:
+        yield
+    finally:
+        for handler, previous in swapped:
+            handler.setStream(previous)
+        if private is not None:
+            private.close()
+
+
+def run(options: RunOptions) -> int:
+    """``microexpr run``: load the configuration, build the service, run it."""
+    config = load_run_config(options)
+    if not options.verbose:
+        logging.getLogger().setLevel(config.log_level())
+    print_events = options.print_events if options.print_events is not None else not stdout_is_journal()
+    service = Service(
+        config,
+        print_events=print_events,
+        config_loader=lambda: load_run_config(options),
+        keep_log_level=options.verbose,
+    )
+    with _logs_on_own_stderr():
+        return service.run()
