@@ -266,3 +266,19 @@ def test_eval_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     blocker.write_text("x", encoding="utf-8")
     assert main(["eval", str(path), "--out", str(blocker / "dir")]) == ExitCode.IO_ERROR
     assert "cannot write evaluation output" in _last_line(capsys)
+
+
+def test_eval_with_fixed_prototypes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [("01", "12", "happiness"), ("01", "4", "others"), ("02", "6+12", "happiness"), ("02", "4+7", "disgust"),
+            ("03", "1+2", "surprise"), ("03", "17", "repression")]
+    path = write_labels(tmp_path / "labels.csv", rows)
+    assert main(["eval", str(path), "--json", "--protocol", "5class", "--prototypes", "shipped"]) == 0
+    method = json.loads(capsys.readouterr().out)["protocols"]["5class"]["methods"]["classifier-fixed"]
+    assert "CASME II" in method["description"] and "not refitted" in method["description"]
+    assert method["prototypes"]["sha256"]
+    own = tmp_path / "own.json"
+    assert main(["fit-prototypes", str(path), "-o", str(own)]) == 0
+    assert main(["eval", str(path), "--json", "--protocol", "5class", "--prototypes", str(own)]) == 0
+    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])  # after fit-prototypes' line
+    assert any("training fit" in n for n in report["protocols"]["5class"]["notes"])
+    assert main(["eval", str(path), "--prototypes", str(tmp_path / "none.json")]) == ExitCode.NO_INPUT

@@ -186,6 +186,7 @@ DESCRIPTIONS = {
     "rules-only": "FACS rules stage alone (nothing fitted)",
     "prototypes-only": "prototype stage alone, refitted without the test subject (LOSO)",
     "classifier-2fold": "classifier fitted on half the subjects, scored on the other half, both ways",
+    "classifier-fixed": "classifier with fixed prototypes (--prototypes), not refitted: a cross-dataset score",
     "naive-bayes-2fold": "naive Bayes fitted on half the subjects, scored on the other half, both ways",
     "paper-table": "the paper's emotion->AU table as a plain overlap rule (baseline)",
     "naive-bayes": "Bernoulli naive Bayes on AU sets, LOSO (baseline)",
@@ -271,6 +272,9 @@ def _pseudo_context(rows: Sequence[LabelRow], exclude: LabelRow) -> SubjectConte
 class EvalSettings:
     ambiguous_confidence: float | None = None
     ambiguous_margin: float | None = None
+    #: Also score the classifier with these prototypes, never refitted.
+    fixed_prototypes: PrototypeSet | None = None
+    fixed_name: str | None = None
 
     def classifier(self, prototypes: PrototypeSet | None, labels: Sequence[Emotion], **kw: Any) -> Classifier:
         extra: dict[str, Any] = {}
@@ -324,7 +328,7 @@ def evaluate_protocol(
                      "a model fitted on everyone else)")
     position = {id(r): i for i, r in enumerate(rows)}
     predicted: dict[str, list[Emotion | None]] = {m: [None] * len(rows) for m in DESCRIPTIONS if m not in (
-        "classifier+reasoner", "classifier-2fold", "naive-bayes-2fold")}
+        "classifier+reasoner", "classifier-2fold", "naive-bayes-2fold", "classifier-fixed")}
     decisions: list[Decision | None] = [None] * len(rows)
     cases: list[EvalCase | None] = [None] * len(rows)
     rules_only = settings.classifier(None, labels, use_prototypes=False)
@@ -361,6 +365,8 @@ def evaluate_protocol(
     results["classifier"] = MethodResult(
         "classifier", DESCRIPTIONS["classifier"], main_result.scores, main_result.predicted, done,
         {"ambiguous": sum(d.ambiguous for d in done),
+         "accuracy_confident": _subset_accuracy(truth, done, ambiguous=False),
+         "accuracy_ambiguous": _subset_accuracy(truth, done, ambiguous=True),
          "stages": dict(sorted(Counter(d.stage.value for d in done).items()))},
     )
     for name in ("paper-table", "naive-bayes"):
@@ -368,9 +374,16 @@ def evaluate_protocol(
         results[name] = MethodResult(name, DESCRIPTIONS[name], score(truth, preds, labels), preds)
     two_fold = _two_fold(rows, subjects, labels, settings)
     results["classifier-2fold"], results["naive-bayes-2fold"] = two_fold
+    if settings.fixed_prototypes is not None:
+        results["classifier-fixed"] = _fixed(table, rows, labels, settings, notes)
     if refine is not None:
         results["classifier+reasoner"] = _refined(rows, cases, done, labels, refine)
     return ProtocolResult(protocol, labels, rows, subjects, dropped, results, _ceilings(rows, labels), tuple(notes))
+
+
+def _subset_accuracy(truth: Sequence[Emotion], decisions: Sequence[Decision], *, ambiguous: bool) -> float | None:
+    pairs = [(t, d.label) for t, d in zip(truth, decisions, strict=True) if d.ambiguous is ambiguous]
+    return round(sum(t is p for t, p in pairs) / len(pairs), 4) if pairs else None
 
 
 def _kept_reading(classifier: Classifier, readings: Sequence[tuple[AUActivation, ...]]) -> tuple[AUActivation, ...]:
@@ -402,6 +415,26 @@ def _two_fold(rows: Sequence[LabelRow], subjects: Sequence[str], labels: Sequenc
         MethodResult("naive-bayes-2fold", DESCRIPTIONS["naive-bayes-2fold"], score(truth, nb, labels), tuple(nb),
                      extra=extra),
     )
+
+
+def _fixed(table: LabelTable, rows: Sequence[LabelRow], labels: Sequence[Emotion], settings: EvalSettings,
+           notes: list[str]) -> MethodResult:
+    protos = settings.fixed_prototypes
+    assert protos is not None
+    classifier = settings.classifier(protos, labels)
+    preds = tuple(classifier.classify_readings(_readings(r)).label for r in rows)
+    prov = protos.provenance
+    source = f"{prov.get('dataset', '?')} ({prov.get('file', '?')}, {_count_text(prov.get('rows'))} rows)"
+    description = f"classifier with fixed prototypes fitted on {source}, not refitted"
+    if prov.get("sha256") == table.sha256:
+        notes.append("classifier-fixed: the prototypes were fitted on this very file, so its score is a training "
+                     "fit, not a generalisation score")
+    return MethodResult("classifier-fixed", description, score([r.emotion for r in rows], preds, labels), preds,
+                        extra={"prototypes": dict(prov)})
+
+
+def _count_text(value: object) -> str:
+    return "?" if value is None else str(value)
 
 
 def _subject_key(subject: str) -> tuple[int, str]:
@@ -568,11 +601,17 @@ def _protocol_markdown(p: ProtocolResult) -> list[str]:
         lines.append(f"| {cm.label.value} | {cm.precision:.2f} | {cm.recall:.2f} | {cm.f1:.2f} | {cm.support} |")
     extra = main.extra
     if extra:
-        lines += ["", f"Ambiguous (marked for the reasoner): {extra.get('ambiguous', 0)} of {len(p.rows)}; "
+        confident, unsure = extra.get("accuracy_confident"), extra.get("accuracy_ambiguous")
+        lines += ["", f"Ambiguous (marked for the reasoner): {extra.get('ambiguous', 0)} of {len(p.rows)} "
+                      f"(accuracy {_fmt(unsure)} on them, {_fmt(confident)} on the confident rest); "
                       f"deciding stage: " + ", ".join(f"{k} {v}" for k, v in extra.get("stages", {}).items())]
     lines += ["", f"### `{MAIN}` confusion matrix (rows: true, columns: predicted)", "", "```",
               confusion_text(main.scores), "```", ""]
     return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def confusion_text(s: Scores) -> str:

@@ -329,6 +329,9 @@ class Classifier:
                     lines.append(adj.reason)
         if fused.proto is not None:
             lines.append(fused.proto.explain())
+        if fused.rules is not None and fused.proto is not None:
+            lines.append(f"weights: prototypes {fused.data_weight:.2f}, rules {1.0 - fused.data_weight:.2f} "
+                         "(the rules count for less the more often the fitted data saw this configuration)")
         if stage is Stage.CONTEXT and before is not None:
             why = f"the subject's habitual AUs weigh less, so {label.value} replaces {before.value}"
         elif rules_top is not None and proto_top is not None and rules_top is proto_top:

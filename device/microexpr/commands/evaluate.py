@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from microexpr.config import add_config_argument, load_config
+from microexpr.classify.prototypes import PrototypeSet
 from microexpr.evaluate import PROTOCOLS, EvalSettings, Refiner, folds, run_eval, write_outputs
 from microexpr.labels import read_labels
 
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a decision below this confidence is ambiguous (default 0.5)")
     parser.add_argument("--ambiguous-margin", type=float, metavar="P",
                         help="a decision whose margin over the runner-up is below this is ambiguous (default 0.15)")
+    parser.add_argument("--prototypes", metavar="FILE",
+                        help="also score the classifier with fixed prototypes (a fit-prototypes file, or 'shipped' "
+                             "for the package's CASME II set) without refitting: a cross-dataset score")
     parser.add_argument("--reasoner", action="store_true",
                         help="also send the ambiguous rows' AU evidence to the LLM reasoner ([reasoner] of --config; "
                              "see docs/reasoner.md) and score classifier+reasoner beside the classifier")
@@ -51,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
     refine = _reasoner(args) if args.reasoner else None  # a bad config fails before any work
     table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable)
-    settings = EvalSettings(args.ambiguous_confidence, args.ambiguous_margin)
-    command = "microexpr eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    fixed = None
+    if args.prototypes is not None:
+        fixed = PrototypeSet.load_default() if args.prototypes == "shipped" else PrototypeSet.load(args.prototypes)
+    settings = EvalSettings(args.ambiguous_confidence, args.ambiguous_margin, fixed, args.prototypes)
+    command = _command(args, protocols)
     bar = None
     if sys.stderr.isatty():
         from tqdm import tqdm
@@ -71,6 +78,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report.to_text(), end="")
     return 0
+
+
+def _command(args: argparse.Namespace, protocols: list[str]) -> str:
+    """The command line as recorded in the report (file names only, no private paths)."""
+    parts = ["microexpr", "eval", args.labels.name, *(f"--protocol={p}" for p in protocols)]
+    if args.prototypes is not None:
+        parts.append(f"--prototypes={Path(args.prototypes).name}")
+    if args.skip_unparseable:
+        parts.append("--skip-unparseable")
+    for name in ("ambiguous_confidence", "ambiguous_margin"):
+        if getattr(args, name) is not None:
+            parts.append(f"--{name.replace('_', '-')}={getattr(args, name)}")
+    if args.reasoner:
+        parts.append("--reasoner")
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _reasoner(args: argparse.Namespace) -> Refiner:
