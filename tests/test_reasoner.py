@@ -310,6 +310,18 @@ def test_missing_field_is_malformed(openai_server: OpenAIServer, tmp_path: Path,
         assert reasoner.state().counts["failed_malformed"] == 2
 
 
+def test_case_spacing_and_a_markdown_fence_are_tolerated(
+    openai_server: OpenAIServer, tmp_path: Path, collector: Collector
+) -> None:
+    body = json.dumps({"label": " Fear", "confidence": 1, "rationale": "brows", "aus_cited": ["au4", "AU 20"]})
+    openai_server.script(Reply.completion(content=f"```json\n{body}\n```"))
+    with Reasoner(settings_for(openai_server, tmp_path), on_refined=collector, api_key="k") as reasoner:
+        reasoner.submit(event_id(160), make_episode(), make_decision())
+        (refinement,) = collector.wait_for(1)
+    assert refinement.label is Emotion.FEAR and refinement.confidence == 1.0
+    assert refinement.aus_cited == (AU.BROW_LOWERER, AU.LIP_STRETCHER) and refinement.attempts == 1
+
+
 def test_out_of_set_label_and_uncited_au_are_rejected(
     openai_server: OpenAIServer, tmp_path: Path, collector: Collector
 ) -> None:

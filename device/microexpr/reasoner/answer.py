@@ -141,7 +141,7 @@ def validate(completion: Any, request: ReasonerRequest) -> Answer:
     if not content:
         raise fail(FailureKind.MALFORMED, "empty message content")
     try:
-        data = json.loads(content)
+        data = _normalised(json.loads(_unfenced(content)))
     except ValueError:
         raise fail(FailureKind.MALFORMED, f"content is not JSON: {_clip(content, 80)!r}") from None
     schema = response_schema(request)
@@ -161,6 +161,28 @@ def validate(completion: Any, request: ReasonerRequest) -> Answer:
         completion_tokens=completion_tokens,
         model=str(model),
     )
+
+
+def _unfenced(content: str) -> str:
+    """Servers without JSON mode often wrap the object in a Markdown fence."""
+    text = content.strip()
+    if text.startswith("```") and text.endswith("```") and "\n" in text:
+        text = text[text.index("\n") + 1 : -3].strip()
+    return text
+
+
+def _normalised(data: Any) -> Any:
+    """Case and spacing are not worth a failed attempt: " Fear" is fear and
+    "au4" is AU4. Anything else is left for the schema to judge."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    if isinstance(out.get("label"), str):
+        out["label"] = out["label"].strip().lower()
+    cited = out.get("aus_cited")
+    if isinstance(cited, list):
+        out["aus_cited"] = [c.strip().upper().replace(" ", "") if isinstance(c, str) else c for c in cited]
+    return out
 
 
 def _status_failure(exc: openai.APIStatusError) -> AttemptFailed:
