@@ -216,15 +216,40 @@ def test_row_problems_name_the_rows(tmp_path: Path) -> None:
     ])
     table = read_labels(path)
     kinds = {p.line: p.kind for p in table.problems}
-    assert kinds == {3: "emotion", 4: "frames", 5: "aus", 6: "frames"}
+    assert kinds == {3: "emotion", 4: "apex-range", 5: "aus", 6: "frame-order"}
     with pytest.raises(DataError) as exc:
         table.checked()
     message = str(exc.value)
-    assert "4 bad row(s)" in message and "row 3 (01/joy)" in message and "row 5 (02/parse)" in message
+    assert "2 bad row(s)" in message and "row 3 (01/joy)" in message and "row 5 (02/parse)" in message
     assert "\n" not in message
-    # Skipping unparseable rows still fails on the other problems ...
-    with pytest.raises(DataError, match="3 bad row"):
+    # Skipping unparseable rows still fails on the unknown emotion ...
+    with pytest.raises(DataError, match="1 bad row"):
         table.checked(skip_unparseable=True)
+    # ... and strict adds the contradicting frames.
+    with pytest.raises(DataError) as exc:
+        table.checked(strict=True)
+    assert "4 bad row(s)" in str(exc.value) and "apex 30 is outside onset..offset 10..20" in str(exc.value)
+
+
+def test_frame_contradictions_are_warnings_by_default(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "frames.csv", [
+        ["01", "a", 10, 30, 20, "12", "happiness"],
+        ["01", "b", 9, 5, 3, "4", "others"],
+        ["01", "c", "x", 5, 3, "4", "others"],
+    ])
+    table = read_labels(path)
+    assert {p.line: (p.kind, p.fatal) for p in table.problems} == {
+        2: ("apex-range", False), 3: ("frame-order", False), 4: ("frames", True)}
+    assert [r.filename for r in table.rows] == ["a", "b"]
+
+
+def test_non_au_facs_codes_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    parsed = parse_aus("12+50+84")
+    assert [int(u.au) for u in parsed.units] == [12] and parsed.ignored == (50, 84)
+    path = _write_csv(tmp_path / "codes.csv", [["01", "a", 1, 2, 3, "12+50", "happiness"]])
+    table = read_labels(path)
+    assert [p.kind for p in table.problems] == ["non-au"] and not table.problems[0].fatal
+    assert "50" in table.problems[0].message
 
 
 def test_skip_unparseable_keeps_the_rest(tmp_path: Path) -> None:

@@ -57,6 +57,11 @@ REFERENCE_FACTOR = 0.5
 ASYMMETRIC_WEAK_SIDE = 0.5
 #: At most this many readings are built from ``or`` alternatives.
 MAX_READINGS = 16
+#: Valid FACS codes that are not facial Action Units of ``facs.AU``: neutral
+#: (0), speech (50), walleye/cross-eye (65, 66), eyes positioned (69),
+#: visibility (70-74), swallow, chewing, shrug, head shake/nod (80-85) and the
+#: gross behaviour codes (91-99). They are accepted and left out of scoring.
+NON_AU_CODES = frozenset({0, 50, 65, 66, 69, 70, 71, 72, 73, 74, 80, 81, 82, 84, 85, *range(91, 100)})
 
 
 class AUParseError(DataError):
@@ -108,6 +113,8 @@ class ParsedAUs:
     units: tuple[CodedAU, ...]
     #: Each group lists its options; each option is one or more units.
     alternatives: tuple[tuple[tuple[CodedAU, ...], ...], ...] = ()
+    #: FACS codes that are not facial AUs (``NON_AU_CODES``), left out of scoring.
+    ignored: tuple[int, ...] = ()
 
     def readings(self, limit: int = MAX_READINGS) -> tuple[tuple[AUActivation, ...], ...]:
         """Every way to read the cell: definite units plus one option per group."""
@@ -177,7 +184,7 @@ def _tokens(text: str) -> list[tuple[str, re.Match[str], int]]:
     return out
 
 
-def _unit(text: str, match: re.Match[str], pos: int, reference: bool) -> CodedAU:
+def _unit(text: str, match: re.Match[str], pos: int, reference: bool) -> CodedAU | int:
     prefix = (match.group("prefix") or "").upper()
     suffix = (match.group("suffix") or "").upper()
     number = int(match.group("number"))
@@ -186,6 +193,8 @@ def _unit(text: str, match: re.Match[str], pos: int, reference: bool) -> CodedAU
     try:
         au = AU(number)
     except ValueError:
+        if number in NON_AU_CODES:
+            return number
         raise AUParseError(f"AU {number} is not a FACS Action Unit {where}") from None
     if len(set(prefix)) != len(prefix) or len(set(prefix) & {"L", "R", "A"}) > 1:
         raise AUParseError(f"conflicting prefixes {prefix!r} on AU {number} {where}")
@@ -205,6 +214,7 @@ class _Parser:
         self.text = text
         self.toks = _tokens(text)
         self.i = 0
+        self.ignored: list[int] = []
 
     def _peek(self) -> str | None:
         return self.toks[self.i][0] if self.i < len(self.toks) else None
@@ -231,7 +241,11 @@ class _Parser:
         if kind == "unit":
             _k, match, pos = self.toks[self.i]
             self.i += 1
-            units.append(_unit(self.text, match, pos, reference))
+            unit = _unit(self.text, match, pos, reference)
+            if isinstance(unit, int):
+                self.ignored.append(unit)
+            else:
+                units.append(unit)
         elif kind == "ref":
             self.i += 1
             inner_units, inner_groups = self.expr(True)
@@ -292,7 +306,7 @@ def parse_aus(text: object) -> ParsedAUs:
         if key not in seen or unit.intensity > seen[key].intensity:
             seen[key] = unit
     ordered = tuple(u for u in units if seen.get((u.au, u.side, u.reference)) is u)
-    return ParsedAUs(raw, ordered, tuple(groups))
+    return ParsedAUs(raw, ordered, tuple(g for g in groups if any(g)), tuple(parser.ignored))
 
 
 # ---------------------------------------------------------------------------
@@ -339,6 +353,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 _HEADER_SCAN_ROWS = 30
 _MISSING_APEX = {"", "/", "-", "--", "?", "n/a", "na", "nan", "none", "-1"}
+#: Warnings that ``strict`` turns into errors: frame numbers that contradict
+#: each other (a typo in the frames says nothing about the AUs or the label).
+STRICT_KINDS = frozenset({"frame-order", "apex-range"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,19 +407,24 @@ class LabelTable:
     def unparseable(self) -> tuple[RowProblem, ...]:
         return tuple(p for p in self.problems if p.kind == "aus")
 
-    def errors(self, *, skip_unparseable: bool = False) -> tuple[RowProblem, ...]:
-        return tuple(p for p in self.problems if p.fatal and not (skip_unparseable and p.kind == "aus"))
+    def errors(self, *, skip_unparseable: bool = False, strict: bool = False) -> tuple[RowProblem, ...]:
+        return tuple(
+            p for p in self.problems
+            if (p.fatal or (strict and p.kind in STRICT_KINDS)) and not (skip_unparseable and p.kind == "aus")
+        )
 
     def warnings(self) -> tuple[RowProblem, ...]:
         return tuple(p for p in self.problems if not p.fatal)
 
-    def checked(self, *, skip_unparseable: bool = False) -> LabelTable:
+    def checked(self, *, skip_unparseable: bool = False, strict: bool = False) -> LabelTable:
         """Raise ``DataError`` for fatal problems; return the rows fit to score.
 
         With ``skip_unparseable`` rows whose AU string cannot be read are left
-        out (and stay listed in ``problems``) instead of failing the run.
+        out (and stay listed in ``problems``) instead of failing the run. With
+        ``strict`` inconsistent frame numbers fail the run too (by default they
+        are warnings: scoring from coded AUs does not use frames).
         """
-        errors = self.errors(skip_unparseable=skip_unparseable)
+        errors = self.errors(skip_unparseable=skip_unparseable, strict=strict)
         if errors:
             raise DataError(_summarise(self.path, errors))
         for problem in self.warnings():
@@ -430,6 +452,8 @@ _KIND_TEXT = {
     "aus": "unparseable AU string(s)",
     "emotion": "unknown emotion(s)",
     "frames": "bad frame number(s)",
+    "frame-order": "offset(s) before onset",
+    "apex-range": "apex(es) outside onset..offset",
     "subject": "missing subject(s)",
 }
 
@@ -614,7 +638,8 @@ def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[Labe
             bad = "onset" if onset is None else "offset"
             problem("frames", f"{bad} {_cell_text(cell(cells, bad))!r} is not a frame number")
         elif offset < onset:
-            problem("frames", f"offset {offset} is before onset {onset}")
+            problem("frame-order", f"offset {offset} is before onset {onset}; row kept (scoring from AUs does not "
+                    "need frames; --strict refuses it)", False)
         elif apex_text.lower() in _MISSING_APEX or (apex is not None and apex < 0):
             apex = None
             problem(
@@ -625,13 +650,19 @@ def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[Labe
         elif apex is None:
             problem("frames", f"apex {apex_text!r} is not a frame number")
         elif not onset <= apex <= offset:
-            problem("frames", f"apex {apex} is outside onset..offset {onset}..{offset}")
+            problem("apex-range", f"apex {apex} is outside onset..offset {onset}..{offset}; row kept (scoring from "
+                    "AUs does not need the apex; --strict refuses it)", False)
         aus_text = _cell_text(cell(cells, "aus"))
         parsed: ParsedAUs | None = None
         try:
             parsed = parse_aus(cell(cells, "aus"))
         except AUParseError as exc:
             problems.append(RowProblem(line, where, "aus", str(exc), True))
+        else:
+            if parsed.ignored:
+                codes = ", ".join(str(c) for c in parsed.ignored)
+                problem("non-au", f"FACS code(s) {codes} in {aus_text!r} are not facial AUs; left out of scoring",
+                        False)
         if fatal:
             continue
         key = (subject, filename)

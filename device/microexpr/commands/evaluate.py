@@ -1,8 +1,9 @@
 """``microexpr eval LABELS``: leave-one-subject-out scores on a coded dataset.
 
 Exit codes: 0 scored; 2 bad command line; 65 malformed label file (missing
-columns, unknown emotions, bad frame numbers, unparseable AU strings unless
-``--skip-unparseable``, no rows, fewer than 2 subjects); 66 label file not
+columns, unknown emotions, frame numbers that are not numbers, unparseable AU
+strings unless ``--skip-unparseable``, inconsistent frames with ``--strict``,
+no rows, fewer than 2 subjects); 66 label file or ``--prototypes`` file not
 found; 74 cannot write ``--out``; 78 bad configuration (``--reasoner`` reads
 ``--config``).
 """
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write eval.json, eval.md and confusion-matrix PNGs to DIR")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse rows whose frame numbers contradict each other (apex outside onset..offset, "
+                             "offset before onset) instead of warning and keeping them")
     parser.add_argument("--skip-unparseable", action="store_true",
                         help="leave out rows whose AU string cannot be parsed (they are listed) instead of failing")
     parser.add_argument("--ambiguous-confidence", type=float, metavar="P",
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"microexpr eval: error: --{name.replace('_', '-')} must be in 0..1, got {value}", file=sys.stderr)
             return 2
     refine = _reasoner(args) if args.reasoner else None  # a bad config fails before any work
-    table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable)
+    table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable, strict=args.strict)
     fixed = None
     if args.prototypes is not None:
         fixed = PrototypeSet.load_default() if args.prototypes == "shipped" else PrototypeSet.load(args.prototypes)
@@ -87,6 +91,8 @@ def _command(args: argparse.Namespace, protocols: list[str]) -> str:
         parts.append(f"--prototypes={Path(args.prototypes).name}")
     if args.skip_unparseable:
         parts.append("--skip-unparseable")
+    if args.strict:
+        parts.append("--strict")
     for name in ("ambiguous_confidence", "ambiguous_margin"):
         if getattr(args, name) is not None:
             parts.append(f"--{name.replace('_', '-')}={getattr(args, name)}")

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--m", type=float, default=DEFAULT_M, dest="m",
                         help="pseudo-episodes smoothing each emotion's AU frequencies towards the pooled ones "
                              f"(default {DEFAULT_M})")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse rows whose frame numbers contradict each other (apex outside onset..offset, "
+                             "offset before onset) instead of warning and keeping them")
     parser.add_argument("--skip-unparseable", action="store_true",
                         help="leave out rows whose AU string cannot be parsed instead of failing")
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.m > 0:
         print(f"microexpr fit-prototypes: error: --m must be > 0, got {args.m}", file=sys.stderr)
         return 2
-    table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable)
+    table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable, strict=args.strict)
     samples = [(r.aus.readings(), r.emotion) for r in table.rows if r.aus is not None]
     command = "microexpr fit-prototypes " + " ".join(
         shlex.quote(str(a)) for a in (args.labels.name, "-o", args.output.name)
