@@ -37,6 +37,7 @@ def _acts(text: object) -> list[tuple[int, str, float]]:
         ("R12 + R15", [(12, "R", 1.0), (15, "R", 1.0)]),
         ("ref(7B)+12", [(7, "B", 0.2), (12, "B", 1.0)]),  # reference unit at half intensity
         ("4+4", [(4, "B", 1.0)]),  # the same unit twice counts once
+        ("AU4, AU7", [(4, "B", 1.0), (7, "B", 1.0)]),  # comma-separated tables
         (12, [(12, "B", 1.0)]),  # spreadsheet numbers
         (4.0, [(4, "B", 1.0)]),
     ],

@@ -44,7 +44,7 @@ from microexpr import __version__
 from microexpr.classify.context import SubjectContext
 from microexpr.classify.decide import Classifier, Decision
 from microexpr.classify.evidence import Evidence
-from microexpr.classify.prototypes import PrototypeSet, Sample
+from microexpr.classify.prototypes import DEFAULT_M, PrototypeSet, Sample
 from microexpr.errors import DataError, ExitCode
 from microexpr.facs import AU, AUActivation, Emotion
 from microexpr.labels import LabelRow, LabelTable
@@ -275,9 +275,16 @@ class EvalSettings:
     #: Also score the classifier with these prototypes, never refitted.
     fixed_prototypes: PrototypeSet | None = None
     fixed_name: str | None = None
+    #: Extra ``Classifier`` keyword arguments (sensitivity studies).
+    classifier_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Smoothing of the refitted prototypes (``PrototypeSet.fit(m=...)``).
+    prototype_m: float = DEFAULT_M
+
+    def fit(self, rows: Iterable[LabelRow]) -> PrototypeSet:
+        return PrototypeSet.fit(_samples(rows), m=self.prototype_m)
 
     def classifier(self, prototypes: PrototypeSet | None, labels: Sequence[Emotion], **kw: Any) -> Classifier:
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(self.classifier_options)
         if self.ambiguous_confidence is not None:
             extra["ambiguous_confidence"] = self.ambiguous_confidence
         if self.ambiguous_margin is not None:
@@ -335,7 +342,7 @@ def evaluate_protocol(
     for subject in subjects:
         test = by_subject[subject]
         train = [r for r in rows if r.subject != subject]
-        prototypes = PrototypeSet.fit(_samples(train))
+        prototypes = settings.fit(train)
         main = settings.classifier(prototypes, labels)
         proto_only = settings.classifier(prototypes, labels, use_rules=False)
         nb = NaiveBayes().fit([_readings(r) for r in train], [r.emotion for r in train], labels)
@@ -399,7 +406,7 @@ def _two_fold(rows: Sequence[LabelRow], subjects: Sequence[str], labels: Sequenc
     classifiers, bayes = [], []
     for half in halves:
         train = [r for r in rows if r.subject in half]
-        classifiers.append(settings.classifier(PrototypeSet.fit(_samples(train)), labels))
+        classifiers.append(settings.classifier(settings.fit(train), labels))
         bayes.append(NaiveBayes().fit([_readings(r) for r in train], [r.emotion for r in train], labels))
     ours: list[Emotion] = []
     nb: list[Emotion] = []

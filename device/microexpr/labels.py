@@ -12,8 +12,9 @@ good as its AU strings):
 
 Notation decisions (see ``docs/evaluation.md`` for the reasoning):
 
-* ``+`` separates units; whitespace and case are ignored; a stray ``AU``
-  before a unit (``AU4``, ``AUR2``) is dropped.
+* ``+`` separates units (``,`` and ``;`` are read the same way); whitespace
+  and case are ignored; a stray ``AU`` before a unit (``AU4``, ``AUR2``) is
+  dropped.
 * ``L``/``R`` prefix (or suffix, ``12R``): one-sided, the subject's left/right.
 * ``A`` prefix: asymmetric, i.e. on both sides but clearly stronger on one
   (FACS scores unilateral actions L/R and notes asymmetry separately). The
@@ -148,7 +149,7 @@ class ParsedAUs:
 
 _TOKEN = re.compile(
     r"""\s*(?:
-        (?P<plus>\+)
+        (?P<plus>[+,;])
       | (?P<open>\()
       | (?P<close>\))
       | (?P<ref>ref\s*\()
@@ -284,7 +285,7 @@ def parse_aus(text: object) -> ParsedAUs:
 
     Grammar (case-insensitive, whitespace anywhere)::
 
-        expr  := term ('+' term)*
+        expr  := term (('+' | ',' | ';') term)*
         term  := unit | 'ref(' expr ')' | '(' expr ('or' expr)* ')'
         unit  := ['AU'] prefix{0,2} ['AU'] number [A-E] [L|R]
         prefix:= 'L' | 'R' | 'A' | 'T'

@@ -4,19 +4,24 @@
 
 1. rules (``rules.py``) score each emotion 0..1 from FACS knowledge and may
    rule emotions out (crying is not happiness, contempt needs one side);
-2. prototypes (``prototypes.py``) give a posterior from fitted AU
+2. prototypes (``prototypes.py``) give a posterior q from fitted AU
    frequencies;
 3. the subject context (``context.py``) has already lowered the weight of the
    subject's habitual AUs in the evidence both stages read.
 
-The combination is a product of experts: ``log q(e) + rule_weight · r(e)``,
-normalised over the allowed labels. A rule at full strength multiplies an
-emotion's odds by e^rule_weight (≈ 20 at the default 3), so data must be
-clearly against a FACS pattern to overrule it, and the rules cannot beat a
-prototype that is both confident and well supported. Emotions the
-prototypes were never fitted on (anger and contempt with the shipped CASME II
-prototypes) get an even share of the prototype mass: the rules alone decide
-between them.
+The rules' scores become a distribution π = softmax(rule_sharpness · r) and
+the two are mixed like a prior and data::
+
+    p(e) = w · q(e) + (1 − w) · π(e),    w = (n + data_prior) / (n + data_prior + rule_prior · s)
+
+where n is how many fitted episodes had exactly this AU configuration and s
+is the score of the best matching FACS pattern (0 when no pattern fits: the
+rules then abstain). A configuration the data knows well is decided by the
+data (CASME II's "a lone AU17 is repression"); one it has never seen, by the
+FACS patterns. Ruled-out emotions get nothing from either stage. Emotions
+the prototypes were never fitted on (anger and contempt with the shipped
+CASME II prototypes) share the prototypes' "others" mass in proportion to π,
+because coders without such a label filed those episodes under "others".
 
 A decision is **ambiguous** — sent to the reasoner, still labelled locally —
 when its confidence is below ``ambiguous_confidence`` (default 0.5) or its
