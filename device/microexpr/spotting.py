@@ -1,15 +1,48 @@
-"""Onset/apex/offset episodes in a live AU evidence stream.
+"""Onset/apex/offset episodes in a live evidence stream, causally.
 
-(Interface fixed; implementation in progress — see issue 4.)
+The spotter reads one ``Evidence`` per frame (``baseline.py``) and emits an
+``Episode`` a bounded time after the movement has ended:
+
+* **Open** when ``activity`` (largest region z-score) stays at or above
+  ``on_z`` for ``min_active_s`` (20 ms: one frame at 25–30 fps, four at
+  200 fps — so a 2-frame event at 30 fps and a 40 ms event at 200 fps both
+  qualify).
+* **Close** once activity has stayed below ``off_z`` for ``release_s``; the
+  episode is emitted right then, so it leaves at most ``release_s`` plus
+  one frame after its offset (``release_s`` ≤ ``emit_delay_s``, checked).
+* **Cap**: an episode still open after ``max_episode_s`` is emitted as a
+  truncated macro episode; the spotter then waits for the face to settle
+  before it can open another.
+* **Boundaries and apex after the fact.** Detection runs on the causally
+  smoothed activity; once the episode is closed, onset, apex and offset are
+  placed on the *unsmoothed* activity (centred moving average over
+  ``apex_smooth_s``), without the filter's lag: onset = the last frame
+  before the rise at or below ``max(floor_z, floor_fraction × peak)``,
+  offset = the first such frame after the apex.
+* **Rejections**: an episode during which the head was gated for more than
+  ``max_gated_fraction`` of its length (rigid head motion), or whose only
+  moving regions are the lids while a blink/gaze flag was up (blinks, gaze
+  shifts), is dropped and counted in ``rejected``.
+
+All parameters are in seconds or robust-z units; none in frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import logging
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 
-from microexpr.facs import AU, AUActivation
+import numpy as np
+
+from microexpr.baseline import FULL_SCALE_IOD, LID_REGIONS, Evidence
+from microexpr.facs import AU, AUActivation, Side
+from microexpr.motion import Region
+
+log = logging.getLogger(__name__)
 
 
 class EpisodeKind(StrEnum):
@@ -38,7 +71,325 @@ class Episode:
     offset_intensity: Mapping[AU, float]
     #: Amplified evidence (robust z-score over the subject's baseline) at apex.
     apex_evidence: Mapping[AU, float]
+    #: Largest region z-score in the episode.
+    peak_z: float = 0.0
+    #: Regions at or above the onset threshold at the apex, strongest first.
+    regions: tuple[str, ...] = ()
+    #: The episode hit ``max_episode_s`` and was emitted while still going on.
+    truncated: bool = False
+    #: Timestamp of the frame whose processing emitted the episode.
+    emitted_ts: float = 0.0
 
     @property
     def duration_s(self) -> float:
         return self.offset_ts - self.onset_ts
+
+
+class Rejection(StrEnum):
+    """Why a candidate episode was dropped (``Spotter.rejected`` counts)."""
+
+    HEAD_MOTION = "head_motion"
+    BLINK = "blink"
+    GAZE = "gaze"
+    TOO_SHORT = "too_short"
+
+
+@dataclass(frozen=True, slots=True)
+class SpotterConfig:
+    on_z: float = 6.0  #: activity that opens an episode (robust z)
+    off_z: float = 3.5  #: an episode goes on while activity ≥ this
+    min_active_s: float = 0.02  #: time at or above on_z needed to open
+    release_s: float = 0.12  #: below off_z this long closes the episode
+    emit_delay_s: float = 0.2  #: bound on offset → emission (≥ release_s)
+    micro_max_s: float = 0.5  #: longest onset→offset called micro
+    max_episode_s: float = 4.0  #: cap: longer episodes are emitted truncated
+    pre_roll_s: float = 0.6  #: history kept to place the onset
+    floor_z: float = 2.0  #: boundary level: activity at or below this…
+    floor_fraction: float = 0.15  #: …or this fraction of the peak, whichever is higher
+    apex_smooth_s: float = 0.025  #: centred smoothing for apex/boundaries
+    min_evidence_z: float = 3.0  #: an AU is active at the apex with evidence ≥ this
+    side_ratio: float = 2.0  #: one side's evidence this many times the other's → one-sided
+    #: An AU must also reach this fraction of the strongest AU's evidence: a
+    #: strong pull drags neighbouring skin (a smile lifts the nose wings and
+    #: the upper lip by a third of the corners' travel, measured on the real
+    #: smile), which must not be named as AU9/AU10 of its own.
+    relative_min: float = 0.5
+    max_gated_fraction: float = 0.3  #: more of the episode gated → head motion
+    #: Gated frames this close before the onset or after the offset → head
+    #: motion too: a head turn starts before the pose speed crosses the gate
+    #: (the speed is measured over 0.1 s), and its first frames look like a
+    #: short movement of every region.
+    motion_guard_s: float = 0.1
+    hold_rebase_s: float = 10.0  #: after a cap, ask for a new reference after this long
+
+    def __post_init__(self) -> None:
+        if not 0 < self.off_z <= self.on_z:
+            raise ValueError(f"spotter: need 0 < off_z <= on_z, got {self.off_z}, {self.on_z}")
+        if self.emit_delay_s < 0 or self.micro_max_s <= 0 or self.max_episode_s <= self.micro_max_s:
+            raise ValueError("spotter: need emit_delay_s >= 0, micro_max_s > 0, max_episode_s > micro_max_s")
+
+    @property
+    def effective_release_s(self) -> float:
+        return min(self.release_s, self.emit_delay_s)
+
+
+class _State(StrEnum):
+    IDLE = "idle"
+    ACTIVE = "active"
+    HOLD = "hold"  #: after a truncated episode, until the face settles
+
+
+@dataclass(slots=True)
+class _Open:
+    """The episode being collected."""
+
+    frames: list[Evidence] = field(default_factory=list)
+    start: int = 0  #: index in ``frames`` of the first frame over on_z
+    last_above_t: float = 0.0
+    peak: float = 0.0
+
+
+class Spotter:
+    """Causal episode spotter for one subject. ``update`` once per frame."""
+
+    def __init__(self, config: SpotterConfig | None = None) -> None:
+        self.config = config or SpotterConfig()
+        self.rejected: Counter[Rejection] = Counter()
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = _State.IDLE
+        self._history: deque[Evidence] = deque()
+        self._open: _Open | None = None
+        self._above_since: float | None = None
+        self._hold_since = 0.0
+        self._quiet_since: float | None = None
+        self._wants_rebase = False
+
+    @property
+    def busy(self) -> bool:
+        """An episode is open (or the face has not settled after a cap)."""
+        return self._state is not _State.IDLE
+
+    def take_rebase_request(self) -> bool:
+        """True once after a long hold: the held face is the new neutral."""
+        wanted, self._wants_rebase = self._wants_rebase, False
+        return wanted
+
+    # -- per frame
+    def update(self, ev: Evidence) -> list[Episode]:
+        c = self.config
+        out: list[Episode] = []
+        t = ev.timestamp
+        if self._state is _State.IDLE:
+            self._history.append(ev)
+            while self._history and t - self._history[0].timestamp > c.pre_roll_s:
+                self._history.popleft()
+            if ev.activity >= c.on_z:
+                if self._above_since is None:
+                    self._above_since = self._prev_t(ev)
+                if t - self._above_since >= c.min_active_s - 1e-9:
+                    frames = list(self._history)
+                    first_above = len(frames) - 1
+                    while first_above > 0 and frames[first_above - 1].activity >= c.on_z:
+                        first_above -= 1
+                    self._open = _Open(frames, first_above, t, max(e.activity for e in frames))
+                    self._state = _State.ACTIVE
+                    self._history.clear()
+                    self._above_since = None
+            else:
+                self._above_since = None
+            return out
+
+        if self._state is _State.ACTIVE:
+            op = self._open
+            assert op is not None
+            op.frames.append(ev)
+            op.peak = max(op.peak, ev.activity)
+            if ev.activity >= c.off_z:
+                op.last_above_t = t
+            onset_t = op.frames[op.start].timestamp
+            if t - op.last_above_t >= c.effective_release_s - 1e-9:
+                episode = self._close(op, t, truncated=False)
+                self._state = _State.IDLE
+                self._open = None
+                # frames after the offset seed the next pre-roll
+                if episode is not None:
+                    out.append(episode)
+                self._history = deque(e for e in op.frames if e.timestamp > t - c.pre_roll_s and e.timestamp > op.last_above_t)
+            elif t - onset_t >= c.max_episode_s:
+                episode = self._close(op, t, truncated=True)
+                if episode is not None:
+                    out.append(episode)
+                self._state = _State.HOLD
+                self._open = None
+                self._hold_since = t
+                self._quiet_since = None
+            return out
+
+        # HOLD: wait for the face to settle below off_z
+        if ev.activity < c.off_z:
+            if self._quiet_since is None:
+                self._quiet_since = t
+            if t - self._quiet_since >= c.effective_release_s:
+                self._state = _State.IDLE
+                self._history.clear()
+        else:
+            self._quiet_since = None
+            if t - self._hold_since >= c.hold_rebase_s:
+                log.info("expression held %.0f s after a capped episode: taking it as the new neutral", t - self._hold_since)
+                self._wants_rebase = True
+                self._state = _State.IDLE
+                self._history.clear()
+        return out
+
+    def finish(self) -> list[Episode]:
+        """End of stream: close an open episode at the last frame."""
+        out: list[Episode] = []
+        if self._state is _State.ACTIVE and self._open is not None and self._open.frames:
+            last = self._open.frames[-1].timestamp
+            episode = self._close(self._open, last, truncated=False, at_end=True)
+            if episode is not None:
+                out.append(episode)
+        self.reset()
+        return out
+
+    def _prev_t(self, ev: Evidence) -> float:
+        """Start of the frame interval ``ev`` represents (its predecessor's time)."""
+        if len(self._history) >= 2:
+            return self._history[-2].timestamp
+        return ev.timestamp
+
+    # -- closing
+    def _close(self, op: _Open, now: float, *, truncated: bool, at_end: bool = False) -> Episode | None:
+        c = self.config
+        frames = op.frames
+        ts = np.array([e.timestamp for e in frames])
+        raw = np.array([e.activity_raw for e in frames])
+        smooth = _centred_mean(ts, raw, c.apex_smooth_s)
+        # the apex lies where the movement was detected, after the rise
+        search = slice(op.start, len(frames))
+        apex = op.start + int(np.argmax(smooth[search]))
+        peak = float(smooth[apex])
+        level = max(c.floor_z, c.floor_fraction * peak)
+        onset = apex
+        while onset > 0 and smooth[onset] > level:
+            onset -= 1
+        offset = apex
+        while offset < len(frames) - 1 and smooth[offset] > level:
+            offset += 1
+        if truncated or at_end:
+            offset = len(frames) - 1 if (truncated or smooth[offset] > level) else offset
+        span = frames[onset : offset + 1]
+        gated = sum(1 for e in span if e.gated) / max(len(span), 1)
+        t_on, t_off = frames[onset].timestamp, frames[offset].timestamp
+        near = any(
+            e.gated for e in frames
+            if t_on - c.motion_guard_s <= e.timestamp < t_on or t_off < e.timestamp <= t_off + c.motion_guard_s
+        )
+        if gated > c.max_gated_fraction or near:
+            self.rejected[Rejection.HEAD_MOTION] += 1
+            log.debug("episode at %.3f s rejected: head motion (%.0f%% gated)", frames[apex].timestamp, 100 * gated)
+            return None
+        ap = frames[apex]
+        strong = sorted(
+            ((z, r) for r, z in ap.region_z.items() if z >= c.on_z * 0.5), key=lambda item: -item[0]
+        )
+        moving = [r for _z, r in strong] or ([ap.top_region] if ap.top_region else [])
+        if moving and all(r in LID_REGIONS for r in moving):
+            if any(e.blink for e in span):
+                self.rejected[Rejection.BLINK] += 1
+                return None
+            if any(e.gaze for e in span):
+                self.rejected[Rejection.GAZE] += 1
+                return None
+        on, off = frames[onset], frames[offset]
+        duration = off.timestamp - on.timestamp
+        kind = EpisodeKind.MICRO if duration <= c.micro_max_s + 1e-9 and not truncated else EpisodeKind.MACRO
+        return Episode(
+            subject_id=ap.subject_id,
+            onset_frame=on.frame_index,
+            apex_frame=ap.frame_index,
+            offset_frame=off.frame_index,
+            onset_ts=on.timestamp,
+            apex_ts=ap.timestamp,
+            offset_ts=off.timestamp,
+            kind=kind,
+            activations=activations_at(ap, c.min_evidence_z, c.side_ratio, c.relative_min),
+            onset_intensity=MappingProxyType(dict(on.intensity)),
+            apex_intensity=MappingProxyType(dict(ap.intensity)),
+            offset_intensity=MappingProxyType(dict(off.intensity)),
+            apex_evidence=MappingProxyType({a: round(z, 3) for a, z in ap.au_z.items() if z > 0}),
+            peak_z=round(float(max(e.activity for e in frames[op.start:])), 3),
+            regions=tuple(r.value for r in moving),
+            truncated=truncated,
+            emitted_ts=now,
+        )
+
+
+#: AUs that are not facial expressions: never passed to the classifier.
+NON_EXPRESSIVE: frozenset[AU] = frozenset({
+    AU.BLINK, AU.WINK, AU.EYES_TURN_LEFT, AU.EYES_TURN_RIGHT, AU.EYES_UP, AU.EYES_DOWN,
+    AU.HEAD_TURN_LEFT, AU.HEAD_TURN_RIGHT, AU.HEAD_UP, AU.HEAD_DOWN, AU.HEAD_TILT_LEFT,
+    AU.HEAD_TILT_RIGHT, AU.HEAD_FORWARD, AU.HEAD_BACK,
+})
+
+_AU_GROUP = {
+    AU.INNER_BROW_RAISER: "brows", AU.OUTER_BROW_RAISER: "brows", AU.BROW_LOWERER: "brows",
+    AU.UPPER_LID_RAISER: "lids", AU.LID_TIGHTENER: "lids", AU.CHEEK_RAISER: "cheeks",
+    AU.NOSE_WRINKLER: "nose", AU.UPPER_LIP_RAISER: "mouth", AU.LIP_CORNER_PULLER: "mouth",
+    AU.DIMPLER: "mouth", AU.LIP_CORNER_DEPRESSOR: "mouth", AU.LIP_STRETCHER: "mouth",
+    AU.CHIN_RAISER: "chin", AU.LIPS_PART: "mouth", AU.JAW_DROP: "chin",
+}
+
+
+def activations_at(
+    ev: Evidence, min_z: float, side_ratio: float = 2.0, relative_min: float = 0.5
+) -> tuple[AUActivation, ...]:
+    """AUs active in ``ev`` with side and 0..1 intensity.
+
+    Side: L or R when that side's evidence is at least ``side_ratio`` times
+    the other's (a one-sided AU14/AU12 is what tells contempt); otherwise
+    both. Intensity: the estimator's rise over the subject's neutral, or the
+    AU-aligned movement over a full-scale travel (``FULL_SCALE_IOD``) when
+    that is larger (the estimator's dead zone hides weak movements).
+    """
+    from microexpr.motion import RegionGroup
+
+    out: list[AUActivation] = []
+    expressive = {au: z for au, z in ev.au_z.items() if au not in NON_EXPRESSIVE and not (ev.blink and au is AU.EYES_CLOSED)}
+    strongest = max(expressive.values(), default=0.0)
+    for au, z in sorted(expressive.items(), key=lambda kv: -kv[1]):
+        if z < min_z or z < relative_min * strongest:
+            continue
+        zl, zr = ev.au_z_left.get(au, 0.0), ev.au_z_right.get(au, 0.0)
+        if zl >= min_z and zl >= side_ratio * max(zr, 0.0) and zr < min_z:
+            side = Side.LEFT
+        elif zr >= min_z and zr >= side_ratio * max(zl, 0.0) and zl < min_z:
+            side = Side.RIGHT
+        else:
+            side = Side.BOTH
+        rl, rr = ev.rise_left.get(au, 0.0), ev.rise_right.get(au, 0.0)
+        est = rl if side is Side.LEFT else rr if side is Side.RIGHT else max(rl, rr)
+        group = _AU_GROUP.get(au)
+        full = FULL_SCALE_IOD[RegionGroup(group)] if group else 0.1
+        moved = min(1.0, ev.motion_amount.get(au, 0.0) / full)
+        out.append(AUActivation(au, side, round(float(min(1.0, max(est, moved))), 3)))
+    out.sort(key=lambda a: a.au.value)
+    return tuple(out)
+
+
+def _centred_mean(ts: np.ndarray, values: np.ndarray, window_s: float) -> np.ndarray:
+    """Moving average over ±window_s/2 around each sample (non-causal: used
+    on a closed episode only)."""
+    if len(values) < 3 or window_s <= 0:
+        return values.astype(np.float64)
+    half = window_s / 2.0
+    lo = np.searchsorted(ts, ts - half - 1e-9, side="left")
+    hi = np.searchsorted(ts, ts + half + 1e-9, side="right")
+    csum = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+    return (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
+
+
+def region_names(regions: Sequence[Region]) -> tuple[str, ...]:
+    return tuple(r.value for r in regions)

@@ -1,0 +1,563 @@
+"""Per-subject neutral baseline: motion and AU intensities → robust evidence.
+
+A micro-expression is a small, brief departure from *this person's* resting
+face. The baseline learns what "resting" looks like — per feature, the
+median and the median absolute deviation (MAD) over recent frames judged
+neutral — and turns every frame into robust z-scores (deviation / scaled
+MAD). That is the "amplification" of the method: a 0.02 IOD movement of a
+mouth corner is invisible in blendshapes (dead zone) but is ten noise
+units away from the corner's own resting jitter.
+
+Features (all relative to the subject's neutral face):
+
+* per motion region, dx and dy (IOD units, from ``motion.py``);
+* per AU and side, the motion projected on the AU's direction of pull
+  (``AU_DIRECTIONS``, e.g. AU12 = mouth corner up and outward);
+* per AU and side, the estimator's intensity (blendshapes + geometry);
+* gaze: iris centre within the eye, as a fraction of the eye's width.
+
+Rules that keep the evidence honest:
+
+* **Neutral frames only.** A frame joins the statistics when the spotter
+  is idle, the head is still and no region is above ``neutral_max_z``; it
+  is held back ``commit_delay_s`` so that the rising edge of an episode
+  (below threshold for a few frames) is dropped when the episode opens.
+  The first ``warmup_s`` after a (re)start are taken as neutral
+  (the subject is assumed at rest when first seen); no evidence before.
+* **Floors.** A MAD can be ~0 on a still image or a very clean camera;
+  the scale never goes below ``motion_floor_iod`` / ``intensity_floor``
+  (chosen from the measured noise, docs/spotting.md), so z-scores stay in
+  physical proportion.
+* **Head motion.** Rigid alignment removes in-plane motion; out-of-plane
+  rotation cannot be removed from a 2D crop, so while the head's angular
+  speed (over ``head_speed_span_s``) exceeds ``head_speed_dps`` the frame
+  is *gated*: evidence is not used for spotting, nor for the baseline
+  (held ``gate_hold_s`` after). When the head settles in a pose more than
+  ``rebase_pose_deg`` from the motion reference's, the baseline asks for a
+  new reference (``Evidence.rebase``).
+* **Smoothing** is a causal exponential filter with a time constant in
+  seconds (``smooth_s`` = 15 ms): no smoothing at 25–30 fps (a two-frame
+  event keeps its full height), ~3 frames at 200 fps (a 40 ms event keeps
+  most of its height while frame noise halves).
+* **Blinks and gaze.** A blink (both or one upper lid moving down, or the
+  blink blendshape jumping) or a gaze shift (iris moving in the eye) flags
+  the frame; the lid regions then do not count toward activity, so the
+  spotter never opens an episode on lids alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from microexpr import mesh
+from microexpr.aus import AUFrame
+from microexpr.facs import AU, Side
+from microexpr.motion import REGIONS, MotionFrame, Region, RegionGroup
+from microexpr.tracking.base import Face, HeadPose
+
+log = logging.getLogger(__name__)
+
+_EMPTY: Mapping = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Direction:
+    """An AU's pull on one motion region: unit vector (out, up) in face axes."""
+
+    au: AU
+    region: Region
+    out: float
+    up: float
+
+
+def _unit(out: float, up: float) -> tuple[float, float]:
+    n = math.hypot(out, up)
+    return out / n, up / n
+
+
+def _directions() -> tuple[Direction, ...]:
+    """AU pull directions per region (FACS appearance changes, frontal view).
+
+    Per region, the AU whose direction best matches the observed movement
+    takes the evidence; competing pulls (AU12 up-and-out, AU20 out, AU14
+    in, AU15 down on the mouth corner) are thus told apart by direction.
+    """
+    lateral: list[tuple[str, AU, float, float]] = [
+        ("brow_inner", AU.INNER_BROW_RAISER, 0.0, 1.0),
+        ("brow_inner", AU.BROW_LOWERER, -0.6, -0.8),
+        ("brow_outer", AU.OUTER_BROW_RAISER, 0.0, 1.0),
+        ("brow_outer", AU.BROW_LOWERER, -0.3, -0.95),
+        ("upper_lid", AU.UPPER_LID_RAISER, 0.0, 1.0),
+        ("upper_lid", AU.BLINK, 0.0, -1.0),
+        ("lower_lid", AU.LID_TIGHTENER, 0.0, 1.0),
+        ("cheek", AU.CHEEK_RAISER, 0.2, 0.98),
+        ("nose", AU.NOSE_WRINKLER, 0.1, 1.0),
+        ("mouth_corner", AU.LIP_CORNER_PULLER, 0.77, 0.64),
+        ("mouth_corner", AU.DIMPLER, -0.95, 0.3),
+        ("mouth_corner", AU.LIP_CORNER_DEPRESSOR, 0.15, -0.99),
+        ("mouth_corner", AU.LIP_STRETCHER, 0.98, -0.2),
+    ]
+    midline: list[tuple[Region, AU, float, float]] = [
+        (Region.GLABELLA, AU.BROW_LOWERER, 0.0, -1.0),
+        (Region.GLABELLA, AU.INNER_BROW_RAISER, 0.0, 1.0),
+        (Region.UPPER_LIP, AU.UPPER_LIP_RAISER, 0.0, 1.0),
+        (Region.LOWER_LIP, AU.CHIN_RAISER, 0.0, 1.0),
+        (Region.LOWER_LIP, AU.LIPS_PART, 0.0, -1.0),
+        (Region.CHIN, AU.CHIN_RAISER, 0.0, 1.0),
+        (Region.CHIN, AU.JAW_DROP, 0.0, -1.0),
+    ]
+    out = []
+    for base, au, o, u in lateral:
+        for suffix in ("_l", "_r"):
+            out.append(Direction(au, Region(base + suffix), *_unit(o, u)))
+    for region, au, o, u in midline:
+        out.append(Direction(au, region, *_unit(o, u)))
+    return tuple(out)
+
+
+AU_DIRECTIONS: tuple[Direction, ...] = _directions()
+
+#: Movement (IOD) we call full intensity (1.0) when the estimator is in its
+#: dead zone: the real broad smile of single_face.mp4 moves the corners by
+#: ≈0.17 IOD; other regions travel less (brows, lids, nose ≈0.06–0.08).
+FULL_SCALE_IOD: Mapping[RegionGroup, float] = MappingProxyType({
+    RegionGroup.MOUTH: 0.15, RegionGroup.CHEEKS: 0.07, RegionGroup.NOSE: 0.06,
+    RegionGroup.BROWS: 0.07, RegionGroup.LIDS: 0.04, RegionGroup.CHIN: 0.06,
+})
+
+#: Regions whose movement a blink or a gaze shift explains.
+LID_REGIONS = frozenset(r for r in REGIONS if r.group is RegionGroup.LIDS)
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineConfig:
+    """All times in seconds, all thresholds in robust-z units or physical
+    units; nothing in frames, so one configuration serves 25–200 fps."""
+
+    window_s: float = 30.0  #: neutral history kept per subject
+    max_samples: int = 600  #: cap (older samples thinned) to bound the median's cost
+    track_settle_s: float = 0.2  #: the tracker converges this long on a new face before the reference is taken
+    warmup_s: float = 0.3  #: first stretch after the reference taken as neutral
+    min_samples: int = 8  #: at least this many neutral frames before evidence
+    refresh_s: float = 0.25  #: statistics recomputed at most this often
+    commit_delay_s: float = 0.3  #: a neutral frame joins the stats this late
+    neutral_max_z: float = 3.0  #: frames above this (any region) are not neutral
+    motion_floor_iod: float = 0.0015  #: lowest scale for motion features (IOD)
+    intensity_floor: float = 0.05  #: lowest scale for estimator intensities
+    gaze_floor: float = 0.01  #: lowest scale for iris position (eye widths)
+    smooth_s: float = 0.015  #: causal smoothing time constant
+    head_speed_dps: float = 40.0  #: angular speed above which frames are gated
+    head_speed_span_s: float = 0.1  #: speed measured over this span (jitter-proof)
+    gate_hold_s: float = 0.15  #: gating lasts this long after the head slows
+    #: Out-of-plane rotation (pitch or yaw) from the reference pose beyond
+    #: which the reference is stale: frames are gated until a new one is
+    #: taken. The real smile of single_face.mp4 tilts the head by 2.6° (both
+    #: the tracker and a 3D fit on the upper-face points agree), so a
+    #: expression with a natural head movement stays below it.
+    rebase_pose_deg: float = 3.0
+    settle_speed_dps: float = 10.0  #: the head counts as still below this speed…
+    settle_s: float = 0.2  #: …held this long before a stale reference is renewed
+    blink_z: float = 3.5  #: lid-down evidence above this flags a blink
+    blink_intensity: float = 0.35  #: or the estimator's AU45/43 rising this much above neutral
+    gaze_z: float = 6.0  #: iris movement above this flags a gaze shift
+    flag_hold_s: float = 0.12  #: blink/gaze flags last this long after the cause
+    #: Regions excluded from ``activity`` (lids: blinks and gaze move them)
+    #: while a blink/gaze flag is up.
+    direction_min_cos: float = 0.5  #: a region's movement names an AU only if this well aligned
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "warmup_s", "smooth_s", "head_speed_span_s", "motion_floor_iod",
+                     "intensity_floor", "gaze_floor", "refresh_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"baseline.{name}: must be > 0, got {getattr(self, name)!r}")
+        if self.min_samples < 3:
+            raise ValueError(f"baseline.min_samples: must be >= 3, got {self.min_samples}")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One frame of amplified evidence for the spotter.
+
+    ``activity`` is the spotting signal: the largest region z-score among
+    the regions that count in this frame (lids excluded while a blink or
+    gaze flag is up; 0 when not ``ready`` or ``gated``). ``activity_raw``
+    is the same before temporal smoothing (the spotter locates apex and
+    boundaries on it, after the fact, without the filter's lag).
+    ``au_z``/``au_z_left``/``au_z_right`` are per-AU evidence (≥ 0);
+    ``intensity*`` the estimator's values passed through; ``motion_amount``
+    the AU-aligned movement in IOD per AU (for intensity when the estimator
+    is in its dead zone).
+    """
+
+    subject_id: int
+    frame_index: int
+    timestamp: float
+    face_found: bool
+    ready: bool
+    gated: bool
+    activity: float
+    activity_raw: float
+    region_z: Mapping[Region, float] = field(default_factory=lambda: _EMPTY)
+    au_z: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    au_z_left: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    au_z_right: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    motion_amount: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    intensity: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    intensity_left: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    intensity_right: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    #: Estimator intensity above the subject's neutral median, per side (≥ 0):
+    #: a person who smiles at rest does not get a full-intensity AU12 for a
+    #: small extra pull.
+    rise_left: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    rise_right: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    blink: bool = False
+    gaze: bool = False
+    head_speed_dps: float = 0.0
+    pose_drift_deg: float = 0.0
+    neutral: bool = False  #: this frame was queued for the neutral statistics
+    rebase: bool = False  #: asks the motion stage for a new neutral reference
+
+    @property
+    def top_region(self) -> Region | None:
+        if not self.region_z:
+            return None
+        return max(self.region_z, key=lambda r: self.region_z[r])
+
+
+def _pose_vec(pose: HeadPose | None) -> np.ndarray | None:
+    if pose is None:
+        return None
+    return np.array([pose.pitch, pose.yaw, pose.roll], dtype=np.float64)
+
+
+class _Layout:
+    """Column layout of the feature vector (built once)."""
+
+    def __init__(self, intensity_aus: tuple[AU, ...]) -> None:
+        self.n_regions = len(REGIONS)
+        self.region_index = {r: i for i, r in enumerate(REGIONS)}
+        # columns: region dx, dy | AU projections | intensity L, R per AU | gaze x, y per eye
+        self.proj_start = 2 * self.n_regions
+        self.directions = AU_DIRECTIONS
+        self.int_start = self.proj_start + len(self.directions)
+        self.intensity_aus = intensity_aus
+        self.gaze_start = self.int_start + 2 * len(intensity_aus)
+        self.size = self.gaze_start + 4
+        self.dir_region = np.array([self.region_index[d.region] for d in self.directions])
+        self.dir_vec = np.array([(d.out, d.up) for d in self.directions])
+        self.motion_cols = np.arange(0, self.int_start)
+        self.floors_kind = np.zeros(self.size, np.int8)  # 0 motion, 1 intensity, 2 gaze
+        self.floors_kind[self.int_start:self.gaze_start] = 1
+        self.floors_kind[self.gaze_start:] = 2
+
+
+class _RobustStats:
+    """Median/MAD over a rolling, time-bounded sample of neutral vectors."""
+
+    def __init__(self, size: int, config: BaselineConfig) -> None:
+        self.config = config
+        self.samples: deque[tuple[float, np.ndarray]] = deque()
+        self.median = np.zeros(size)
+        self.scale = np.ones(size)
+        self.computed_at = -math.inf
+        self.dirty = False
+
+    def add(self, t: float, x: np.ndarray) -> None:
+        self.samples.append((t, x))
+        self.dirty = True
+        while self.samples and t - self.samples[0][0] > self.config.window_s:
+            self.samples.popleft()
+        if len(self.samples) > self.config.max_samples:
+            # thin the older half: keep every other one
+            items = list(self.samples)
+            half = len(items) // 2
+            self.samples = deque(items[:half:2] + items[half:])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def refresh(self, t: float, floors: np.ndarray, force: bool = False) -> None:
+        if not self.dirty or (not force and t - self.computed_at < self.config.refresh_s):
+            return
+        data = np.stack([x for _, x in self.samples])
+        self.median = np.median(data, axis=0)
+        mad = np.median(np.abs(data - self.median), axis=0)
+        self.scale = np.maximum(1.4826 * mad, floors)
+        self.computed_at = t
+        self.dirty = False
+
+
+class SubjectBaseline:
+    """The baseline of one subject. ``update`` once per frame, in order."""
+
+    def __init__(self, subject_id: int = 0, config: BaselineConfig | None = None) -> None:
+        self.subject_id = subject_id
+        self.config = config or BaselineConfig()
+        self._layout: _Layout | None = None
+        self._stats: _RobustStats | None = None
+        self._floors: np.ndarray | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over (face lost for long, new subject)."""
+        self._stats = None
+        self._layout = None
+        self._first_t: float | None = None
+        self._settled = False
+        self._start_t: float | None = None
+        self._smooth: np.ndarray | None = None
+        self._last_t: float | None = None
+        self._pending: deque[tuple[float, np.ndarray]] = deque()
+        self._poses: deque[tuple[float, np.ndarray]] = deque()
+        self._gate_until = -math.inf
+        self._slow_since: float | None = None
+        self._blink_until = -math.inf
+        self._gaze_until = -math.inf
+        self._intensity_base: dict[AU, float] = {}
+        self._rebase_requested_at = -math.inf
+
+    @property
+    def sample_count(self) -> int:
+        return len(self._stats) if self._stats is not None else 0
+
+    def _ensure_layout(self, au: AUFrame) -> _Layout:
+        if self._layout is None:
+            aus = tuple(sorted(set(au.left) | set(au.right) | set(au.intensity)))
+            self._layout = _Layout(aus)
+            floors = np.empty(self._layout.size)
+            kinds = self._layout.floors_kind
+            floors[kinds == 0] = self.config.motion_floor_iod
+            floors[kinds == 1] = self.config.intensity_floor
+            floors[kinds == 2] = self.config.gaze_floor
+            self._floors = floors
+            self._stats = _RobustStats(self._layout.size, self.config)
+        return self._layout
+
+    # -- features
+    def _features(self, motion: MotionFrame, au: AUFrame, face: Face | None, lay: _Layout) -> np.ndarray:
+        x = np.zeros(lay.size)
+        arr = motion.as_array()
+        x[0 : 2 * lay.n_regions] = arr[:, :2].ravel()
+        disp = arr[lay.dir_region, :2]
+        x[lay.proj_start : lay.int_start] = (disp * lay.dir_vec).sum(axis=1)
+        for k, a in enumerate(lay.intensity_aus):
+            both = au.intensity.get(a, 0.0)
+            x[lay.int_start + 2 * k] = au.left.get(a, both)
+            x[lay.int_start + 2 * k + 1] = au.right.get(a, both)
+        if face is not None:
+            x[lay.gaze_start : lay.gaze_start + 4] = _iris_positions(np.asarray(face.landmarks))
+        return x
+
+    def _head(self, t: float, pose: HeadPose | None, ref_pose: HeadPose | None) -> tuple[float, float]:
+        """(angular speed °/s over the span, out-of-plane drift from the
+        reference pose °). Roll is left out of the drift: the alignment
+        removes in-plane rotation."""
+        vec = _pose_vec(pose)
+        if vec is None:
+            return 0.0, 0.0
+        self._poses.append((t, vec))
+        span = self.config.head_speed_span_s
+        while len(self._poses) > 2 and t - self._poses[1][0] >= span:
+            self._poses.popleft()
+        t0, v0 = self._poses[0]
+        speed = float(np.linalg.norm(vec - v0) / max(t - t0, span)) if t > t0 else 0.0
+        ref = _pose_vec(ref_pose)
+        drift = float(np.max(np.abs(vec[:2] - ref[:2]))) if ref is not None else 0.0
+        return speed, drift
+
+    def update(self, motion: MotionFrame, au: AUFrame, face: Face | None, *, busy: bool = False) -> Evidence:
+        """Evidence for this frame. ``busy``: the spotter has an episode open
+        (the frame must not be learned as neutral)."""
+        c = self.config
+        t = motion.timestamp
+        if not au.face_found or face is None or not motion.regions:
+            self._smooth = None
+            self._pending.clear()
+            return Evidence(self.subject_id, motion.frame_index, t, False, False, False, 0.0, 0.0)
+        lay = self._ensure_layout(au)
+        assert self._stats is not None and self._floors is not None
+        if self._first_t is None:
+            self._first_t = t
+        if not self._settled:
+            # MediaPipe's mesh converges over the first ~0.2 s of a new face
+            # (measured: 1-2 degrees of pose creep): take the reference after.
+            self._settled = t - self._first_t >= c.track_settle_s
+            return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0, rebase=self._settled)
+        if motion.rebased:
+            # the reference frame itself: zero flow by construction, not a sample
+            self._smooth = None
+            self._pending.clear()
+            if self._start_t is None:
+                self._start_t = t
+            return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0)
+        if self._start_t is None:
+            self._start_t = t
+        raw = self._features(motion, au, face, lay)
+        # causal smoothing with a time constant in seconds
+        if self._smooth is None or self._last_t is None:
+            self._smooth = raw.copy()
+        else:
+            dt = max(t - self._last_t, 1e-6)
+            alpha = 1.0 - math.exp(-dt / c.smooth_s)
+            self._smooth += alpha * (raw - self._smooth)
+        self._last_t = t
+        smooth = self._smooth
+
+        speed, drift = self._head(t, au.pose or face.pose, motion.reference_pose)
+        if speed > c.head_speed_dps:
+            self._gate_until = t + c.gate_hold_s
+        if speed > c.settle_speed_dps:
+            self._slow_since = None
+        elif self._slow_since is None:
+            self._slow_since = t
+        stale = drift > c.rebase_pose_deg
+        gated = t <= self._gate_until or stale
+
+        warm = (t - self._start_t) < c.warmup_s
+        stats_ready = len(self._stats) >= c.min_samples
+        if stats_ready:
+            self._stats.refresh(t, self._floors, force=len(self._stats) < 4 * c.min_samples)
+        ready = stats_ready and not warm
+        z_raw = (raw - self._stats.median) / self._stats.scale if stats_ready else np.zeros(lay.size)
+        z = (smooth - self._stats.median) / self._stats.scale if stats_ready else np.zeros(lay.size)
+
+        n = lay.n_regions
+        zr = np.hypot(z[0:2 * n:2], z[1:2 * n:2])
+        zr_raw = np.hypot(z_raw[0:2 * n:2], z_raw[1:2 * n:2])
+
+        # per-AU evidence from motion: each region's movement goes to the AU
+        # whose pull it matches best (and only if it matches well enough)
+        disp = (smooth[0:2 * n] - self._stats.median[0:2 * n]).reshape(n, 2) if stats_ready else np.zeros((n, 2))
+        au_left: dict[AU, float] = {}
+        au_right: dict[AU, float] = {}
+        amount: dict[AU, float] = {}
+        proj_z = z[lay.proj_start:lay.int_start]
+        best: dict[int, tuple[float, int]] = {}
+        for k, d in enumerate(lay.directions):
+            ri = lay.dir_region[k]
+            v = disp[ri]
+            norm = float(np.hypot(*v))
+            cos = float(v @ lay.dir_vec[k]) / norm if norm > 0 else 0.0
+            if cos >= c.direction_min_cos and (ri not in best or cos > best[ri][0]):
+                best[ri] = (cos, k)
+        for ri, (_cos, k) in best.items():
+            d = lay.directions[k]
+            val = max(0.0, float(proj_z[k]))
+            side = d.region.side
+            move = max(0.0, float(disp[ri] @ lay.dir_vec[k]))
+            for target, s in ((au_left, Side.LEFT), (au_right, Side.RIGHT)):
+                if side is Side.BOTH or side is s:
+                    target[d.au] = max(target.get(d.au, 0.0), val)
+            amount[d.au] = max(amount.get(d.au, 0.0), move)
+
+        # estimator intensities as evidence too (strong expressions)
+        int_left: dict[AU, float] = {}
+        int_right: dict[AU, float] = {}
+        rise_left: dict[AU, float] = {}
+        rise_right: dict[AU, float] = {}
+        int_both: dict[AU, float] = dict(au.intensity)
+        for k, a in enumerate(lay.intensity_aus):
+            lv, rv = raw[lay.int_start + 2 * k], raw[lay.int_start + 2 * k + 1]
+            int_left[a], int_right[a] = float(lv), float(rv)
+            if stats_ready:
+                rise_left[a] = max(0.0, float(lv - self._stats.median[lay.int_start + 2 * k]))
+                rise_right[a] = max(0.0, float(rv - self._stats.median[lay.int_start + 2 * k + 1]))
+                zl, zrr = z[lay.int_start + 2 * k], z[lay.int_start + 2 * k + 1]
+                au_left[a] = max(au_left.get(a, 0.0), float(zl), 0.0)
+                au_right[a] = max(au_right.get(a, 0.0), float(zrr), 0.0)
+        au_both = {a: max(au_left.get(a, 0.0), au_right.get(a, 0.0)) for a in set(au_left) | set(au_right)}
+
+        # blink / gaze flags
+        blink_motion = max(au_left.get(AU.BLINK, 0.0), au_right.get(AU.BLINK, 0.0))
+        blink_int = 0.0
+        if stats_ready:
+            for a in (AU.BLINK, AU.EYES_CLOSED):
+                if a in lay.intensity_aus:
+                    k = lay.intensity_aus.index(a)
+                    base = self._stats.median[lay.int_start + 2 * k : lay.int_start + 2 * k + 2]
+                    blink_int = max(blink_int, float(np.max(raw[lay.int_start + 2 * k : lay.int_start + 2 * k + 2] - base)))
+        if ready and (blink_motion >= c.blink_z or blink_int >= c.blink_intensity):
+            self._blink_until = t + c.flag_hold_s
+        gaze_z = float(np.max(np.abs(z[lay.gaze_start:]))) if stats_ready else 0.0
+        if ready and gaze_z >= c.gaze_z:
+            self._gaze_until = t + c.flag_hold_s
+        blink = t <= self._blink_until
+        gaze = t <= self._gaze_until
+
+        counts = np.ones(n, bool)
+        if blink or gaze:
+            for r in LID_REGIONS:
+                counts[lay.region_index[r]] = False
+        usable = ready and not gated
+        activity = float(np.max(zr[counts])) if usable else 0.0
+        activity_raw = float(np.max(zr_raw[counts])) if usable else 0.0
+
+        # neutral bookkeeping (delayed commit; dropped when an episode opens)
+        neutral_now = not busy and not gated and (warm or not stats_ready or float(np.max(zr)) < c.neutral_max_z)
+        if busy:
+            self._pending.clear()
+        elif neutral_now:
+            self._pending.append((t, smooth.copy()))
+        commit_delay = 0.0 if (warm or not stats_ready) else c.commit_delay_s
+        while self._pending and t - self._pending[0][0] >= commit_delay:
+            self._stats.add(*self._pending.popleft())
+
+        # new reference when the head settled in another pose
+        rebase = False
+        if (not busy and stale and t > self._gate_until and self._slow_since is not None
+                and t - self._slow_since >= c.settle_s and t - self._rebase_requested_at > c.settle_s):
+            rebase = True
+            self._rebase_requested_at = t
+            log.debug("subject %d: pose drifted %.1f° from the reference, rebasing", self.subject_id, drift)
+
+        return Evidence(
+            subject_id=self.subject_id,
+            frame_index=motion.frame_index,
+            timestamp=t,
+            face_found=True,
+            ready=ready,
+            gated=gated,
+            activity=activity,
+            activity_raw=activity_raw,
+            region_z=MappingProxyType({r: float(zr[i]) for i, r in enumerate(REGIONS)}) if stats_ready else _EMPTY,
+            au_z=MappingProxyType(au_both),
+            au_z_left=MappingProxyType(au_left),
+            au_z_right=MappingProxyType(au_right),
+            motion_amount=MappingProxyType(amount),
+            intensity=MappingProxyType(int_both),
+            intensity_left=MappingProxyType(int_left),
+            intensity_right=MappingProxyType(int_right),
+            rise_left=MappingProxyType(rise_left),
+            rise_right=MappingProxyType(rise_right),
+            blink=blink,
+            gaze=gaze,
+            head_speed_dps=speed,
+            pose_drift_deg=drift,
+            neutral=neutral_now,
+            rebase=rebase,
+        )
+
+
+def _iris_positions(pts: np.ndarray) -> np.ndarray:
+    """Iris centre of each eye relative to the eye's corners: (x, y) as a
+    fraction of the eye's width, right eye then left eye."""
+    if len(pts) < 478:
+        return np.zeros(4)
+    out = []
+    for iris, (a, b) in ((mesh.RIGHT_IRIS, (mesh.RIGHT_EYE_OUTER, mesh.RIGHT_EYE_INNER)),
+                         (mesh.LEFT_IRIS, (mesh.LEFT_EYE_INNER, mesh.LEFT_EYE_OUTER))):
+        pa, pb = pts[a, :2], pts[b, :2]
+        axis = pb - pa
+        width = float(np.hypot(*axis)) or 1.0
+        ux = axis / width
+        uy = np.array([-ux[1], ux[0]])
+        rel = pts[iris[0], :2] - (pa + pb) / 2.0
+        out += [float(rel @ ux) / width, float(rel @ uy) / width]
+    return np.array(out)

@@ -1,0 +1,335 @@
+"""The per-frame engine: frame → tracker → AUs → motion → baseline → spotter → classifier.
+
+One ``Pipeline`` is what ``microexpr run``, the daemon and the benchmarks
+drive: ``process(frame)`` once per frame, in order, and ``finish()`` at the
+end of a stream to flush an episode still open. It owns the tracker (and
+closes it), and keeps per-subject state — motion reference, baseline,
+spotter, ``SubjectContext`` — keyed by ``Face.subject_id``:
+
+* a subject unseen for ``lost_reset_s`` starts over (it may be someone
+  else, and the lighting or pose may have changed);
+* a new subject id gets fresh state (the tracker assigns ids).
+
+Only the primary face is analysed (the appliance watches one person).
+Frames outside episodes feed the subject's context with the AUs active in
+them, so that habitual AUs weigh less in the classifier.
+
+Each stage is timed with ``perf_counter_ns`` (``StageTimings``) for the
+benchmarks; the cost of timing is two clock reads per stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from microexpr.aus import AUEstimator, AUFrame
+from microexpr.baseline import BaselineConfig, Evidence, SubjectBaseline
+from microexpr.capture import Frame
+from microexpr.errors import DataError
+from microexpr.facs import AUActivation
+from microexpr.motion import MotionAnalyzer, MotionConfig, MotionFrame
+from microexpr.spotting import Episode, Spotter, SpotterConfig, activations_at
+from microexpr.tracking.base import FaceObservation, FaceTracker
+
+if TYPE_CHECKING:
+    from microexpr.classify.context import SubjectContext
+    from microexpr.classify.decide import Decision
+
+log = logging.getLogger(__name__)
+
+
+class EpisodeClassifier(Protocol):
+    """What the pipeline needs from ``classify.decide.Classifier``."""
+
+    def classify(self, activations: Sequence[AUActivation], context: SubjectContext | None = None) -> Decision: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimings:
+    """Nanoseconds spent in each stage for one frame (0 when skipped)."""
+
+    tracker_ns: int = 0
+    aus_ns: int = 0
+    motion_ns: int = 0
+    baseline_ns: int = 0
+    spotter_ns: int = 0
+    classify_ns: int = 0
+
+    @property
+    def total_ns(self) -> int:
+        return self.tracker_ns + self.aus_ns + self.motion_ns + self.baseline_ns + self.spotter_ns + self.classify_ns
+
+    def as_seconds(self) -> dict[str, float]:
+        return {
+            "tracker": self.tracker_ns / 1e9,
+            "aus": self.aus_ns / 1e9,
+            "motion": self.motion_ns / 1e9,
+            "baseline": self.baseline_ns / 1e9,
+            "spotter": self.spotter_ns / 1e9,
+            "classify": self.classify_ns / 1e9,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SpottedEpisode:
+    """An episode and the classifier's decision on it (None without a
+    classifier), with the subject's context for the reasoner."""
+
+    episode: Episode
+    decision: Decision | None
+    context: SubjectContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineResult:
+    """Everything the pipeline produced for one frame."""
+
+    observation: FaceObservation
+    aus: AUFrame
+    motion: MotionFrame | None
+    evidence: Evidence | None
+    episodes: tuple[SpottedEpisode, ...]
+    timings: StageTimings
+
+
+@dataclass(slots=True)
+class _Subject:
+    """Per-subject state."""
+
+    subject_id: int
+    motion: MotionAnalyzer
+    baseline: SubjectBaseline
+    spotter: Spotter
+    context: SubjectContext | None
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    spotter: SpotterConfig = field(default_factory=SpotterConfig)
+    #: A subject unseen this long starts over.
+    lost_reset_s: float = 1.0
+
+
+def _new_context() -> SubjectContext | None:
+    try:
+        from microexpr.classify.context import SubjectContext
+    except ImportError:  # classifier stage not installed in this build
+        return None
+    return SubjectContext()
+
+
+def default_classifier(*, ambiguous_confidence: float | None = None, ambiguous_margin: float | None = None) -> EpisodeClassifier | None:
+    """The shipped classifier; rules only (with a warning) when the fitted
+    prototypes are missing from the package; None when the stage is absent."""
+    try:
+        from microexpr.classify.decide import Classifier
+    except ImportError as exc:
+        log.warning("classifier unavailable (%s): episodes are spotted but not labelled", exc)
+        return None
+    kwargs = {}
+    if ambiguous_confidence is not None:
+        kwargs["ambiguous_confidence"] = ambiguous_confidence
+    if ambiguous_margin is not None:
+        kwargs["ambiguous_margin"] = ambiguous_margin
+    try:
+        return Classifier(**kwargs)
+    except DataError as exc:
+        log.warning("%s: classifying with the FACS rules only", exc)
+        return Classifier(use_prototypes=False, **kwargs)
+
+
+class Pipeline:
+    """The engine for one video stream. Not thread-safe: one caller thread.
+
+    ``tracker`` is owned (closed by ``close()``); ``classifier`` may be None
+    (episodes then carry no decision).
+    """
+
+    def __init__(
+        self,
+        tracker: FaceTracker,
+        *,
+        estimator: AUEstimator | None = None,
+        classifier: EpisodeClassifier | None = None,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.estimator = estimator or AUEstimator()
+        self.classifier = classifier
+        self.config = config or PipelineConfig()
+        self._subjects: dict[int, _Subject] = {}
+        self._closed = False
+        self.frames = 0
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        model_path: Path | None = None,
+        backend: str = "mediapipe",
+        micro_max_s: float | None = None,
+        emit_delay_s: float | None = None,
+        min_evidence_z: float | None = None,
+        ambiguous_confidence: float | None = None,
+        ambiguous_margin: float | None = None,
+        classify: bool = True,
+        config: PipelineConfig | None = None,
+        **tracker_options: object,
+    ) -> Pipeline:
+        """Open the tracker (verified model) and build the whole chain.
+
+        The ``[engine]`` settings (``micro_max_s``, ``emit_delay_s``,
+        ``min_evidence_z``, ``ambiguous_*``) override the defaults.
+        """
+        from dataclasses import replace
+
+        from microexpr.tracking import create_tracker
+
+        config = config or PipelineConfig()
+        spot = config.spotter
+        overrides = {
+            k: v for k, v in (("micro_max_s", micro_max_s), ("emit_delay_s", emit_delay_s),
+                              ("min_evidence_z", min_evidence_z)) if v is not None
+        }
+        if overrides:
+            spot = replace(spot, **overrides)  # type: ignore[arg-type]
+            config = replace(config, spotter=spot)
+        classifier = default_classifier(ambiguous_confidence=ambiguous_confidence, ambiguous_margin=ambiguous_margin) if classify else None
+        tracker = create_tracker(backend, model_path=model_path, **tracker_options)  # type: ignore[arg-type]
+        return cls(tracker, classifier=classifier, config=config)
+
+    # -- lifecycle
+    def close(self) -> None:
+        """Close the tracker; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.tracker.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def reset(self) -> None:
+        """Forget every subject (a new stream starts); the tracker stays."""
+        self._subjects.clear()
+        self.estimator.reset()
+
+    # -- state
+    def _subject(self, subject_id: int) -> _Subject:
+        state = self._subjects.get(subject_id)
+        if state is None:
+            c = self.config
+            state = _Subject(
+                subject_id,
+                MotionAnalyzer(c.motion),
+                SubjectBaseline(subject_id, c.baseline),
+                Spotter(c.spotter),
+                _new_context(),
+            )
+            self._subjects[subject_id] = state
+            log.debug("new subject %d", subject_id)
+        return state
+
+    def _forget_lost(self, now: float) -> list[SpottedEpisode]:
+        """Close and drop subjects unseen for ``lost_reset_s``."""
+        out: list[SpottedEpisode] = []
+        for sid, state in list(self._subjects.items()):
+            if now - state.last_seen > self.config.lost_reset_s:
+                out.extend(self._decide(state, state.spotter.finish()))
+                del self._subjects[sid]
+                self.estimator.reset(sid)
+                log.debug("subject %d lost for more than %.1f s: state dropped", sid, self.config.lost_reset_s)
+        return out
+
+    def _decide(self, state: _Subject, episodes: Sequence[Episode]) -> list[SpottedEpisode]:
+        out = []
+        for ep in episodes:
+            decision = None
+            if self.classifier is not None and ep.activations:
+                decision = self.classifier.classify(ep.activations, state.context)
+            elif self.classifier is not None:
+                decision = self.classifier.classify((), state.context)
+            out.append(SpottedEpisode(ep, decision, state.context))
+            log.info(
+                "episode %s %.3f-%.3f s (apex %.3f) %s%s",
+                ep.kind.value, ep.onset_ts, ep.offset_ts, ep.apex_ts,
+                "+".join(str(a) for a in ep.activations) or "no AU",
+                f" → {decision.label.value} ({decision.confidence:.2f})" if decision else "",
+            )
+        return out
+
+    # -- per frame
+    def process(self, frame: Frame) -> PipelineResult:
+        """Run every stage on one frame."""
+        ns = time.perf_counter_ns
+        t0 = ns()
+        obs = self.tracker.process(frame)
+        t1 = ns()
+        au = self.estimator.estimate(obs)
+        t2 = ns()
+        self.frames += 1
+        face = obs.face
+        episodes: list[SpottedEpisode] = []
+        motion_frame: MotionFrame | None = None
+        evidence: Evidence | None = None
+        t3 = t4 = t5 = t6 = t2
+        if face is None:
+            for state in self._subjects.values():
+                state.spotter.update(Evidence(state.subject_id, frame.index, frame.timestamp, False, False, False, 0.0, 0.0))
+            t5 = ns()
+            closing = self._forget_lost(frame.timestamp)
+            t6 = ns()
+            episodes.extend(closing)
+        else:
+            closing = self._forget_lost(frame.timestamp) if self._subjects else []
+            state = self._subject(face.subject_id)
+            # another subject took the primary place: close the others' episodes
+            for sid, other in list(self._subjects.items()):
+                if sid != face.subject_id and other.spotter.busy:
+                    closing.extend(self._decide(other, other.spotter.finish()))
+            state.last_seen = frame.timestamp
+            motion_frame = state.motion.process(frame, face)
+            t3 = ns()
+            evidence = state.baseline.update(motion_frame, au, face, busy=state.spotter.busy)
+            if evidence.rebase:
+                state.motion.rebase()
+            t4 = ns()
+            spotted = state.spotter.update(evidence)
+            if state.spotter.take_rebase_request():
+                state.motion.rebase()
+            if state.context is not None and not state.spotter.busy and evidence.ready and not evidence.gated:
+                sc = self.config.spotter
+                state.context.observe(activations_at(evidence, sc.min_evidence_z, sc.side_ratio, sc.relative_min))
+            t5 = ns()
+            episodes.extend(closing)
+            episodes.extend(self._decide(state, spotted))
+            t6 = ns()
+        timings = StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
+        return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings)
+
+    def finish(self) -> tuple[SpottedEpisode, ...]:
+        """End of stream: emit every episode still open."""
+        out: list[SpottedEpisode] = []
+        for state in self._subjects.values():
+            out.extend(self._decide(state, state.spotter.finish()))
+        return tuple(out)
+
+    def run(self, frames: Sequence[Frame] | object) -> list[SpottedEpisode]:
+        """Process an iterable of frames to the end; every episode, in order."""
+        out: list[SpottedEpisode] = []
+        for frame in frames:  # type: ignore[attr-defined]
+            out.extend(self.process(frame).episodes)
+        out.extend(self.finish())
+        return out

@@ -1,0 +1,181 @@
+"""The subject baseline on hand-made motion/AU streams: warm-up, robust
+z-scores, floors, head-motion gating and rebasing, blink handling,
+temporal smoothing at 30 and 200 fps.
+
+Motion measured on real pixels is covered by test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+
+from microexpr.aus import AUFrame
+from microexpr.baseline import BaselineConfig, SubjectBaseline
+from microexpr.facs import AU
+from microexpr.motion import REGIONS, MotionFrame, Region, RegionMotion
+from microexpr.tracking.base import Face, HeadPose
+
+_RNG_LANDMARKS = np.random.default_rng(7).uniform(100, 300, size=(478, 3)).astype(np.float32)
+
+
+class Stream:
+    """Feeds a baseline with motion frames built from per-region displacements."""
+
+    def __init__(self, fps: float, *, noise: float = 0.002, seed: int = 0, config: BaselineConfig | None = None) -> None:
+        self.fps = fps
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+        self.baseline = SubjectBaseline(0, config)
+        self.index = 0
+        self.rebased_next = False
+        self.reference_pose = HeadPose(0.0, 0.0, 0.0)
+
+    def step(
+        self,
+        moves: dict[Region, tuple[float, float]] | None = None,
+        *,
+        pose: HeadPose | None = None,
+        blink: float = 0.0,
+        busy: bool = False,
+    ):
+        t = self.index / self.fps
+        pose = pose or HeadPose(0.0, 0.0, 0.0)
+        regions = []
+        for r in REGIONS:
+            dx, dy = (moves or {}).get(r, (0.0, 0.0))
+            nx, ny = self.rng.normal(0.0, self.noise, 2) if self.noise > 0 else (0.0, 0.0)
+            regions.append(RegionMotion(r, dx + nx, dy + ny, float(np.hypot(dx + nx, dy + ny))))
+        rebased = self.rebased_next
+        if rebased:
+            self.reference_pose = pose
+        motion = MotionFrame(self.index, t, not rebased, tuple(regions), rebased=rebased,
+                             reference_index=0, reference_pose=self.reference_pose, iod_px=60.0)
+        intensity = {AU.LIP_CORNER_PULLER: 0.0, AU.BLINK: blink}
+        au = AUFrame(self.index, t, True, 1.0, MappingProxyType(intensity), MappingProxyType(dict(intensity)),
+                     MappingProxyType(dict(intensity)), pose)
+        face = Face(landmarks=_RNG_LANDMARKS, blendshapes={}, pose=pose, confidence=1.0)
+        ev = self.baseline.update(motion, au, face, busy=busy)
+        self.rebased_next = ev.rebase
+        self.index += 1
+        return ev
+
+    def run(self, seconds: float, **kwargs):
+        return [self.step(**kwargs) for _ in range(int(round(seconds * self.fps)))]
+
+
+def test_settle_then_warmup_then_ready() -> None:
+    s = Stream(30.0)
+    evs = s.run(1.0)
+    c = BaselineConfig()
+    first_ready = next(e.timestamp for e in evs if e.ready)
+    assert first_ready >= c.track_settle_s + c.warmup_s - 1e-9
+    assert first_ready <= c.track_settle_s + c.warmup_s + 0.15
+    assert any(e.rebase for e in evs if e.timestamp <= c.track_settle_s + 0.05)
+    assert all(e.activity == 0.0 for e in evs if not e.ready)
+
+
+def test_weak_movement_is_amplified_and_sided() -> None:
+    s = Stream(30.0, noise=0.002)
+    s.run(3.0)
+    # a 0.02 IOD up-and-out pull of the left mouth corner: ~1 px on a webcam face
+    ev = s.step({Region.MOUTH_CORNER_L: (0.014, 0.014)})
+    assert ev.ready and not ev.gated
+    assert ev.region_z[Region.MOUTH_CORNER_L] >= 6.0
+    assert ev.activity >= 6.0
+    assert ev.au_z_left[AU.LIP_CORNER_PULLER] >= 6.0
+    assert ev.au_z_right.get(AU.LIP_CORNER_PULLER, 0.0) < 3.0
+    # the same pull downward reads as AU15, not AU12
+    s.run(1.0)
+    ev = s.step({Region.MOUTH_CORNER_L: (0.0, -0.02)})
+    assert ev.au_z_left[AU.LIP_CORNER_DEPRESSOR] >= 6.0
+    assert ev.au_z_left.get(AU.LIP_CORNER_PULLER, 0.0) < 3.0
+
+
+def test_floor_keeps_a_still_image_in_proportion() -> None:
+    s = Stream(30.0, noise=0.0)
+    s.run(2.0)
+    ev = s.step({Region.BROW_INNER_L: (0.0, 0.003)})
+    floor = BaselineConfig().motion_floor_iod
+    assert np.isfinite(ev.activity)
+    assert ev.region_z[Region.BROW_INNER_L] == pytest.approx(0.003 / floor, rel=0.2)
+
+
+def test_fast_head_turn_is_gated_and_a_slow_nod_is_not() -> None:
+    slow = Stream(30.0)
+    slow.run(2.0)
+    # 20 degrees/s of pitch (the real smile clip's nod peaks at ~21), 2 degrees in all
+    nod = [slow.step(pose=HeadPose(20.0 * k / 30.0, 0.0, 0.0)) for k in range(3)]
+    assert not any(e.gated for e in nod)
+    fast = Stream(30.0)
+    fast.run(2.0)
+    # 120 degrees/s of yaw while every region appears to move
+    turn = [fast.step({r: (0.03, 0.0) for r in REGIONS}, pose=HeadPose(0.0, 120.0 * k / 30.0, 0.0)) for k in range(6)]
+    assert any(e.gated for e in turn)
+    assert all(e.activity == 0.0 for e in turn if e.gated)
+
+
+def test_settled_new_pose_gets_a_new_reference() -> None:
+    s = Stream(30.0)
+    s.run(2.0)
+    turned = HeadPose(0.0, 8.0, 0.0)
+    evs = s.run(1.0, pose=turned)
+    assert evs[0].gated  # stale reference right away (and the jump is fast)
+    rebases = [e for e in evs if e.rebase]
+    assert len(rebases) == 1
+    after = [e for e in evs if e.timestamp > rebases[0].timestamp + 0.1]
+    assert after and not any(e.gated for e in after)
+    assert all(e.pose_drift_deg < 1.0 for e in after)
+
+
+def test_blink_flag_keeps_lids_out_of_activity() -> None:
+    s = Stream(30.0)
+    s.run(2.0)
+    lids_down = {Region.UPPER_LID_L: (0.0, -0.05), Region.UPPER_LID_R: (0.0, -0.05)}
+    ev = s.step(lids_down, blink=0.8)
+    assert ev.blink
+    assert ev.region_z[Region.UPPER_LID_L] > 10.0
+    assert ev.activity < 6.0
+
+
+def test_busy_frames_are_not_learned() -> None:
+    s = Stream(30.0)
+    s.run(2.0)
+    before = s.baseline.sample_count
+    s.run(1.0, moves={Region.CHIN: (0.0, 0.05)}, busy=True)
+    assert s.baseline.sample_count <= before
+    ev = s.step({Region.CHIN: (0.0, 0.05)})
+    assert ev.region_z[Region.CHIN] > 10.0  # still an expression, not the new neutral
+
+
+@pytest.mark.parametrize(("fps", "frames", "keep"), [(30.0, 1, 0.85), (30.0, 2, 0.95), (200.0, 8, 0.7)])
+def test_smoothing_keeps_short_events(fps: float, frames: int, keep: float) -> None:
+    """A 1- or 2-frame step at 30 fps and a 40 ms step at 200 fps keep most
+    of the height the same step reaches when held."""
+    def run(n: int) -> list[float]:
+        s = Stream(fps, noise=0.0005, seed=1)
+        s.run(2.0)
+        return [s.step({Region.CHIN: (0.0, 0.01)}).region_z[Region.CHIN] for _ in range(n)]
+
+    held = float(np.median(run(int(fps))[int(fps) // 2:]))
+    assert max(run(frames)) >= keep * held
+
+
+def test_lost_face_and_reset() -> None:
+    s = Stream(30.0)
+    s.run(1.0)
+    t = s.index / 30.0
+    motion = MotionFrame(s.index, t, False, ())
+    ev = s.baseline.update(motion, AUFrame.no_face(s.index, t), None)
+    assert not ev.face_found and not ev.ready and ev.activity == 0.0
+    s.baseline.reset()
+    assert s.baseline.sample_count == 0
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError):
+        BaselineConfig(smooth_s=0.0)
+    with pytest.raises(ValueError):
+        BaselineConfig(min_samples=1)

@@ -1,0 +1,198 @@
+"""The spotter on hand-made evidence streams: boundaries, latency, kinds,
+rejections, sides, and the same parameters at 30 and 200 fps.
+
+End-to-end spotting on real pixels is in test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+
+from microexpr.baseline import Evidence
+from microexpr.facs import AU, Side
+from microexpr.motion import Region
+from microexpr.spotting import Episode, EpisodeKind, Rejection, Spotter, SpotterConfig, activations_at
+
+
+def _bump(t: float, onset: float, apex: float, offset: float) -> float:
+    """Raised-cosine rise onset→apex and fall apex→offset, 0 outside."""
+    if t <= onset or t >= offset:
+        return 0.0
+    if t <= apex:
+        return 0.5 - 0.5 * math.cos(math.pi * (t - onset) / (apex - onset))
+    return 0.5 + 0.5 * math.cos(math.pi * (t - apex) / (offset - apex))
+
+
+def _stream(
+    fps: float,
+    duration: float,
+    events: list[tuple[float, float, float, float]],
+    *,
+    region: Region = Region.MOUTH_CORNER_L,
+    au_left: dict[AU, float] | None = None,
+    au_right: dict[AU, float] | None = None,
+    blink: tuple[float, float] | None = None,
+    gated: tuple[float, float] | None = None,
+    seed: int = 0,
+) -> list[Evidence]:
+    """Evidence frames: noise of ~1 z plus bumps (onset, apex, offset, peak z)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(int(round(duration * fps))):
+        t = i / fps
+        level = max((peak * _bump(t, on, ap, off) for on, ap, off, peak in events), default=0.0)
+        act = max(abs(float(rng.normal(0, 0.7))), level)
+        share = act / max((p for *_x, p in events), default=1.0)
+        left = {au: z * share for au, z in (au_left or {}).items()}
+        right = {au: z * share for au, z in (au_right or {}).items()}
+        both = {au: max(left.get(au, 0.0), right.get(au, 0.0)) for au in set(left) | set(right)}
+        is_gated = gated is not None and gated[0] <= t <= gated[1]
+        out.append(Evidence(
+            subject_id=0, frame_index=i, timestamp=t, face_found=True, ready=True, gated=is_gated,
+            activity=0.0 if is_gated else act, activity_raw=0.0 if is_gated else act,
+            region_z=MappingProxyType({region: act}),
+            au_z=MappingProxyType(both), au_z_left=MappingProxyType(left), au_z_right=MappingProxyType(right),
+            blink=blink is not None and blink[0] <= t <= blink[1],
+        ))
+    return out
+
+
+def _run(spotter: Spotter, frames: list[Evidence]) -> list[tuple[Episode, float]]:
+    """Episodes with the timestamp of the frame that emitted them."""
+    out = []
+    for ev in frames:
+        for ep in spotter.update(ev):
+            out.append((ep, ev.timestamp))
+    for ep in spotter.finish():
+        out.append((ep, frames[-1].timestamp))
+    return out
+
+
+@pytest.mark.parametrize("fps", [25.0, 30.0, 60.0, 200.0])
+def test_one_micro_event_same_parameters_any_fps(fps: float) -> None:
+    onset, apex, offset = 1.0, 1.08, 1.2
+    frames = _stream(fps, 2.5, [(onset, apex, offset, 20.0)])
+    spotted = _run(Spotter(), frames)
+    assert len(spotted) == 1
+    ep, emitted_at = spotted[0]
+    assert ep.kind is EpisodeKind.MICRO
+    frame = 1.0 / fps
+    assert abs(ep.apex_ts - apex) <= 2 * frame + 1e-9
+    assert onset - 2 * frame <= ep.onset_ts <= apex
+    assert apex <= ep.offset_ts <= offset + 2 * frame
+    # bounded latency: emitted at most emit_delay_s (+ one frame) after the offset
+    assert emitted_at - ep.offset_ts <= SpotterConfig().emit_delay_s + frame + 1e-9
+    assert ep.emitted_ts == pytest.approx(emitted_at)
+
+
+def test_two_frame_event_at_30fps_is_kept() -> None:
+    """Only two frames above noise: a 67 ms movement sampled at 30 fps."""
+    fps = 30.0
+    frames = _stream(fps, 2.0, [(29 / fps, 30 / fps, 32 / fps, 15.0)])
+    assert sum(1 for e in frames if e.activity > 6) == 2
+    spotted = _run(Spotter(), frames)
+    assert len(spotted) == 1
+    assert spotted[0][0].apex_frame in (30, 31)
+
+
+def test_40ms_event_at_200fps_is_kept() -> None:
+    frames = _stream(200.0, 1.5, [(0.7, 0.716, 0.74, 12.0)])
+    spotted = _run(Spotter(), frames)
+    assert len(spotted) == 1
+    assert spotted[0][0].duration_s <= 0.06
+
+
+def test_noise_alone_gives_nothing() -> None:
+    frames = _stream(200.0, 20.0, [], seed=3)
+    assert _run(Spotter(), frames) == []
+
+
+def test_macro_and_truncated_episodes() -> None:
+    # 1.2 s movement: macro
+    frames = _stream(30.0, 3.0, [(0.5, 1.0, 1.7, 20.0)])
+    spotted = _run(Spotter(), frames)
+    assert [ep.kind for ep, _t in spotted] == [EpisodeKind.MACRO]
+    assert not spotted[0][0].truncated
+    # held far longer than max_episode_s: emitted truncated at the cap, once
+    config = SpotterConfig(max_episode_s=2.0)
+    frames = _stream(30.0, 8.0, [(0.5, 0.8, 7.5, 20.0)])
+    spotted = _run(Spotter(config), frames)
+    assert len(spotted) == 1
+    ep, emitted_at = spotted[0]
+    assert ep.truncated and ep.kind is EpisodeKind.MACRO
+    assert emitted_at == pytest.approx(ep.onset_ts + 2.0, abs=0.4)
+
+
+def test_emit_delay_bounds_the_release() -> None:
+    config = SpotterConfig(emit_delay_s=0.05, release_s=0.12)
+    assert config.effective_release_s == 0.05
+    frames = _stream(200.0, 2.0, [(0.8, 0.9, 1.0, 20.0)])
+    (ep, emitted_at), = _run(Spotter(config), frames)
+    assert emitted_at - ep.offset_ts <= 0.05 + 1 / 200 + 1e-9
+
+
+def test_two_events_close_together_stay_two() -> None:
+    frames = _stream(60.0, 3.0, [(0.8, 0.9, 1.0, 20.0), (1.4, 1.5, 1.6, 20.0)])
+    spotted = _run(Spotter(), frames)
+    assert len(spotted) == 2
+
+
+def test_lid_only_movement_with_blink_is_rejected() -> None:
+    spotter = Spotter()
+    frames = _stream(30.0, 2.0, [(0.8, 0.87, 1.0, 20.0)], region=Region.UPPER_LID_L, blink=(0.75, 1.1))
+    assert _run(spotter, frames) == []
+    assert spotter.rejected[Rejection.BLINK] == 1
+    # the same lid movement without a blink flag (e.g. AU5) is an episode
+    frames = _stream(30.0, 2.0, [(0.8, 0.87, 1.0, 20.0)], region=Region.UPPER_LID_L)
+    assert len(_run(Spotter(), frames)) == 1
+
+
+def test_head_motion_around_an_episode_rejects_it() -> None:
+    spotter = Spotter()
+    frames = _stream(30.0, 2.0, [(0.8, 0.87, 1.0, 20.0)], gated=(1.02, 1.5))
+    assert _run(spotter, frames) == []
+    assert spotter.rejected[Rejection.HEAD_MOTION] == 1
+
+
+def test_not_ready_frames_never_open_an_episode() -> None:
+    frames = [replace(e, ready=False, activity=0.0, activity_raw=0.0) for e in _stream(30.0, 2.0, [(0.8, 0.9, 1.0, 20.0)])]
+    assert _run(Spotter(), frames) == []
+
+
+def test_activations_one_sided_and_bilateral() -> None:
+    frames = _stream(30.0, 2.0, [(0.8, 0.9, 1.0, 20.0)],
+                     au_left={AU.LIP_CORNER_PULLER: 20.0}, au_right={AU.LIP_CORNER_PULLER: 2.0})
+    (ep, _t), = _run(Spotter(), frames)
+    assert [(a.au, a.side) for a in ep.activations] == [(AU.LIP_CORNER_PULLER, Side.LEFT)]
+    frames = _stream(30.0, 2.0, [(0.8, 0.9, 1.0, 20.0)],
+                     au_left={AU.DIMPLER: 1.0}, au_right={AU.DIMPLER: 20.0, AU.BROW_LOWERER: 18.0},
+                     region=Region.MOUTH_CORNER_R)
+    (ep, _t), = _run(Spotter(), frames)
+    sides = {a.au: a.side for a in ep.activations}
+    assert sides[AU.DIMPLER] is Side.RIGHT
+    frames = _stream(30.0, 2.0, [(0.8, 0.9, 1.0, 20.0)],
+                     au_left={AU.LIP_CORNER_PULLER: 18.0}, au_right={AU.LIP_CORNER_PULLER: 20.0})
+    (ep, _t), = _run(Spotter(), frames)
+    assert [(a.au, a.side) for a in ep.activations] == [(AU.LIP_CORNER_PULLER, Side.BOTH)]
+    assert all(0.0 <= a.intensity <= 1.0 for a in ep.activations)
+
+
+def test_activations_drop_weak_spill_and_blinks() -> None:
+    ev = _stream(30.0, 0.1, [(0.0, 0.05, 0.1, 10.0)])[1]
+    ev = replace(ev, au_z=MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0}),
+                 au_z_left=MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0}),
+                 au_z_right=MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0}))
+    assert [a.au for a in activations_at(ev, 3.0)] == [AU.LIP_CORNER_PULLER]
+    assert {a.au for a in activations_at(ev, 3.0, relative_min=0.0)} == {AU.LIP_CORNER_PULLER, AU.NOSE_WRINKLER}
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError):
+        SpotterConfig(on_z=3.0, off_z=4.0)
+    with pytest.raises(ValueError):
+        SpotterConfig(max_episode_s=0.3)
