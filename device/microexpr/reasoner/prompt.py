@@ -19,7 +19,7 @@ from typing import Any
 
 from microexpr.errors import DataError
 from microexpr.facs import AU, Emotion, Side
-from microexpr.reasoner.request import ReasonerRequest
+from microexpr.reasoner.request import AUEvidence, ReasonerRequest
 
 PROMPT_VERSION = "v1"
 SCHEMA_NAME = "micro_expression_label"
@@ -175,7 +175,7 @@ def _episode_line(request: ReasonerRequest) -> str:
     return ", ".join(parts) + "."
 
 
-def _au_line(a: Any) -> str:
+def _au_line(a: AUEvidence) -> str:
     def f(v: float | None) -> str:
         return "?" if v is None else f"{v:.2f}"
 
