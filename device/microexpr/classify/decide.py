@@ -152,7 +152,9 @@ class Classifier:
             raise ValueError("at least one of the rules and prototypes stages must be on")
         if not 0.0 <= ambiguous_confidence <= 1.0 or not 0.0 <= ambiguous_margin <= 1.0:
             raise ValueError("ambiguous_confidence and ambiguous_margin must be in 0..1")
-        self.prototypes = (prototypes if prototypes is not None else PrototypeSet.load_default()) if use_prototypes else None
+        self.prototypes: PrototypeSet | None = None
+        if use_prototypes:
+            self.prototypes = prototypes if prototypes is not None else PrototypeSet.load_default()
         self.labels: tuple[Emotion, ...] = tuple(e for e in Emotion if labels is None or e in set(labels))
         if not self.labels:
             raise ValueError("labels must name at least one emotion")
@@ -330,7 +332,8 @@ class Classifier:
             for adj in fused.rules.adjustments:
                 # Only the pair decisions that mattered: the emotion had a rule
                 # for it, or the prototypes favoured an emotion now ruled out.
-                if adj.emotion in self.labels and (adj.emotion in hit or (adj.factor <= 0.0 and adj.emotion in favoured)):
+                mattered = adj.emotion in hit or (adj.factor <= 0.0 and adj.emotion in favoured)
+                if adj.emotion in self.labels and mattered:
                     lines.append(adj.reason)
         if fused.proto is not None:
             lines.append(fused.proto.explain())
@@ -351,8 +354,8 @@ class Classifier:
         else:
             why = f"decided by the {stage.value} stage"
         versus = f" over {runner_up.value}" if runner_up is not None else ""
-        lines.append(f"→ {label.value}{versus} (confidence {confidence:.2f}, margin {margin:.2f}, stage {stage.value}):"
-                     f" {why}")
+        lines.append(f"→ {label.value}{versus} (confidence {confidence:.2f}, margin {margin:.2f}, "
+                     f"stage {stage.value}): {why}")
         if ambiguous:
             low = []
             if confidence < self.ambiguous_confidence:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from microexpr.classify.evidence import PRESENT, Evidence
+from microexpr.classify.evidence import Evidence
 from microexpr.errors import DataError, ExitCode
 from microexpr.facs import AU, AUActivation, Emotion
 
@@ -321,7 +321,14 @@ def _default() -> PrototypeSet:
 
 
 def provenance_for(
-    *, dataset: str, path: Path, sha256: str, rows: int, subjects: int, command: str, extra: Mapping[str, Any] | None = None
+    *,
+    dataset: str,
+    path: Path,
+    sha256: str,
+    rows: int,
+    subjects: int,
+    command: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The provenance block written into a prototypes file."""
     from microexpr import __version__
@@ -353,4 +360,4 @@ def _num(value: float) -> float | int:
     return int(value) if float(value).is_integer() else round(float(value), 6)
 
 
-__all__ = ["PRESENT", "ClassPrototype", "PrototypeScores", "PrototypeSet", "Sample", "provenance_for"]
+__all__ = ["ClassPrototype", "PrototypeScores", "PrototypeSet", "Sample", "provenance_for"]
