@@ -191,8 +191,8 @@ def _last_line(capsys: pytest.CaptureFixture[str]) -> str:
         ("subject,filename,onset,apex,offset,emotion\n01,a,1,2,3,happiness\n", 65, ["missing column(s) aus"]),
         ("subject,filename,onset,apex,offset,aus,emotion\n01,a,1,2,3,12,joy\n02,b,1,2,3,4,others\n", 65,
          ["1 bad row", "row 2 (01/a)", "unknown emotion 'joy'"]),
-        ("subject,filename,onset,apex,offset,aus,emotion\n01,a,x,3,5,12,happiness\n02,b,1,2,3,4,others\n", 65,
-         ["row 2 (01/a)", "onset 'x' is not a frame number"]),
+        ("subject,filename,onset,apex,offset,aus,emotion\n01,a,1,2,3,12,happiness\n02,b,1,2,3,4,\n", 65,
+         ["row 3 (02/b)", "unknown emotion ''"]),
         ("subject,filename,onset,apex,offset,aus,emotion\n", 65, ["no data rows"]),
         ("", 65, ["empty"]),
         ("subject,filename,onset,apex,offset,aus,emotion\n01,a,1,2,3,12,happiness\n01,b,1,2,3,4,others\n", 65,
@@ -238,16 +238,17 @@ def test_eval_missing_apex_warns_and_scores(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_eval_contradicting_frames_warn_unless_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rows = "01,a,10,30,20,12,happiness\n01,b,1,2,3,4,others\n02,c,1,2,3,12,happiness\n02,d,9,5,3,4,others\n"
+    rows = "01,a,10,30,20,12,happiness\n01,b,x,2,3,4,others\n02,c,1,2,3,12,happiness\n02,d,9,5,3,4,others\n"
     path = tmp_path / "labels.csv"
     path.write_text("subject,filename,onset,apex,offset,aus,emotion\n" + rows, encoding="utf-8")
     assert main(["eval", str(path), "--protocol", "5class"]) == 0
     err = capsys.readouterr().err
     assert "row 2 (01/a): apex 30 is outside onset..offset 10..20; row kept" in err
     assert "row 5 (02/d): offset 3 is before onset 9; row kept" in err
+    assert "row 3 (01/b): onset 'x' is not a frame number; row kept" in err
     assert main(["eval", str(path), "--strict"]) == ExitCode.DATA_ERROR
     line = _last_line(capsys)
-    assert "2 bad row(s)" in line and "row 2 (01/a)" in line and "row 5 (02/d)" in line
+    assert "3 bad row(s)" in line and "row 2 (01/a)" in line and "row 5 (02/d)" in line
 
 
 def test_eval_single_sample_subject_still_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -240,8 +240,10 @@ def test_frame_contradictions_are_warnings_by_default(tmp_path: Path) -> None:
     ])
     table = read_labels(path)
     assert {p.line: (p.kind, p.fatal) for p in table.problems} == {
-        2: ("apex-range", False), 3: ("frame-order", False), 4: ("frames", True)}
-    assert [r.filename for r in table.rows] == ["a", "b"]
+        2: ("apex-range", False), 3: ("frame-order", False), 4: ("frames", False)}
+    assert [(r.filename, r.onset) for r in table.rows] == [("a", 10), ("b", 9), ("c", None)]
+    with pytest.raises(DataError, match="3 bad row"):
+        table.checked(strict=True)
 
 
 def test_non_au_facs_codes_are_ignored_with_a_warning(tmp_path: Path) -> None:

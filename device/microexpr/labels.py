@@ -354,9 +354,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 _HEADER_SCAN_ROWS = 30
 _MISSING_APEX = {"", "/", "-", "--", "?", "n/a", "na", "nan", "none", "-1"}
-#: Warnings that ``strict`` turns into errors: frame numbers that contradict
-#: each other (a typo in the frames says nothing about the AUs or the label).
-STRICT_KINDS = frozenset({"frame-order", "apex-range"})
+#: Warnings that ``strict`` turns into errors: frame numbers that are not
+#: numbers or contradict each other (a typo in the frames says nothing about
+#: the AUs or the label, and scoring from AUs does not use frames).
+STRICT_KINDS = frozenset({"frames", "frame-order", "apex-range"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,9 +367,9 @@ class LabelRow:
     line: int
     subject: str
     filename: str
-    onset: int
+    onset: int | None  #: None only when the cell was not a frame number (a warning)
     apex: int | None
-    offset: int
+    offset: int | None
     aus_text: str
     aus: ParsedAUs | None  #: None when the AU string could not be parsed
     emotion: Emotion
@@ -422,8 +423,8 @@ class LabelTable:
 
         With ``skip_unparseable`` rows whose AU string cannot be read are left
         out (and stay listed in ``problems``) instead of failing the run. With
-        ``strict`` inconsistent frame numbers fail the run too (by default they
-        are warnings: scoring from coded AUs does not use frames).
+        ``strict`` bad or contradicting frame numbers fail the run too (by
+        default they are warnings: scoring from coded AUs does not use frames).
         """
         errors = self.errors(skip_unparseable=skip_unparseable, strict=strict)
         if errors:
@@ -452,7 +453,7 @@ def _summarise(path: Path, errors: Sequence[RowProblem], shown: int = 5) -> str:
 _KIND_TEXT = {
     "aus": "unparseable AU string(s)",
     "emotion": "unknown emotion(s)",
-    "frames": "bad frame number(s)",
+    "frames": "frame(s) that are not numbers",
     "frame-order": "offset(s) before onset",
     "apex-range": "apex(es) outside onset..offset",
     "subject": "missing subject(s)",
@@ -637,7 +638,9 @@ def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[Labe
         apex = _frame(apex_text)
         if onset is None or offset is None:
             bad = "onset" if onset is None else "offset"
-            problem("frames", f"{bad} {_cell_text(cell(cells, bad))!r} is not a frame number")
+            apex = None
+            problem("frames", f"{bad} {_cell_text(cell(cells, bad))!r} is not a frame number; row kept (scoring "
+                    "from AUs does not need frames; --strict refuses it)", False)
         elif offset < onset:
             problem("frame-order", f"offset {offset} is before onset {onset}; row kept (scoring from AUs does not "
                     "need frames; --strict refuses it)", False)
@@ -649,7 +652,8 @@ def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[Labe
                 False,
             )
         elif apex is None:
-            problem("frames", f"apex {apex_text!r} is not a frame number")
+            problem("frames", f"apex {apex_text!r} is not a frame number; row kept (scoring from AUs does not "
+                    "need the apex; --strict refuses it)", False)
         elif not onset <= apex <= offset:
             problem("apex-range", f"apex {apex} is outside onset..offset {onset}..{offset}; row kept (scoring from "
                     "AUs does not need the apex; --strict refuses it)", False)
@@ -670,6 +674,5 @@ def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[Labe
         if key in seen:
             problem("duplicate", f"same subject/filename as row {seen[key]}; both kept", False)
         seen[key] = line
-        assert onset is not None and offset is not None
         rows.append(LabelRow(line, subject, filename, onset, apex, offset, aus_text, parsed, emotion))
     return rows, problems

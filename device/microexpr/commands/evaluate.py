@@ -1,9 +1,9 @@
 """``microexpr eval LABELS``: leave-one-subject-out scores on a coded dataset.
 
 Exit codes: 0 scored; 2 bad command line; 65 malformed label file (missing
-columns, unknown emotions, frame numbers that are not numbers, unparseable AU
-strings unless ``--skip-unparseable``, inconsistent frames with ``--strict``,
-no rows, fewer than 2 subjects); 66 label file or ``--prototypes`` file not
+columns, unknown emotions, unparseable AU strings unless ``--skip-unparseable``,
+bad or contradicting frame numbers with ``--strict``, no rows, fewer than 2
+subjects); 66 label file or ``--prototypes`` file not
 found; 74 cannot write ``--out``; 78 bad configuration (``--reasoner`` reads
 ``--config``).
 """
@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write eval.json, eval.md and confusion-matrix PNGs to DIR")
     parser.add_argument("--strict", action="store_true",
-                        help="refuse rows whose frame numbers contradict each other (apex outside onset..offset, "
-                             "offset before onset) instead of warning and keeping them")
+                        help="refuse rows whose frame numbers are not numbers or contradict each other (apex "
+                             "outside onset..offset, offset before onset) instead of warning and keeping them")
     parser.add_argument("--skip-unparseable", action="store_true",
                         help="leave out rows whose AU string cannot be parsed (they are listed) instead of failing")
     parser.add_argument("--ambiguous-confidence", type=float, metavar="P",

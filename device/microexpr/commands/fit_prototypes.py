@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pseudo-episodes smoothing each emotion's AU frequencies towards the pooled ones "
                              f"(default {DEFAULT_M})")
     parser.add_argument("--strict", action="store_true",
-                        help="refuse rows whose frame numbers contradict each other (apex outside onset..offset, "
-                             "offset before onset) instead of warning and keeping them")
+                        help="refuse rows whose frame numbers are not numbers or contradict each other (apex "
+                             "outside onset..offset, offset before onset) instead of warning and keeping them")
     parser.add_argument("--skip-unparseable", action="store_true",
                         help="leave out rows whose AU string cannot be parsed instead of failing")
 
