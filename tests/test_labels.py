@@ -76,6 +76,14 @@ def test_or_alternatives_give_one_reading_each() -> None:
     assert str(parsed) == "25+(R6 or R12)"
 
 
+def test_top_level_or_is_one_choice() -> None:
+    parsed = parse_aus("R6 or R12+25")
+    assert parsed.units == () and len(parsed.alternatives) == 1
+    assert sorted(len(r) for r in parsed.readings()) == [1, 2]
+    with pytest.raises(AUParseError):
+        parse_aus("4 or (5 or 6)")
+
+
 def test_alternatives_may_be_combinations() -> None:
     readings = parse_aus("4+(6+12 or 14)").readings()
     assert sorted(len(r) for r in readings) == [2, 3]

@@ -25,8 +25,9 @@ Notation decisions (see ``docs/evaluation.md`` for the reasoning):
   without a letter is 1.0 (present, intensity not coded).
 * ``ref(7B)``: an action the coder recorded for reference but not as part of
   the expression; kept, flagged, and passed on at half intensity.
-* ``(R6 or R12)``: the coder could not decide; every reading is kept and the
-  classifier scores each (``ParsedAUs.readings``).
+* ``(R6 or R12)`` (or ``R6 or R12`` for the whole cell): the coder could not
+  decide; every reading is kept and the classifier scores each
+  (``ParsedAUs.readings``).
 * An empty cell, ``?``, ``/`` or anything else unreadable is an error.
 """
 
@@ -285,6 +286,7 @@ def parse_aus(text: object) -> ParsedAUs:
 
     Grammar (case-insensitive, whitespace anywhere)::
 
+        cell  := expr ('or' expr)*
         expr  := term (('+' | ',' | ';') term)*
         term  := unit | 'ref(' expr ')' | '(' expr ('or' expr)* ')'
         unit  := ['AU'] prefix{0,2} ['AU'] number [A-E] [L|R]
@@ -298,6 +300,18 @@ def parse_aus(text: object) -> ParsedAUs:
         raise AUParseError(f"no Action Units coded ({raw!r})")
     parser = _Parser(raw)
     units, groups = parser.expr(False)
+    if parser._peek() == "or":
+        # "R6 or R12" without parentheses: the whole cell is one choice.
+        if groups:
+            raise parser._fail("no 'or' groups inside a top-level 'or'")
+        options = [tuple(units)]
+        while parser._peek() == "or":
+            parser.i += 1
+            more, inner = parser.expr(False)
+            if inner:
+                raise parser._fail("no 'or' groups inside a top-level 'or'")
+            options.append(tuple(more))
+        units, groups = [], [tuple(options)]
     if parser.i != len(parser.toks):
         raise parser._fail("'+' between units")
     # The same unit written twice ("4+4") counts once.
