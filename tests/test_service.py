@@ -597,3 +597,17 @@ def test_camera_absent_then_lost_then_back(tmp_path: Path, smile_clip: Path, mod
     assert outcome == [0]
     assert "STOPPING=1" in notifier.lines()
     assert service.health.value is Health.STOPPING
+
+
+def test_notifier_failure_never_reaches_the_loops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notify socket that went away (ECONNREFUSED) is ignored: the inference
+    loop pings the watchdog on every frame and must not die of it."""
+    gone = tmp_path / "gone.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(gone))  # bound, then closed: the path stays, nobody listens
+    monkeypatch.setenv("NOTIFY_SOCKET", str(gone))
+    monkeypatch.setenv("WATCHDOG_USEC", "3000")
+    notifier = Notifier()
+    assert notifier.send("STATUS=x") is False
+    notifier.watchdog()
+    notifier.stopping()

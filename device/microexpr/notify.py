@@ -60,7 +60,13 @@ class Notifier:
             return False
         message = "\n".join(lines)
         if _sd_daemon is not None:
-            return bool(_sd_daemon.notify(message))
+            # sd_notify is best effort: a vanished socket must not kill the
+            # loop that pings (systemd-python raises OSError, e.g. ECONNREFUSED).
+            try:
+                return bool(_sd_daemon.notify(message))
+            except OSError as exc:
+                log.debug("sd_notify failed: %s", exc)
+                return False
         return _send_raw(message)
 
     def ready(self, status: str = "") -> None:
