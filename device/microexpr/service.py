@@ -584,10 +584,13 @@ class Service:
                     return
                 try:
                     name = self._reconnect()
-                except SourceError as exc:
+                except Exception as exc:  # SourceError, or a driver's own exception
                     delay = min(delay * 2, self.config.source.reconnect_max_s)
-                    log.warning("%s; retrying in %g s", exc, delay)
-                    self._post(SourceLost(str(exc), delay))
+                    if isinstance(exc, SourceError):
+                        log.warning("%s; retrying in %g s", exc, delay)
+                    else:
+                        log.exception("reopening the camera failed; retrying in %g s", delay)
+                    self._post(SourceLost(str(exc) or type(exc).__name__, delay))
                     continue
                 if name is None:  # stopping
                     return
@@ -660,21 +663,26 @@ class Service:
                     item = self._frames.get(timeout=wait)
                 except queue.Empty:
                     continue
-                if isinstance(item, FrameItem):
-                    self._process(item)
-                elif isinstance(item, SourceLost):
-                    self._on_source_lost(item)
-                elif isinstance(item, SourceRestored):
-                    if self.health.set(Health.OK if self._ready else Health.STARTING):
-                        self._status_now()
-                elif isinstance(item, EndOfStream):
+                if isinstance(item, EndOfStream):
                     if item.error is not None:
                         self._fatal = item.error
                     self._stopping_reason = "end of input" if item.error is None else "input error"
                     break
+                try:
+                    self._handle(item)
+                except Exception:  # a bug around one item must not end the loop
+                    log.exception("inference: unexpected error on %s (continuing)", type(item).__name__)
             self._flush_pipeline()
         finally:
             self._finished.set()
+
+    def _handle(self, item: FrameItem | SourceLost | SourceRestored) -> None:
+        if isinstance(item, FrameItem):
+            self._process(item)
+        elif isinstance(item, SourceLost):
+            self._on_source_lost(item)
+        elif self.health.set(Health.OK if self._ready else Health.STARTING):
+            self._status_now()
 
     def _process(self, item: FrameItem) -> None:
         frame = item.frame
