@@ -44,3 +44,17 @@ def test_bench_refuses_a_live_source(smile_clip: Path) -> None:
 
     with pytest.raises(SourceError, match="live source"):
         load_frames(f"replay:{smile_clip}")
+
+
+@pytest.mark.integration
+def test_daemon_scenario_reaches_ready_and_times_frames_to_a_subscriber(smile_clip: Path, tmp_path: Path) -> None:
+    """The soak scenario: a real daemon on a real-time replay, a real broker,
+    a real notify socket. Only that it measures, never how fast."""
+    from microexpr.bench import run_daemon
+
+    result = run_daemon(smile_clip, seconds=3.0, workdir=tmp_path)
+    assert result.error is None, result.error
+    assert result.cold_start_to_ready_s > 0
+    assert result.e2e_frame_to_subscriber and all(s > 0 for s in result.e2e_frame_to_subscriber)
+    assert result.rss_mb_max > 0 and result.cpu_percent > 0
+    assert "total" in result.daemon_latency_ms
