@@ -286,7 +286,8 @@ def spotting_parity(mp_factory, factories: dict) -> dict:
         with Pipeline(mp_factory()) as pipe:
             reference = [_episode_key(e) for e in pipe.run(frames)]
         per_variant = {}
-        for name, factory in factories.items():
+        # Control: MediaPipe against itself (a second, fresh run).
+        for name, factory in {"mediapipe (rerun)": mp_factory, **factories}.items():
             with Pipeline(factory()) as pipe:
                 got = [_episode_key(e) for e in pipe.run(frames)]
             shift = (
@@ -296,7 +297,8 @@ def spotting_parity(mp_factory, factories: dict) -> dict:
             per_variant[name] = {"identical": got == reference, "episodes": got, "max_frame_shift": shift}
         clips[clip] = {"events": list(events), "reference": reference, "variants": per_variant}
     identical = {
-        name: all(c["variants"][name]["identical"] for c in clips.values()) for name in factories
+        name: all(c["variants"][name]["identical"] for c in clips.values())
+        for name in ("mediapipe (rerun)", *factories)
     }
     return {"status": "run", "clips": clips, "identical": identical}
 

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 #: sha256 of ``provisioning/onnx/manifest.json``: the one value that pins every
 #: ONNX file (the manifest holds their hashes). ``convert_onnx.py`` prints it.
-MANIFEST_SHA256 = "802116abe6bd608fd99c12234c8e7b96af79040af2c92680c6dfff2838dc527d"
+MANIFEST_SHA256 = "17ca54132d0ac060728bca368fc9f00c8243596f9be973adaea8de3f1042ad54"
 MANIFEST_NAME = "manifest.json"
 ENV_ONNX_DIR = "MICROEXPR_ONNX_DIR"
 #: Folder of the installed ONNX set inside the models directory.
