@@ -33,6 +33,7 @@ import numpy as np
 
 from microexpr.capture import Frame, open_source
 from microexpr.errors import MicroexprError, SourceError
+from microexpr.events import LatencyStats
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,13 @@ class Latency:
 
     @classmethod
     def of(cls, samples_s: Sequence[float]) -> Latency:
+        """Same nearest-rank percentiles as the daemon's ``stats`` payload, so
+        bench and a running device report comparable numbers."""
         if not samples_s:
             return cls(0, float("nan"), float("nan"), float("nan"), float("nan"))
-        ms = np.asarray(samples_s, dtype=np.float64) * 1000.0
-        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-        return cls(len(ms), round(float(p50), 3), round(float(p95), 3), round(float(p99), 3), round(float(ms.mean()), 3))
+        stats = LatencyStats.from_seconds(samples_s)
+        mean_ms = 1000.0 * float(np.mean(samples_s))
+        return cls(stats.count, round(stats.p50_ms, 3), round(stats.p95_ms, 3), round(stats.p99_ms, 3), round(mean_ms, 3))
 
 
 def _cpu_model() -> str:
