@@ -55,8 +55,9 @@ def _stream(
         out.append(Evidence(
             subject_id=0, frame_index=i, timestamp=t, face_found=True, ready=True, gated=is_gated,
             activity=0.0 if is_gated else act, activity_raw=0.0 if is_gated else act,
-            region_z=MappingProxyType({region: act}),
+            region_z=MappingProxyType({region: act}), region_z_raw=MappingProxyType({region: act}),
             au_z=MappingProxyType(both), au_z_left=MappingProxyType(left), au_z_right=MappingProxyType(right),
+            motion_z_left=MappingProxyType(left), motion_z_right=MappingProxyType(right),
             blink=blink is not None and blink[0] <= t <= blink[1],
         ))
     return out
@@ -184,11 +185,27 @@ def test_activations_one_sided_and_bilateral() -> None:
 
 def test_activations_drop_weak_spill_and_blinks() -> None:
     ev = _stream(30.0, 0.1, [(0.0, 0.05, 0.1, 10.0)])[1]
-    ev = replace(ev, au_z=MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0}),
-                 au_z_left=MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0}),
-                 au_z_right=MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0}))
-    assert [a.au for a in activations_at(ev, 3.0)] == [AU.LIP_CORNER_PULLER]
-    assert {a.au for a in activations_at(ev, 3.0, relative_min=0.0)} == {AU.LIP_CORNER_PULLER, AU.NOSE_WRINKLER}
+    z = MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0})
+    ev = replace(ev, au_z=z, au_z_left=z, au_z_right=z, motion_z_left=z, motion_z_right=z)
+    assert [a.au for a in activations_at(ev)] == [AU.LIP_CORNER_PULLER]
+    assert {a.au for a in activations_at(ev, SpotterConfig(relative_min=0.0))} == {AU.LIP_CORNER_PULLER, AU.NOSE_WRINKLER}
+
+
+def test_strong_expressions_are_named_by_the_estimator_unless_it_contradicts_motion() -> None:
+    ev = _stream(30.0, 0.1, [(0.0, 0.05, 0.1, 10.0)])[1]
+    moved = MappingProxyType({AU.UPPER_LIP_RAISER: 50.0, AU.NOSE_WRINKLER: 35.0, AU.LIP_CORNER_PULLER: 40.0})
+    rise = MappingProxyType({AU.LIP_CORNER_PULLER: 0.9, AU.UPPER_LIP_RAISER: 0.7, AU.LIPS_PART: 1.0})
+    smile = replace(ev, motion_z_left=moved, motion_z_right=moved, rise_left=rise, rise_right=rise)
+    # a broad real smile: the blendshapes name it (no AU9 from the lifted nose wings)
+    assert {a.au for a in activations_at(smile)} == {AU.LIP_CORNER_PULLER, AU.UPPER_LIP_RAISER, AU.LIPS_PART}
+    # the estimator reads "dimple + press" while the right corner clearly went up and out
+    wrong = MappingProxyType({AU.DIMPLER: 0.6, AU.LIP_PRESSOR: 0.5})
+    pull = replace(ev, motion_z_left=MappingProxyType({AU.LIP_CORNER_PULLER: 1.0}),
+                   motion_z_right=MappingProxyType({AU.LIP_CORNER_PULLER: 40.0}), rise_left=wrong, rise_right=wrong)
+    assert [(a.au, a.side) for a in activations_at(pull)] == [(AU.LIP_CORNER_PULLER, Side.RIGHT)]
+    # weak: the estimator is in its dead zone, motion names it
+    weak = replace(pull, rise_left=MappingProxyType({AU.DIMPLER: 0.05}), rise_right=MappingProxyType({}))
+    assert [(a.au, a.side) for a in activations_at(weak)] == [(AU.LIP_CORNER_PULLER, Side.RIGHT)]
 
 
 def test_config_is_checked() -> None:

@@ -14,7 +14,8 @@ Features (all relative to the subject's neutral face):
 * per AU and side, the motion projected on the AU's direction of pull
   (``AU_DIRECTIONS``, e.g. AU12 = mouth corner up and outward);
 * per AU and side, the estimator's intensity (blendshapes + geometry);
-* gaze: iris centre within the eye, as a fraction of the eye's width.
+* gaze: iris centre within the eye (a fraction of the eye's width), from
+  its position in the motion reference frame.
 
 Rules that keep the evidence honest:
 
@@ -24,10 +25,18 @@ Rules that keep the evidence honest:
   (below threshold for a few frames) is dropped when the episode opens.
   The first ``warmup_s`` after a (re)start are taken as neutral
   (the subject is assumed at rest when first seen); no evidence before.
-* **Floors.** A MAD can be ~0 on a still image or a very clean camera;
-  the scale never goes below ``motion_floor_iod`` / ``intensity_floor``
-  (chosen from the measured noise, docs/spotting.md), so z-scores stay in
-  physical proportion.
+* **A prior on the noise, and floors.** Half a second of neutral frames
+  is a small sample: a MAD from it can be far too small (it saw a still
+  moment of a face that sways), and every later sway then looks like an
+  expression. The scale is therefore shrunk toward a prior noise level
+  (``motion_prior_iod`` = 0.002 IOD, the per-region jitter measured on the
+  real clip's neutral frames) with the weight of ``prior_s`` seconds of
+  data: ``scale² = (T·mad_scale² + prior_s·prior²) / (T + prior_s)`` for
+  ``T`` seconds of neutral history. Weights are in seconds, not samples, so
+  200 fps does not count as more evidence than 30 fps. After a minute the
+  subject's own noise dominates; it never goes below the floors
+  (``motion_floor_iod``, about the noise of a still image with sensor
+  noise), so a perfectly still picture does not make z-scores explode.
 * **Head motion.** Rigid alignment removes in-plane motion; out-of-plane
   rotation cannot be removed from a 2D crop, so while the head's angular
   speed (over ``head_speed_span_s``) exceeds ``head_speed_dps`` the frame
@@ -42,7 +51,9 @@ Rules that keep the evidence honest:
 * **Blinks and gaze.** A blink (both or one upper lid moving down, or the
   blink blendshape jumping) or a gaze shift (iris moving in the eye) flags
   the frame; the lid regions then do not count toward activity, so the
-  spotter never opens an episode on lids alone.
+  spotter never opens an episode on lids alone. Eyes that stay on a new
+  target move the lids for good: once the rest of the face is quiet, the
+  baseline asks for a new reference.
 """
 
 from __future__ import annotations
@@ -149,9 +160,13 @@ class BaselineConfig:
     refresh_s: float = 0.25  #: statistics recomputed at most this often
     commit_delay_s: float = 0.3  #: a neutral frame joins the stats this late
     neutral_max_z: float = 3.0  #: frames above this (any region) are not neutral
-    motion_floor_iod: float = 0.0015  #: lowest scale for motion features (IOD)
-    intensity_floor: float = 0.05  #: lowest scale for estimator intensities
-    gaze_floor: float = 0.01  #: lowest scale for iris position (eye widths)
+    motion_prior_iod: float = 0.002  #: prior noise scale of motion features (IOD)
+    intensity_prior: float = 0.05  #: prior noise scale of estimator intensities
+    gaze_prior: float = 0.01  #: prior noise scale of iris position (eye widths)
+    prior_s: float = 2.0  #: the prior weighs as much as this many seconds of data
+    motion_floor_iod: float = 0.0005  #: lowest scale for motion features (IOD)
+    intensity_floor: float = 0.02  #: lowest scale for estimator intensities
+    gaze_floor: float = 0.003  #: lowest scale for iris position (eye widths)
     smooth_s: float = 0.015  #: causal smoothing time constant
     head_speed_dps: float = 40.0  #: angular speed above which frames are gated
     head_speed_span_s: float = 0.1  #: speed measured over this span (jitter-proof)
@@ -162,11 +177,15 @@ class BaselineConfig:
     #: the tracker and a 3D fit on the upper-face points agree), so a
     #: expression with a natural head movement stays below it.
     rebase_pose_deg: float = 3.0
+    #: Pitch gets a wider margin: brow and mouth actions move the mesh the
+    #: pose is fitted to, and read as pitch (measured on synthetic AU4+7:
+    #: 2.5°, AU1+2: -1.8°, with the head still), while yaw stays within 0.3°.
+    rebase_pitch_deg: float = 6.0
     settle_speed_dps: float = 10.0  #: the head counts as still below this speed…
     settle_s: float = 0.2  #: …held this long before a stale reference is renewed
     blink_z: float = 3.5  #: lid-down evidence above this flags a blink
     blink_intensity: float = 0.35  #: or the estimator's AU45/43 rising this much above neutral
-    gaze_z: float = 6.0  #: iris movement above this flags a gaze shift
+    gaze_z: float = 6.0  #: iris movement (from the reference frame) above this flags a gaze shift
     flag_hold_s: float = 0.12  #: blink/gaze flags last this long after the cause
     #: Regions excluded from ``activity`` (lids: blinks and gaze move them)
     #: while a blink/gaze flag is up.
@@ -174,9 +193,12 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         for name in ("window_s", "warmup_s", "smooth_s", "head_speed_span_s", "motion_floor_iod",
-                     "intensity_floor", "gaze_floor", "refresh_s"):
+                     "intensity_floor", "gaze_floor", "refresh_s", "motion_prior_iod", "intensity_prior",
+                     "gaze_prior"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"baseline.{name}: must be > 0, got {getattr(self, name)!r}")
+        if self.prior_s < 0:
+            raise ValueError(f"baseline.prior_s: must be >= 0, got {self.prior_s!r}")
         if self.min_samples < 3:
             raise ValueError(f"baseline.min_samples: must be >= 3, got {self.min_samples}")
 
@@ -189,8 +211,10 @@ class Evidence:
     the regions that count in this frame (lids excluded while a blink or
     gaze flag is up; 0 when not ``ready`` or ``gated``). ``activity_raw``
     is the same before temporal smoothing (the spotter locates apex and
-    boundaries on it, after the fact, without the filter's lag).
-    ``au_z``/``au_z_left``/``au_z_right`` are per-AU evidence (≥ 0);
+    boundaries on it, after the fact, without the filter's lag);
+    ``region_z_raw`` likewise per region.
+    ``au_z``/``au_z_left``/``au_z_right`` are per-AU evidence (≥ 0), the
+    larger of the motion and the estimator evidence;
     ``intensity*`` the estimator's values passed through; ``motion_amount``
     the AU-aligned movement in IOD per AU (for intensity when the estimator
     is in its dead zone).
@@ -205,9 +229,14 @@ class Evidence:
     activity: float
     activity_raw: float
     region_z: Mapping[Region, float] = field(default_factory=lambda: _EMPTY)
+    region_z_raw: Mapping[Region, float] = field(default_factory=lambda: _EMPTY)
     au_z: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
     au_z_left: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
     au_z_right: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    #: The motion part of the AU evidence alone (region movement along each
+    #: AU's pull), per side.
+    motion_z_left: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
+    motion_z_right: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
     motion_amount: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
     intensity: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
     intensity_left: Mapping[AU, float] = field(default_factory=lambda: _EMPTY)
@@ -221,6 +250,9 @@ class Evidence:
     gaze: bool = False
     head_speed_dps: float = 0.0
     pose_drift_deg: float = 0.0
+    #: The tracker's head pose in this frame (the spotter rejects episodes
+    #: during which the head rotated).
+    pose: HeadPose | None = None
     neutral: bool = False  #: this frame was queued for the neutral statistics
     rebase: bool = False  #: asks the motion stage for a new neutral reference
 
@@ -283,13 +315,16 @@ class _RobustStats:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def refresh(self, t: float, floors: np.ndarray, force: bool = False) -> None:
+    def refresh(self, t: float, priors: np.ndarray, floors: np.ndarray, force: bool = False) -> None:
         if not self.dirty or (not force and t - self.computed_at < self.config.refresh_s):
             return
         data = np.stack([x for _, x in self.samples])
         self.median = np.median(data, axis=0)
-        mad = np.median(np.abs(data - self.median), axis=0)
-        self.scale = np.maximum(1.4826 * mad, floors)
+        mad = 1.4826 * np.median(np.abs(data - self.median), axis=0)
+        span = self.samples[-1][0] - self.samples[0][0] if len(self.samples) > 1 else 0.0
+        w = self.config.prior_s
+        shrunk = np.sqrt((span * mad**2 + w * priors**2) / max(span + w, 1e-9))
+        self.scale = np.maximum(shrunk, floors)
         self.computed_at = t
         self.dirty = False
 
@@ -303,6 +338,7 @@ class SubjectBaseline:
         self._layout: _Layout | None = None
         self._stats: _RobustStats | None = None
         self._floors: np.ndarray | None = None
+        self._priors: np.ndarray | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -320,8 +356,9 @@ class SubjectBaseline:
         self._slow_since: float | None = None
         self._blink_until = -math.inf
         self._gaze_until = -math.inf
-        self._intensity_base: dict[AU, float] = {}
         self._rebase_requested_at = -math.inf
+        self._gaze_ref: np.ndarray | None = None
+        self._gaze_since: float | None = None
 
     @property
     def sample_count(self) -> int:
@@ -332,11 +369,15 @@ class SubjectBaseline:
             aus = tuple(sorted(set(au.left) | set(au.right) | set(au.intensity)))
             self._layout = _Layout(aus)
             floors = np.empty(self._layout.size)
+            priors = np.empty(self._layout.size)
             kinds = self._layout.floors_kind
-            floors[kinds == 0] = self.config.motion_floor_iod
-            floors[kinds == 1] = self.config.intensity_floor
-            floors[kinds == 2] = self.config.gaze_floor
+            c = self.config
+            for kind, floor, prior in ((0, c.motion_floor_iod, c.motion_prior_iod), (1, c.intensity_floor, c.intensity_prior),
+                                       (2, c.gaze_floor, c.gaze_prior)):
+                floors[kinds == kind] = floor
+                priors[kinds == kind] = prior
             self._floors = floors
+            self._priors = priors
             self._stats = _RobustStats(self._layout.size, self.config)
         return self._layout
 
@@ -352,13 +393,16 @@ class SubjectBaseline:
             x[lay.int_start + 2 * k] = au.left.get(a, both)
             x[lay.int_start + 2 * k + 1] = au.right.get(a, both)
         if face is not None:
-            x[lay.gaze_start : lay.gaze_start + 4] = _iris_positions(np.asarray(face.landmarks))
+            iris = _iris_positions(np.asarray(face.landmarks))
+            if self._gaze_ref is None:
+                self._gaze_ref = iris
+            x[lay.gaze_start : lay.gaze_start + 4] = iris - self._gaze_ref
         return x
 
     def _head(self, t: float, pose: HeadPose | None, ref_pose: HeadPose | None) -> tuple[float, float]:
         """(angular speed °/s over the span, out-of-plane drift from the
-        reference pose °). Roll is left out of the drift: the alignment
-        removes in-plane rotation."""
+        reference pose in yaw-equivalent degrees). Roll is left out of the
+        drift: the alignment removes in-plane rotation."""
         vec = _pose_vec(pose)
         if vec is None:
             return 0.0, 0.0
@@ -369,8 +413,13 @@ class SubjectBaseline:
         t0, v0 = self._poses[0]
         speed = float(np.linalg.norm(vec - v0) / max(t - t0, span)) if t > t0 else 0.0
         ref = _pose_vec(ref_pose)
-        drift = float(np.max(np.abs(vec[:2] - ref[:2]))) if ref is not None else 0.0
-        return speed, drift
+        if ref is None:
+            return speed, 0.0
+        # drift in units of the yaw threshold: pitch counts with its wider margin
+        c = self.config
+        pitch, yaw = abs(vec[0] - ref[0]), abs(vec[1] - ref[1])
+        drift = max(yaw, pitch * c.rebase_pose_deg / c.rebase_pitch_deg)
+        return speed, float(drift)
 
     def update(self, motion: MotionFrame, au: AUFrame, face: Face | None, *, busy: bool = False) -> Evidence:
         """Evidence for this frame. ``busy``: the spotter has an episode open
@@ -391,9 +440,12 @@ class SubjectBaseline:
             self._settled = t - self._first_t >= c.track_settle_s
             return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0, rebase=self._settled)
         if motion.rebased:
-            # the reference frame itself: zero flow by construction, not a sample
+            # the reference frame itself: zero flow by construction, not a
+            # sample; gaze is measured from here on, like the motion
             self._smooth = None
             self._pending.clear()
+            self._gaze_ref = _iris_positions(np.asarray(face.landmarks))
+            self._gaze_since = None
             if self._start_t is None:
                 self._start_t = t
             return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0)
@@ -423,7 +475,7 @@ class SubjectBaseline:
         warm = (t - self._start_t) < c.warmup_s
         stats_ready = len(self._stats) >= c.min_samples
         if stats_ready:
-            self._stats.refresh(t, self._floors, force=len(self._stats) < 4 * c.min_samples)
+            self._stats.refresh(t, self._priors, self._floors, force=len(self._stats) < 4 * c.min_samples)
         ready = stats_ready and not warm
         z_raw = (raw - self._stats.median) / self._stats.scale if stats_ready else np.zeros(lay.size)
         z = (smooth - self._stats.median) / self._stats.scale if stats_ready else np.zeros(lay.size)
@@ -457,6 +509,7 @@ class SubjectBaseline:
                     target[d.au] = max(target.get(d.au, 0.0), val)
             amount[d.au] = max(amount.get(d.au, 0.0), move)
 
+        motion_left, motion_right = dict(au_left), dict(au_right)
         # estimator intensities as evidence too (strong expressions)
         int_left: dict[AU, float] = {}
         int_right: dict[AU, float] = {}
@@ -490,6 +543,10 @@ class SubjectBaseline:
             self._gaze_until = t + c.flag_hold_s
         blink = t <= self._blink_until
         gaze = t <= self._gaze_until
+        if gaze_z >= c.gaze_z:
+            self._gaze_since = t if self._gaze_since is None else self._gaze_since
+        else:
+            self._gaze_since = None
 
         counts = np.ones(n, bool)
         if blink or gaze:
@@ -511,11 +568,20 @@ class SubjectBaseline:
 
         # new reference when the head settled in another pose
         rebase = False
+        quiet_elsewhere = ready and float(np.max(zr[counts], initial=0.0)) < c.neutral_max_z
         if (not busy and stale and t > self._gate_until and self._slow_since is not None
                 and t - self._slow_since >= c.settle_s and t - self._rebase_requested_at > c.settle_s):
             rebase = True
-            self._rebase_requested_at = t
             log.debug("subject %d: pose drifted %.1f° from the reference, rebasing", self.subject_id, drift)
+        elif (not busy and not gated and self._gaze_since is not None and t - self._gaze_since >= c.settle_s
+                and quiet_elsewhere and t - self._rebase_requested_at > c.settle_s):
+            # the eyes stay on a new target: the lids and eye regions moved
+            # with them, and the reference must follow (lids are out of the
+            # activity meanwhile)
+            rebase = True
+            log.debug("subject %d: gaze settled elsewhere, rebasing", self.subject_id)
+        if rebase:
+            self._rebase_requested_at = t
 
         return Evidence(
             subject_id=self.subject_id,
@@ -527,9 +593,12 @@ class SubjectBaseline:
             activity=activity,
             activity_raw=activity_raw,
             region_z=MappingProxyType({r: float(zr[i]) for i, r in enumerate(REGIONS)}) if stats_ready else _EMPTY,
+            region_z_raw=MappingProxyType({r: float(zr_raw[i]) for i, r in enumerate(REGIONS)}) if stats_ready else _EMPTY,
             au_z=MappingProxyType(au_both),
             au_z_left=MappingProxyType(au_left),
             au_z_right=MappingProxyType(au_right),
+            motion_z_left=MappingProxyType(motion_left),
+            motion_z_right=MappingProxyType(motion_right),
             motion_amount=MappingProxyType(amount),
             intensity=MappingProxyType(int_both),
             intensity_left=MappingProxyType(int_left),
@@ -540,6 +609,7 @@ class SubjectBaseline:
             gaze=gaze,
             head_speed_dps=speed,
             pose_drift_deg=drift,
+            pose=au.pose or face.pose,
             neutral=neutral_now,
             rebase=rebase,
         )

@@ -310,8 +310,7 @@ class Pipeline:
             if state.spotter.take_rebase_request():
                 state.motion.rebase()
             if state.context is not None and not state.spotter.busy and evidence.ready and not evidence.gated:
-                sc = self.config.spotter
-                state.context.observe(activations_at(evidence, sc.min_evidence_z, sc.side_ratio, sc.relative_min))
+                state.context.observe(activations_at(evidence, self.config.spotter))
             t5 = ns()
             episodes.extend(closing)
             episodes.extend(self._decide(state, spotted))

@@ -7,20 +7,25 @@ The spotter reads one ``Evidence`` per frame (``baseline.py``) and emits an
   ``on_z`` for ``min_active_s`` (20 ms: one frame at 25–30 fps, four at
   200 fps — so a 2-frame event at 30 fps and a 40 ms event at 200 fps both
   qualify).
-* **Close** once activity has stayed below ``off_z`` for ``release_s``; the
-  episode is emitted right then, so it leaves at most ``release_s`` plus
-  one frame after its offset (``release_s`` ≤ ``emit_delay_s``, checked).
+* **Close** once activity has stayed below ``max(off_z, floor_fraction ×
+  peak)`` for ``release_s``; the episode is emitted right then, so it
+  leaves about ``release_s`` after its offset, and never more than
+  ``emit_delay_s`` (``release_s`` is capped by it).
 * **Cap**: an episode still open after ``max_episode_s`` is emitted as a
   truncated macro episode; the spotter then waits for the face to settle
   before it can open another.
 * **Boundaries and apex after the fact.** Detection runs on the causally
-  smoothed activity; once the episode is closed, onset, apex and offset are
-  placed on the *unsmoothed* activity (centred moving average over
-  ``apex_smooth_s``), without the filter's lag: onset = the last frame
+  smoothed activity; once the episode is closed, the apex is placed on the
+  *unsmoothed* activity (centred moving average over ``apex_smooth_s``),
+  without the filter's lag, and onset/offset on the unsmoothed z of the
+  region that carries the movement at the apex: onset = the last frame
   before the rise at or below ``max(floor_z, floor_fraction × peak)``,
-  offset = the first such frame after the apex.
+  offset = the first such frame after the apex (and not before the
+  episode's causal end, which keeps the latency bound).
 * **Rejections**: an episode during which the head was gated for more than
-  ``max_gated_fraction`` of its length (rigid head motion), or whose only
+  ``max_gated_fraction`` of its length, next to gated frames, or during
+  which the head rotated more than ``max_*_change_deg`` (rigid head
+  motion, even when too slow for the gate), or whose only
   moving regions are the lids while a blink/gaze flag was up (blinks, gaze
   shifts), is dropped and counted in ``rejected``.
 
@@ -96,7 +101,7 @@ class Rejection(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SpotterConfig:
-    on_z: float = 6.0  #: activity that opens an episode (robust z)
+    on_z: float = 7.0  #: activity that opens an episode (robust z)
     off_z: float = 3.5  #: an episode goes on while activity ≥ this
     min_active_s: float = 0.02  #: time at or above on_z needed to open
     release_s: float = 0.12  #: below off_z this long closes the episode
@@ -104,7 +109,7 @@ class SpotterConfig:
     micro_max_s: float = 0.5  #: longest onset→offset called micro
     max_episode_s: float = 4.0  #: cap: longer episodes are emitted truncated
     pre_roll_s: float = 0.6  #: history kept to place the onset
-    floor_z: float = 2.0  #: boundary level: activity at or below this…
+    floor_z: float = 3.0  #: boundary level: the carrier region at or below this…
     floor_fraction: float = 0.15  #: …or this fraction of the peak, whichever is higher
     apex_smooth_s: float = 0.025  #: centred smoothing for apex/boundaries
     min_evidence_z: float = 3.0  #: an AU is active at the apex with evidence ≥ this
@@ -114,12 +119,28 @@ class SpotterConfig:
     #: the upper lip by a third of the corners' travel, measured on the real
     #: smile), which must not be named as AU9/AU10 of its own.
     relative_min: float = 0.5
+    #: The estimator names the AUs once its largest rise over neutral reaches
+    #: this (out of the blendshapes' dead zone; a real broad smile rises ≈0.9)…
+    estimator_trust: float = 0.4
+    #: …taking the AUs that rise at least this fraction of the largest.
+    estimator_relative: float = 0.35
     max_gated_fraction: float = 0.3  #: more of the episode gated → head motion
     #: Gated frames this close before the onset or after the offset → head
     #: motion too: a head turn starts before the pose speed crosses the gate
     #: (the speed is measured over 0.1 s), and its first frames look like a
     #: short movement of every region.
     motion_guard_s: float = 0.1
+    #: The head may not rotate more than this (range over the episode) in
+    #: yaw / roll / pitch: a slow turn below the speed gate still reads as
+    #: movement in every region. Expressions themselves move the fitted pose
+    #: (measured with the head still: yaw ≤ 0.3°, roll ≤ 0.3°, pitch up to
+    #: 2.5° for brow and lid actions; the real smile: yaw 1.0°, pitch 2.5°).
+    max_yaw_change_deg: float = 1.5
+    max_roll_change_deg: float = 2.0
+    max_pitch_change_deg: float = 4.0
+    #: …plus this much per second of episode: people sway during a held
+    #: expression (the real smile: 1.35° of yaw over 1.9 s).
+    pose_sway_dps: float = 1.0
     hold_rebase_s: float = 10.0  #: after a cap, ask for a new reference after this long
 
     def __post_init__(self) -> None:
@@ -147,6 +168,9 @@ class _Open:
     start: int = 0  #: index in ``frames`` of the first frame over on_z
     last_above_t: float = 0.0
     peak: float = 0.0
+    #: the region carrying the movement (largest z at the peak so far)
+    carrier: Region | None = None
+    carrier_peak: float = 0.0
 
 
 class Spotter:
@@ -193,7 +217,8 @@ class Spotter:
                     first_above = len(frames) - 1
                     while first_above > 0 and frames[first_above - 1].activity >= c.on_z:
                         first_above -= 1
-                    self._open = _Open(frames, first_above, t, max(e.activity for e in frames))
+                    self._open = _Open(frames, first_above, t, ev.activity, ev.top_region,
+                                       ev.region_z.get(ev.top_region, ev.activity) if ev.top_region else ev.activity)
                     self._state = _State.ACTIVE
                     self._history.clear()
                     self._above_since = None
@@ -205,8 +230,17 @@ class Spotter:
             op = self._open
             assert op is not None
             op.frames.append(ev)
-            op.peak = max(op.peak, ev.activity)
-            if ev.activity >= c.off_z:
+            if ev.activity > op.peak:
+                op.peak = ev.activity
+                if ev.top_region is not None:
+                    op.carrier, op.carrier_peak = ev.top_region, ev.region_z.get(ev.top_region, ev.activity)
+            # The episode lasts while the region carrying it stays above the
+            # level its boundaries are later placed at (so the emission
+            # follows the offset by release_s, whatever the peak), or while a
+            # strong movement goes on anywhere. Not "any region above
+            # off_z": the largest of 18 noisy regions often is.
+            carrier_z = ev.region_z.get(op.carrier, ev.activity) if op.carrier is not None else ev.activity
+            if carrier_z >= max(c.off_z, c.floor_fraction * op.carrier_peak) or ev.activity >= c.on_z:
                 op.last_above_t = t
             onset_t = op.frames[op.start].timestamp
             if t - op.last_above_t >= c.effective_release_s - 1e-9:
@@ -270,16 +304,28 @@ class Spotter:
         # the apex lies where the movement was detected, after the rise
         search = slice(op.start, len(frames))
         apex = op.start + int(np.argmax(smooth[search]))
-        peak = float(smooth[apex])
+        # Boundaries follow the region that carries the movement: the max
+        # over all regions sits at ~2.5 z on noise alone (18 regions), one
+        # region at ~1.2, so its return to rest is visible.
+        top = frames[apex].top_region
+        if top is not None and all(top in e.region_z_raw for e in frames):
+            carrier = _centred_mean(ts, np.array([e.region_z_raw[top] for e in frames]), c.apex_smooth_s)
+        else:
+            carrier = smooth
+        peak = float(carrier[apex])
         level = max(c.floor_z, c.floor_fraction * peak)
         onset = apex
-        while onset > 0 and smooth[onset] > level:
+        while onset > 0 and carrier[onset] > level:
             onset -= 1
         offset = apex
-        while offset < len(frames) - 1 and smooth[offset] > level:
+        while offset < len(frames) - 1 and carrier[offset] > level:
             offset += 1
-        if truncated or at_end:
-            offset = len(frames) - 1 if (truncated or smooth[offset] > level) else offset
+        # never before the last frame the (causal) episode was still going:
+        # that is what bounds offset → emission by release_s
+        last_going = max((i for i, e in enumerate(frames) if e.timestamp <= op.last_above_t), default=offset)
+        offset = max(offset, min(last_going + 1, len(frames) - 1))
+        if truncated or (at_end and carrier[offset] > level):
+            offset = len(frames) - 1
         span = frames[onset : offset + 1]
         gated = sum(1 for e in span if e.gated) / max(len(span), 1)
         t_on, t_off = frames[onset].timestamp, frames[offset].timestamp
@@ -287,7 +333,14 @@ class Spotter:
             e.gated for e in frames
             if t_on - c.motion_guard_s <= e.timestamp < t_on or t_off < e.timestamp <= t_off + c.motion_guard_s
         )
-        if gated > c.max_gated_fraction or near:
+        poses = [e.pose for e in span if e.pose is not None]
+        sway = c.pose_sway_dps * (t_off - t_on)
+        turned = bool(poses) and (
+            np.ptp([p.yaw for p in poses]) > c.max_yaw_change_deg + sway
+            or np.ptp([p.roll for p in poses]) > c.max_roll_change_deg + sway
+            or np.ptp([p.pitch for p in poses]) > c.max_pitch_change_deg + sway
+        )
+        if gated > c.max_gated_fraction or near or turned:
             self.rejected[Rejection.HEAD_MOTION] += 1
             log.debug("episode at %.3f s rejected: head motion (%.0f%% gated)", frames[apex].timestamp, 100 * gated)
             return None
@@ -315,7 +368,7 @@ class Spotter:
             apex_ts=ap.timestamp,
             offset_ts=off.timestamp,
             kind=kind,
-            activations=activations_at(ap, c.min_evidence_z, c.side_ratio, c.relative_min),
+            activations=activations_at(_apex_evidence(frames[onset:offset + 1], smooth[onset:offset + 1]), c),
             onset_intensity=MappingProxyType(dict(on.intensity)),
             apex_intensity=MappingProxyType(dict(ap.intensity)),
             offset_intensity=MappingProxyType(dict(off.intensity)),
@@ -343,32 +396,57 @@ _AU_GROUP = {
 }
 
 
-def activations_at(
-    ev: Evidence, min_z: float, side_ratio: float = 2.0, relative_min: float = 0.5
-) -> tuple[AUActivation, ...]:
+def activations_at(ev: Evidence, config: SpotterConfig | None = None) -> tuple[AUActivation, ...]:
     """AUs active in ``ev`` with side and 0..1 intensity.
+
+    Two sources that fail in opposite places:
+
+    * **Motion** (region movement along each AU's pull, robust z): sees weak
+      movements in the estimator's dead zone, but cannot tell a smile's
+      lifted nose wings from AU9 (measured on the real smile: the nose
+      regions rise as much as the lip corners). Its AUs: z ≥
+      ``min_evidence_z`` and ≥ ``relative_min`` of the strongest (a pull
+      drags neighbouring skin).
+    * **Estimator** (blendshapes + geometry, rise over the subject's
+      neutral): trained to *name* AUs on real faces, but reads ~0 on weak
+      movements. Its AUs: rise ≥ ``estimator_relative`` of the largest.
+
+    The estimator names the AUs when its largest rise reaches
+    ``estimator_trust`` (a strong expression) — unless it contradicts what
+    moved: when the two sources share no AU at all, motion wins (a sudden
+    one-frame pull, or a face the blendshapes read wrongly). Otherwise
+    motion names them.
 
     Side: L or R when that side's evidence is at least ``side_ratio`` times
     the other's (a one-sided AU14/AU12 is what tells contempt); otherwise
-    both. Intensity: the estimator's rise over the subject's neutral, or the
-    AU-aligned movement over a full-scale travel (``FULL_SCALE_IOD``) when
-    that is larger (the estimator's dead zone hides weak movements).
+    both. Intensity: the estimator's rise, or the AU-aligned movement over a
+    full-scale travel (``FULL_SCALE_IOD``) when that is larger.
     """
     from microexpr.motion import RegionGroup
 
+    c = config or SpotterConfig()
+
+    def usable(au: AU) -> bool:
+        return au not in NON_EXPRESSIVE and not (ev.blink and au is AU.EYES_CLOSED)
+
+    def pick(left: Mapping[AU, float], right: Mapping[AU, float], floor: float, fraction: float
+             ) -> dict[AU, tuple[float, float]]:
+        both = {au: max(left.get(au, 0.0), right.get(au, 0.0)) for au in set(left) | set(right) if usable(au)}
+        top = max(both.values(), default=0.0)
+        return {au: (left.get(au, 0.0), right.get(au, 0.0)) for au, v in both.items()
+                if v >= floor and v >= fraction * top and v > 0}
+
+    motion = pick(ev.motion_z_left, ev.motion_z_right, c.min_evidence_z, c.relative_min)
+    top_rise = max((max(ev.rise_left.get(a, 0.0), ev.rise_right.get(a, 0.0))
+                    for a in set(ev.rise_left) | set(ev.rise_right) if usable(a)), default=0.0)
+    estimator = pick(ev.rise_left, ev.rise_right, c.estimator_trust * c.estimator_relative, c.estimator_relative)
+    use_estimator = top_rise >= c.estimator_trust and bool(estimator)
+    if use_estimator and motion and not set(motion) & set(estimator):
+        use_estimator = False
+    chosen, threshold = (estimator, c.estimator_relative * top_rise) if use_estimator else (motion, c.min_evidence_z)
     out: list[AUActivation] = []
-    expressive = {au: z for au, z in ev.au_z.items() if au not in NON_EXPRESSIVE and not (ev.blink and au is AU.EYES_CLOSED)}
-    strongest = max(expressive.values(), default=0.0)
-    for au, z in sorted(expressive.items(), key=lambda kv: -kv[1]):
-        if z < min_z or z < relative_min * strongest:
-            continue
-        zl, zr = ev.au_z_left.get(au, 0.0), ev.au_z_right.get(au, 0.0)
-        if zl >= min_z and zl >= side_ratio * max(zr, 0.0) and zr < min_z:
-            side = Side.LEFT
-        elif zr >= min_z and zr >= side_ratio * max(zl, 0.0) and zl < min_z:
-            side = Side.RIGHT
-        else:
-            side = Side.BOTH
+    for au, (left, right) in chosen.items():
+        side = _side(left, right, threshold, c.side_ratio)
         rl, rr = ev.rise_left.get(au, 0.0), ev.rise_right.get(au, 0.0)
         est = rl if side is Side.LEFT else rr if side is Side.RIGHT else max(rl, rr)
         group = _AU_GROUP.get(au)
@@ -377,6 +455,45 @@ def activations_at(
         out.append(AUActivation(au, side, round(float(min(1.0, max(est, moved))), 3)))
     out.sort(key=lambda a: a.au.value)
     return tuple(out)
+
+
+def _apex_evidence(span: Sequence[Evidence], activity: np.ndarray, plateau: float = 0.9) -> Evidence:
+    """The evidence to name the AUs from: averaged over the apex plateau
+    (frames within ``plateau`` of the peak), leaving out blink frames when
+    there are others. A held expression has a long, flat top whose single
+    highest frame is an accident — and may be mid-blink (a blink squeezes
+    the lids: the blendshapes then read AU7)."""
+    if not span:
+        raise ValueError("empty episode")
+    top = float(np.max(activity))
+    frames = [e for e, a in zip(span, activity) if a >= plateau * top]
+    open_eyes = [e for e in frames if not e.blink]
+    frames = open_eyes or frames
+    if len(frames) == 1:
+        return frames[0]
+
+    def mean(name: str) -> MappingProxyType[AU, float]:
+        maps = [getattr(e, name) for e in frames]
+        keys = set().union(*maps)
+        return MappingProxyType({k: float(np.mean([m.get(k, 0.0) for m in maps])) for k in keys})
+
+    from dataclasses import replace
+
+    return replace(
+        frames[len(frames) // 2],
+        motion_z_left=mean("motion_z_left"), motion_z_right=mean("motion_z_right"),
+        rise_left=mean("rise_left"), rise_right=mean("rise_right"), motion_amount=mean("motion_amount"),
+        au_z=mean("au_z"), au_z_left=mean("au_z_left"), au_z_right=mean("au_z_right"),
+        blink=all(e.blink for e in frames),
+    )
+
+
+def _side(left: float, right: float, threshold: float, ratio: float) -> Side:
+    if left >= threshold and left >= ratio * max(right, 0.0) and right < threshold:
+        return Side.LEFT
+    if right >= threshold and right >= ratio * max(left, 0.0) and left < threshold:
+        return Side.RIGHT
+    return Side.BOTH
 
 
 def _centred_mean(ts: np.ndarray, values: np.ndarray, window_s: float) -> np.ndarray:

@@ -139,7 +139,7 @@ AU_ANCHORS: dict[AU, tuple[Anchor, ...]] = {
         Anchor(291, 0.12, 0.10, 0.12), Anchor(425, 0.04, 0.035, 0.14, Band.BELOW_EYES),
     ),
     AU.DIMPLER: (
-        Anchor(291, -0.035, 0.015, 0.07), Anchor(287, -0.015, 0.005, 0.07),
+        Anchor(291, -0.05, 0.02, 0.07), Anchor(287, -0.02, 0.005, 0.07),
     ),
     AU.LIP_CORNER_DEPRESSOR: (
         Anchor(291, 0.01, -0.06, 0.10), Anchor(287, 0.0, -0.03, 0.10),
