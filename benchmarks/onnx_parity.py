@@ -212,23 +212,11 @@ def _au_parity(ref: dict[str, list[FaceObservation]], got: dict[str, list[FaceOb
 def model_inputs(seqs: dict[str, list[np.ndarray]], fp32: ox.OnnxTracker) -> dict[str, np.ndarray]:
     """One real input per model: the clip's tenth frame through the fp32 pipeline."""
     image = cv2.cvtColor(seqs["clip"][10], cv2.COLOR_BGR2RGB)
-    det = fp32.detect(image)[0]
-    roi = ox.roi_from_detection(det)
-    points, _ = fp32.landmarks(image, roi)
-    roi = ox.roi_from_landmarks(points)
-    affine = roi.crop_to_image(ox.LANDMARK_SIZE)
-    sample = affine.copy()
-    sample[:, 2] += affine[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    crop = cv2.warpAffine(image, sample, (256, 256), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-    h, w = image.shape[:2]
-    s = 128 / max(w, h)
-    m = np.array([[s, 0, (128 - w * s) / 2 + 0.5 * s - 0.5], [0, s, (128 - h * s) / 2 + 0.5 * s - 0.5]])
-    det_t = cv2.warpAffine(image, m, (128, 128), flags=cv2.INTER_LINEAR)
+    points, _ = fp32.landmarks(image, ox.roi_from_detection(fp32.detect(image)[0]))
     return {
-        "detector": (det_t.astype(np.float32) * (2 / 255) - 1)[None],
-        "landmarks": (crop.astype(np.float32) / 255)[None],
-        "blendshapes": points[np.asarray(ox.BLENDSHAPE_LANDMARKS), :2].astype(np.float32)[None],
+        "detector": ox.detector_input(image)[0],
+        "landmarks": ox.landmark_input(image, ox.roi_from_landmarks(points))[0],
+        "blendshapes": ox.blendshape_input(points),
     }
 
 

@@ -216,10 +216,9 @@ def calibration_inputs(fp32_dir: Path, count: int, seed: int = 7) -> dict[str, l
     shifts, rotations, scales, brightness/contrast, blur, noise) around the
     tracked face, and blendshape inputs from those crops' landmarks.
 
-    Uses our own fp32 ONNX pipeline to find the faces, so the crops are
-    exactly what the device feeds the model.
+    Uses our own fp32 ONNX pipeline and its input functions, so the crops
+    are exactly what the device feeds the models.
     """
-    import cv2
     import numpy as np
 
     from microexpr.tracking import onnx as ox
@@ -234,53 +233,23 @@ def calibration_inputs(fp32_dir: Path, count: int, seed: int = 7) -> dict[str, l
         found = tracker.detect(rgb)
         if not found:
             continue
-        base = ox.roi_from_detection(found[0])
-        points, _ = tracker.landmarks(rgb, base)
-        base = ox.roi_from_landmarks(points)
+        points, _ = tracker.landmarks(rgb, ox.roi_from_detection(found[0]))
+        roi = ox.roi_from_landmarks(points)
         if i >= len(frames):  # beyond one pass over the media: augment
-            base = ox.Roi(
-                cx=base.cx + rng.normal(0, 0.04) * base.width,
-                cy=base.cy + rng.normal(0, 0.04) * base.height,
-                width=base.width * rng.uniform(0.9, 1.1),
-                height=base.height * rng.uniform(0.9, 1.1),
-                angle=base.angle + rng.normal(0, 0.12),
+            roi = ox.Roi(
+                cx=roi.cx + rng.normal(0, 0.04) * roi.width,
+                cy=roi.cy + rng.normal(0, 0.04) * roi.height,
+                width=roi.width * rng.uniform(0.9, 1.1),
+                height=roi.height * rng.uniform(0.9, 1.1),
+                angle=roi.angle + rng.normal(0, 0.12),
             )
             rgb = _photometric(rgb, rng)
-        crop, _affine = _crop(rgb, base)
-        lm_inputs.append(crop[None])
-        points, _ = tracker.landmarks(rgb, base)
-        bs_inputs.append(points[ox.np.asarray(ox.BLENDSHAPE_LANDMARKS), :2].astype(np.float32)[None])
-        det_inputs.append(_det_tensor(rgb)[None])
+        lm_inputs.append(ox.landmark_input(rgb, roi)[0])
+        points, _ = tracker.landmarks(rgb, roi)
+        bs_inputs.append(ox.blendshape_input(points))
+        det_inputs.append(ox.detector_input(rgb)[0])
     tracker.close()
     return {"detector": det_inputs, "landmarks": lm_inputs, "blendshapes": bs_inputs}
-
-
-def _crop(rgb, roi):
-    import cv2
-    import numpy as np
-
-    from microexpr.tracking import onnx as ox
-
-    affine = roi.crop_to_image(ox.LANDMARK_SIZE)
-    sample = affine.copy()
-    sample[:, 2] += affine[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    crop = cv2.warpAffine(
-        rgb, sample, (ox.LANDMARK_SIZE, ox.LANDMARK_SIZE),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
-    return crop.astype(np.float32) / 255.0, affine
-
-
-def _det_tensor(rgb):
-    import cv2
-    import numpy as np
-
-    h, w = rgb.shape[:2]
-    scale = 128 / max(w, h)
-    px, py = (128 - w * scale) / 2, (128 - h * scale) / 2
-    m = np.array([[scale, 0, px + 0.5 * scale - 0.5], [0, scale, py + 0.5 * scale - 0.5]])
-    t = cv2.warpAffine(rgb, m, (128, 128), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return t.astype(np.float32) * (2 / 255) - 1
 
 
 def _photometric(rgb, rng):

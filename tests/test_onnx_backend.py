@@ -259,3 +259,17 @@ def test_provision_model_onnx_refuses_a_tampered_source(tmp_path: Path, capsys) 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "face_detector.onnx" in err
     assert not (tmp_path / "models" / ox.ONNX_SUBDIR / ox.MANIFEST_NAME).exists()
+
+
+def test_int8_variant_keeps_the_landmarks_and_stays_close_on_blendshapes(onnx_tracker, clip_frames) -> None:
+    """The shipped int8 variant quantizes only the blendshape MLP."""
+    frame = Frame(index=0, timestamp=0.0, image=clip_frames[40])
+    onnx_tracker.reset()
+    ref = onnx_tracker.process(frame).face
+    with ox.OnnxTracker(variant="int8") as tracker:
+        assert tracker.variant == "int8"
+        got = tracker.process(frame).face
+    assert np.array_equal(got.landmarks, ref.landmarks)
+    diffs = [abs(got.blendshapes[n] - ref.blendshapes[n]) for n in ref.blendshapes]
+    assert 0 < np.mean(diffs) < 0.03
+    assert got.blendshapes["mouthSmileLeft"] > 0.5  # the broad smile survives quantization

@@ -546,6 +546,55 @@ def face_pose_matrix(
 
 
 # ---------------------------------------------------------------------------
+# Model inputs (shared with the build script's calibration and the benchmark)
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the detector's square input."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def to_frame(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Detector-input coordinates in 0..1 → frame pixels."""
+        return (x * DETECTOR_SIZE - self.pad_x) / self.scale, (y * DETECTOR_SIZE - self.pad_y) / self.scale
+
+
+def detector_input(rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+    """(1, 128, 128, 3) float32 in [-1, 1]: the frame letterboxed by one
+    affine warp (bilinear, zero border), as MediaPipe's ImageToTensor does;
+    the matrix maps pixel centres to pixel centres."""
+    height, width = rgb.shape[:2]
+    scale = DETECTOR_SIZE / max(width, height)
+    box = Letterbox(scale, (DETECTOR_SIZE - width * scale) / 2.0, (DETECTOR_SIZE - height * scale) / 2.0)
+    matrix = np.array([[scale, 0.0, box.pad_x + 0.5 * scale - 0.5], [0.0, scale, box.pad_y + 0.5 * scale - 0.5]])
+    tensor = cv2.warpAffine(rgb, matrix, (DETECTOR_SIZE, DETECTOR_SIZE), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT)  # fmt: skip
+    return (tensor.astype(np.float32) * (2.0 / 255.0) - 1.0)[None], box
+
+
+def landmark_input(rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, np.ndarray]:
+    """(1, 256, 256, 3) float32 in [0, 1] cut from ``roi`` (border
+    replicated), and the crop → frame affine map."""
+    affine = roi.crop_to_image(LANDMARK_SIZE)
+    # OpenCV samples at pixel centres: shift by half a pixel on both sides.
+    sample = affine.copy()
+    sample[:, 2] += affine[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    crop = cv2.warpAffine(
+        rgb, sample, (LANDMARK_SIZE, LANDMARK_SIZE),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+    return (crop.astype(np.float32) * (1.0 / 255.0))[None], affine
+
+
+def blendshape_input(points: np.ndarray) -> np.ndarray:
+    """(1, 146, 2) float32: the blendshape model's landmarks, frame pixels."""
+    return points[np.asarray(BLENDSHAPE_LANDMARKS), :2].astype(np.float32)[None]
+
+
+# ---------------------------------------------------------------------------
 # The tracker
 
 
@@ -558,8 +607,9 @@ class OnnxTracker:
 
     ``threads`` is ONNX Runtime's intra-op thread count (1 keeps a core free
     for capture and the rest of the pipeline on a Pi; 0 lets ONNX Runtime
-    use every physical core). Tracking state (the
-    last region) lives in the instance: one instance per video stream.
+    use every physical core). Tracking state (the last region) lives in the
+    instance: one instance per video stream. ``files`` bypasses the lookup
+    with already verified bytes (the parity benchmark's candidates).
     """
 
     def __init__(
@@ -593,10 +643,9 @@ class OnnxTracker:
         self._bs_in = self._blendshaper.get_inputs()[0].name
         self._det_outputs = self._output_order(self._detector, ("regressors", "classificators"))
         self._anchors = ssd_anchors()
-        self._subset = np.asarray(BLENDSHAPE_LANDMARKS)
         self._roi: Roi | None = None
         self._closed = False
-        #: Counters for benchmarks: how often the detector ran, and why.
+        #: How often the detector ran (tracking keeps this low; benchmarks read it).
         self.detections = 0
         log.debug("ONNX tracker %s loaded from %s (threads=%d)", self.variant, self.model_dir, threads)
 
@@ -630,17 +679,8 @@ class OnnxTracker:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """BlazeFace on the whole frame, best first."""
-        height, width = rgb.shape[:2]
-        scale = DETECTOR_SIZE / max(width, height)
-        pad_x, pad_y = (DETECTOR_SIZE - width * scale) / 2.0, (DETECTOR_SIZE - height * scale) / 2.0
-        # Letterbox by one affine warp (bilinear, zero border), as MediaPipe's
-        # ImageToTensor does; the matrix maps pixel centres to pixel centres.
-        matrix = np.array([[scale, 0.0, pad_x + 0.5 * scale - 0.5], [0.0, scale, pad_y + 0.5 * scale - 0.5]])
-        tensor = cv2.warpAffine(
-            rgb, matrix, (DETECTOR_SIZE, DETECTOR_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-        )
-        x = tensor.astype(np.float32) * (2.0 / 255.0) - 1.0
-        regressors, logits = self._detector.run(self._det_outputs, {self._det_in: x[None]})
+        x, box = detector_input(rgb)
+        regressors, logits = self._detector.run(self._det_outputs, {self._det_in: x})
         raw = regressors.reshape(-1, 16)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100.0, 100.0)))
         keep = scores >= self.min_detection_confidence
@@ -654,12 +694,9 @@ class OnnxTracker:
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
         kps = raw[:, 4:16].reshape(-1, 6, 2) / DETECTOR_SIZE + anchors[:, None, :]
         out = []
-        for box, points, score in weighted_nms(boxes, kps, scores, self.nms_iou):
-            # Tensor 0..1 → frame pixels (undo the letterbox).
-            bx = (box[[0, 2]] * DETECTOR_SIZE - pad_x) / scale
-            by = (box[[1, 3]] * DETECTOR_SIZE - pad_y) / scale
-            px = (points[:, 0] * DETECTOR_SIZE - pad_x) / scale
-            py = (points[:, 1] * DETECTOR_SIZE - pad_y) / scale
+        for rect, points, score in weighted_nms(boxes, kps, scores, self.nms_iou):
+            bx, by = box.to_frame(rect[[0, 2]], rect[[1, 3]])
+            px, py = box.to_frame(points[:, 0], points[:, 1])
             out.append(
                 Detection(box=(float(bx[0]), float(by[0]), float(bx[1]), float(by[1])),
                           keypoints=np.stack([px, py], axis=1), score=score)
@@ -668,16 +705,8 @@ class OnnxTracker:
 
     def landmarks(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """478 landmarks in frame pixels (z scaled like x) and the presence score."""
-        affine = roi.crop_to_image(LANDMARK_SIZE)
-        # OpenCV samples pixel centres: shift by half a pixel on both sides.
-        sample = affine.copy()
-        sample[:, 2] += affine[:, :2] @ np.array([0.5, 0.5]) - 0.5
-        crop = cv2.warpAffine(
-            rgb, sample, (LANDMARK_SIZE, LANDMARK_SIZE),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
-        )  # fmt: skip
-        x = crop.astype(np.float32) * (1.0 / 255.0)
-        outputs = self._landmarker.run(None, {self._lm_in: x[None]})
+        x, affine = landmark_input(rgb, roi)
+        outputs = self._landmarker.run(None, {self._lm_in: x})
         mesh = next(o for o in outputs if o.size == NUM_LANDMARKS * 3).reshape(NUM_LANDMARKS, 3).astype(np.float64)
         flag = next(o for o in outputs if o.size == 1 and o.ndim == 4)
         points = np.empty((NUM_LANDMARKS, 3), dtype=np.float64)
@@ -686,9 +715,8 @@ class OnnxTracker:
         return points, _sigmoid(float(flag.reshape(-1)[0]))
 
     def blendshapes(self, points: np.ndarray) -> dict[str, float]:
-        """52 scores (``_neutral`` dropped) from frame-pixel landmarks."""
-        x = points[self._subset, :2].astype(np.float32)[None]
-        scores = self._blendshaper.run(None, {self._bs_in: x})[0].reshape(-1)
+        """The 51 blendshape scores (``_neutral`` dropped) from frame-pixel landmarks."""
+        scores = self._blendshaper.run(None, {self._bs_in: blendshape_input(points)})[0].reshape(-1)
         return {name: float(scores[i]) for i, name in enumerate(BLENDSHAPE_NAMES) if i > 0}
 
     def pose(self, points: np.ndarray, width: int, height: int) -> tuple[HeadPose, np.ndarray]:
