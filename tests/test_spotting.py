@@ -213,3 +213,30 @@ def test_config_is_checked() -> None:
         SpotterConfig(on_z=3.0, off_z=4.0)
     with pytest.raises(ValueError):
         SpotterConfig(max_episode_s=0.3)
+
+
+def test_slow_head_rotation_during_an_episode_rejects_it() -> None:
+    """A turn too slow for the speed gate still rotates the head by degrees
+    while 'moving' every region: rejected as rigid motion."""
+    from microexpr.tracking.base import HeadPose
+
+    frames = _stream(30.0, 2.0, [(0.8, 1.0, 1.3, 15.0)])
+    turned = [replace(e, pose=HeadPose(0.0, 4.0 * min(max(e.timestamp - 0.8, 0.0) / 0.5, 1.0), 0.0)) for e in frames]
+    spotter = Spotter()
+    assert _run(spotter, turned) == []
+    assert spotter.rejected[Rejection.HEAD_MOTION] == 1
+    # the same episode with a steady head is kept
+    steady = [replace(e, pose=HeadPose(0.0, 0.2, 0.0)) for e in frames]
+    assert len(_run(Spotter(), steady)) == 1
+
+
+def test_noise_elsewhere_does_not_stretch_the_episode() -> None:
+    """Other regions hovering above off_z (the largest of 18 noisy regions
+    often is) must not keep the episode open: the carrier region decides."""
+    frames = _stream(30.0, 3.0, [(1.0, 1.1, 1.2, 20.0)], region=Region.CHIN)
+    noisy = [replace(e, activity=max(e.activity, 4.0), activity_raw=max(e.activity_raw, 4.0),
+                     region_z=MappingProxyType({**e.region_z, Region.CHEEK_L: 4.0}),
+                     region_z_raw=MappingProxyType({**e.region_z_raw, Region.CHEEK_L: 4.0})) for e in frames]
+    (ep, emitted_at), = _run(Spotter(), noisy)
+    assert ep.offset_ts <= 1.3
+    assert emitted_at - ep.offset_ts <= SpotterConfig().emit_delay_s + 1 / 30 + 1e-9
