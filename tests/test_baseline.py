@@ -32,6 +32,7 @@ class Stream:
         self.index = 0
         self.rebased_next = False
         self.reference_pose = HeadPose(0.0, 0.0, 0.0)
+        self.ref_moves: dict[Region, tuple[float, float]] = {}
 
     def step(
         self,
@@ -44,8 +45,12 @@ class Stream:
         t = self.index / self.fps
         pose = pose or HeadPose(0.0, 0.0, 0.0)
         regions = []
+        if self.rebased_next:  # like the motion stage: displacements restart from this frame
+            self.ref_moves = dict(moves or {})
         for r in REGIONS:
             dx, dy = (moves or {}).get(r, (0.0, 0.0))
+            rx, ry = self.ref_moves.get(r, (0.0, 0.0))
+            dx, dy = dx - rx, dy - ry
             nx, ny = self.rng.normal(0.0, self.noise, 2) if self.noise > 0 else (0.0, 0.0)
             regions.append(RegionMotion(r, dx + nx, dy + ny, float(np.hypot(dx + nx, dy + ny))))
         rebased = self.rebased_next
@@ -188,3 +193,16 @@ def test_config_is_checked() -> None:
         BaselineConfig(smooth_s=0.0)
     with pytest.raises(ValueError):
         BaselineConfig(min_samples=1)
+
+
+def test_old_reference_is_renewed_at_a_quiet_moment_and_recentred() -> None:
+    s = Stream(30.0, noise=0.001)
+    # a slow posture drift of the chin region, within the neutral range
+    evs = [s.step({Region.CHIN: (0.0, 0.004 * min(k / 900.0, 1.0))}) for k in range(int(65 * 30))]
+    rebases = [e.timestamp for e in evs if e.rebase]
+    assert rebases[0] <= 0.25  # the first reference, after the tracker settled
+    later = [t for t in rebases if t > 1.0]
+    assert len(later) == 1 and later[0] >= BaselineConfig().reference_max_age_s
+    after = [e for e in evs if e.timestamp > later[0] + 0.5]
+    # the drift is now part of the reference and the learnt spread still applies
+    assert after and max(e.region_z[Region.CHIN] for e in after) < 3.0

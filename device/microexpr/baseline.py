@@ -53,7 +53,10 @@ Rules that keep the evidence honest:
   the frame; the lid regions then do not count toward activity, so the
   spotter never opens an episode on lids alone. Eyes that stay on a new
   target move the lids for good: once the rest of the face is quiet, the
-  baseline asks for a new reference.
+  baseline asks for a new reference. A reference older than a minute is
+  renewed at the next quiet second (posture and light drift). On every new
+  reference the stored motion samples are re-centred on zero: the spread
+  learnt so far stays valid.
 """
 
 from __future__ import annotations
@@ -187,6 +190,8 @@ class BaselineConfig:
     blink_intensity: float = 0.35  #: or the estimator's AU45/43 rising this much above neutral
     gaze_z: float = 6.0  #: iris movement (from the reference frame) above this flags a gaze shift
     flag_hold_s: float = 0.12  #: blink/gaze flags last this long after the cause
+    reference_max_age_s: float = 60.0  #: an older motion reference is renewed…
+    quiet_for_refresh_s: float = 1.0  #: …at the end of a quiet stretch this long
     #: Regions excluded from ``activity`` (lids: blinks and gaze move them)
     #: while a blink/gaze flag is up.
     direction_min_cos: float = 0.5  #: a region's movement names an AU only if this well aligned
@@ -285,6 +290,8 @@ class _Layout:
         self.dir_region = np.array([self.region_index[d.region] for d in self.directions])
         self.dir_vec = np.array([(d.out, d.up) for d in self.directions])
         self.motion_cols = np.arange(0, self.int_start)
+        #: features measured from the motion reference (motion and gaze)
+        self.relative_cols = np.concatenate([self.motion_cols, np.arange(self.gaze_start, self.size)])
         self.floors_kind = np.zeros(self.size, np.int8)  # 0 motion, 1 intensity, 2 gaze
         self.floors_kind[self.int_start:self.gaze_start] = 1
         self.floors_kind[self.gaze_start:] = 2
@@ -314,6 +321,19 @@ class _RobustStats:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def recentre(self, columns: np.ndarray) -> None:
+        """Shift the samples of ``columns`` so their median is 0 (the motion
+        reference was renewed: displacements restart from zero, their
+        spread stays what it was)."""
+        if not self.samples:
+            return
+        data = np.stack([x for _, x in self.samples])
+        shift = np.median(data[:, columns], axis=0)
+        for _t, x in self.samples:
+            x[columns] -= shift
+        self.median[columns] -= shift
+        self.dirty = True
 
     def refresh(self, t: float, priors: np.ndarray, floors: np.ndarray, force: bool = False) -> None:
         if not self.dirty or (not force and t - self.computed_at < self.config.refresh_s):
@@ -359,6 +379,8 @@ class SubjectBaseline:
         self._rebase_requested_at = -math.inf
         self._gaze_ref: np.ndarray | None = None
         self._gaze_since: float | None = None
+        self._reference_t = -math.inf
+        self._quiet_since: float | None = None
 
     @property
     def sample_count(self) -> int:
@@ -446,6 +468,8 @@ class SubjectBaseline:
             self._pending.clear()
             self._gaze_ref = _iris_positions(np.asarray(face.landmarks))
             self._gaze_since = None
+            self._stats.recentre(lay.relative_cols)
+            self._reference_t = t
             if self._start_t is None:
                 self._start_t = t
             return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0)
@@ -569,6 +593,10 @@ class SubjectBaseline:
         # new reference when the head settled in another pose
         rebase = False
         quiet_elsewhere = ready and float(np.max(zr[counts], initial=0.0)) < c.neutral_max_z
+        if ready and not gated and not busy and not blink and not gaze and float(np.max(zr)) < c.neutral_max_z:
+            self._quiet_since = t if self._quiet_since is None else self._quiet_since
+        else:
+            self._quiet_since = None
         if (not busy and stale and t > self._gate_until and self._slow_since is not None
                 and t - self._slow_since >= c.settle_s and t - self._rebase_requested_at > c.settle_s):
             rebase = True
@@ -580,6 +608,12 @@ class SubjectBaseline:
             # activity meanwhile)
             rebase = True
             log.debug("subject %d: gaze settled elsewhere, rebasing", self.subject_id)
+        elif (not busy and not gated and self._quiet_since is not None and t - self._quiet_since >= c.quiet_for_refresh_s
+                and t - self._reference_t >= c.reference_max_age_s and t - self._rebase_requested_at > c.settle_s):
+            # an old reference drifts away from the face (posture, light):
+            # renew it at a quiet moment
+            rebase = True
+            log.debug("subject %d: reference %.0f s old, renewing it", self.subject_id, t - self._reference_t)
         if rebase:
             self._rebase_requested_at = t
 
