@@ -140,6 +140,21 @@ def test_landmarks_and_blendshapes_match_mediapipe(onnx_clip, mediapipe_clip) ->
     assert np.corrcoef(z_ours, z_ref)[0, 1] > 0.95
 
 
+def test_a_turned_face_in_a_wide_frame_keeps_mediapipes_depth_scale(model_path: Path, clip_frames) -> None:
+    """MediaPipe's depth grows with the crop's turn in a non-square frame; ours follows."""
+    h, w = clip_frames[5].shape[:2]
+    turned = cv2.warpAffine(clip_frames[5], cv2.getRotationMatrix2D((w / 2, h / 2), 30, 1.0), (w, h),
+                            borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    frame = Frame(index=0, timestamp=0.0, image=turned)
+    with create_tracker("mediapipe", model_path=model_path) as tracker:
+        ref = tracker.process(frame).face
+    with ox.OnnxTracker() as tracker:
+        got = tracker.process(frame).face
+    scale = float(got.landmarks[:, 2] @ ref.landmarks[:, 2] / (got.landmarks[:, 2] @ got.landmarks[:, 2]))
+    assert abs(scale - 1.0) < 0.02
+    assert abs(got.pose.roll - ref.pose.roll) < 0.5 and abs(got.pose.pitch - ref.pose.pitch) < 0.5
+
+
 def test_pose_from_mediapipe_landmarks_matches_its_matrix(onnx_tracker, mediapipe_clip) -> None:
     """Our geometry pipeline fed MediaPipe's own landmarks gives MediaPipe's pose."""
     for obs in mediapipe_clip[::20]:
