@@ -359,3 +359,15 @@ def test_spec_is_frozen() -> None:
     with pytest.raises(AttributeError):
         SPEC.sha256 = "0" * 64  # type: ignore[misc]
     assert SPEC.install_path(Path("/m")) == Path("/m/face_landmarker/float16-1/face_landmarker.task")
+
+
+def test_explicit_model_that_is_a_folder_is_named_as_such(
+    tmp_path: Path, smile_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder's st_size must not be reported as a truncated model (exit 81)."""
+    with pytest.raises(ModelError, match="is a directory") as exc:
+        models.resolve_model_path(tmp_path)
+    assert exc.value.exit_code == ExitCode.MODEL_UNAVAILABLE
+    assert main(["timeline", str(smile_clip), "--model", str(tmp_path)]) == ExitCode.MODEL_UNAVAILABLE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"microexpr: error: model {tmp_path}: is a directory, not a model file"]

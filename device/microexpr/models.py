@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from stat import S_ISDIR
 from typing import BinaryIO
 
 from microexpr.errors import ExitCode, MicroexprError, ModelError
@@ -191,12 +192,14 @@ def verify_file(path: Path, spec: ModelSpec = FACE_LANDMARKER, *, what: str = "m
         raise ModelError(f"{what} {path}: no such file; {PROVISION_HINT}") from None
     except OSError as exc:
         raise ModelError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    # Before the size check: a folder's st_size (4096) would otherwise be
+    # reported as a truncated model (exit 81) instead of a wrong path.
+    if S_ISDIR(stat.st_mode):
+        raise ModelError(f"{what} {path}: is a directory, not a model file")
     if stat.st_size != spec.size:
         _check(path, spec, stat.st_size, "", what)
     try:
         size, digest = _hash_file(path)
-    except IsADirectoryError:
-        raise ModelError(f"{what} {path}: is a directory, not a model file") from None
     except OSError as exc:
         raise ModelError(f"{what} {path}: cannot read: {exc.strerror}") from None
     _check(path, spec, size, digest, what)
