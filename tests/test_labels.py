@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import openpyxl
@@ -307,3 +311,33 @@ def test_missing_file_and_wrong_type(tmp_path: Path) -> None:
     broken.write_bytes(b"not a zip at all")
     with pytest.raises(DataError, match="not a readable .xlsx"):
         read_labels(broken)
+
+
+def test_folder_is_named_as_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from microexpr.cli import main
+
+    with pytest.raises(DataError, match="is a folder, not a label file") as exc:
+        read_labels(tmp_path)
+    assert exc.value.exit_code == ExitCode.NO_INPUT
+    assert main(["fit-prototypes", str(tmp_path), "-o", str(tmp_path / "p.json")]) == ExitCode.NO_INPUT
+    assert capsys.readouterr().err.strip().splitlines() == [f"microexpr: error: {tmp_path}: is a folder, not a label file"]
+
+
+#: Root reads any file; drop the two capabilities that let it, so the child
+#: meets a real permission error (as a non-root user does without help).
+_NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+           "--inh-caps", "-dac_override,-dac_read_search"]
+
+
+def test_unreadable_label_file_is_missing_input_not_a_bug(tmp_path: Path, casme2_csv: Path) -> None:
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.fail("running as root needs util-linux setpriv to meet a permission error")
+    for name in ("labels.csv", "labels.xlsx"):
+        path = tmp_path / name
+        shutil.copyfile(casme2_csv, path)
+        path.chmod(0)
+        prefix = _NO_DAC if os.geteuid() == 0 else []
+        proc = subprocess.run([*prefix, sys.executable, "-m", "microexpr", "eval", str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == ExitCode.NO_INPUT, proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"microexpr: error: {path}: cannot read: Permission denied"]

@@ -520,8 +520,15 @@ def read_labels(path: str | Path) -> LabelTable:
     ``LabelTable.checked()`` to turn the fatal ones into one ``DataError``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a label file", exit_code=ExitCode.NO_INPUT)
     if not path.is_file():
         raise DataError(f"{path}: label file not found", exit_code=ExitCode.NO_INPUT)
+    try:  # an unreadable file is missing input (66), not a malformed table or a bug
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}", exit_code=ExitCode.NO_INPUT) from None
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         header_line, header, records = _xlsx_records(path)
