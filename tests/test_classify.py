@@ -310,6 +310,8 @@ def test_prototypes_round_trip(tmp_path: Path) -> None:
         (lambda d: d["classes"]["others"]["au_counts"].update(AU3=1), "classes.others.au_counts.AU3"),
         (lambda d: d["classes"]["others"]["configs"].update({"4+x": 1}), "classes.others.configs.4+x"),
         (lambda d: d.update(m=-1), "m:"),
+        (lambda d: d.update(m=float("inf")), "m:"),
+        (lambda d: d.update(m=float("nan")), "m:"),
     ],
 )
 def test_bad_prototype_files(tmp_path: Path, mutate, fragment: str) -> None:  # type: ignore[no-untyped-def]
@@ -329,6 +331,23 @@ def test_prototype_file_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(DataError, match="not JSON"):
         PrototypeSet.load(tmp_path / "bad.json")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError, match="not UTF-8") as exc:  # corrupt content: 65, not "missing" (66)
+        PrototypeSet.load(tmp_path / "binary.json")
+    assert exc.value.exit_code == ExitCode.DATA_ERROR
+    with pytest.raises(DataError, match="is a folder") as exc:
+        PrototypeSet.load(tmp_path)
+    assert exc.value.exit_code == ExitCode.NO_INPUT
+
+
+@pytest.mark.parametrize("m", ["inf", "nan", "0", "-1"])
+def test_fit_prototypes_refuses_a_smoothing_that_is_not_a_positive_number(
+    tmp_path: Path, casme2_csv: Path, capsys: pytest.CaptureFixture[str], m: str
+) -> None:
+    out = tmp_path / "p.json"
+    assert main(["fit-prototypes", str(casme2_csv), "-o", str(out), "--m", m]) == ExitCode.USAGE
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.exists()  # inf used to be written as "m": Infinity, which is not JSON
 
 
 def test_shipped_prototypes_have_provenance(casme2_xlsx: Path) -> None:

@@ -248,7 +248,8 @@ class PrototypeSet:
         if data.get("schema") != SCHEMA:
             raise bad("schema", f"expected {SCHEMA!r}, got {data.get('schema')!r}")
         m = data.get("m", DEFAULT_M)
-        if not isinstance(m, (int, float)) or isinstance(m, bool) or m <= 0:
+        # json reads Infinity/NaN; neither is a smoothing strength.
+        if not isinstance(m, (int, float)) or isinstance(m, bool) or not (math.isfinite(m) and m > 0):
             raise bad("m", f"must be a positive number, got {m!r}")
         raw_classes = data.get("classes")
         if not isinstance(raw_classes, dict) or not raw_classes:
@@ -296,8 +297,13 @@ class PrototypeSet:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise DataError(f"{path}: prototypes file not found", exit_code=ExitCode.NO_INPUT) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: cannot read prototypes ({exc})", exit_code=ExitCode.NO_INPUT) from None
+        except IsADirectoryError:
+            raise DataError(f"{path}: is a folder, not a prototypes file", exit_code=ExitCode.NO_INPUT) from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read prototypes ({exc.strerror or exc})",
+                            exit_code=ExitCode.NO_INPUT) from None
+        except UnicodeDecodeError as exc:  # read, but not a JSON text: malformed data (65)
+            raise DataError(f"{path}: not a prototypes file (not UTF-8 text at byte {exc.start})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

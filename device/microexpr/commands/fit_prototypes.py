@@ -9,6 +9,7 @@ cannot write the output.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -32,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.m > 0:
-        print(f"microexpr fit-prototypes: error: --m must be > 0, got {args.m}", file=sys.stderr)
+    if not (math.isfinite(args.m) and args.m > 0):  # inf would be written as non-JSON "Infinity"
+        print(f"microexpr fit-prototypes: error: --m must be a finite number > 0, got {args.m}", file=sys.stderr)
         return 2
     table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable, strict=args.strict)
     samples = [(r.aus.readings(), r.emotion) for r in table.rows if r.aus is not None]
