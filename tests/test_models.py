@@ -371,3 +371,16 @@ def test_explicit_model_that_is_a_folder_is_named_as_such(
     assert main(["timeline", str(smile_clip), "--model", str(tmp_path)]) == ExitCode.MODEL_UNAVAILABLE
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"microexpr: error: model {tmp_path}: is a directory, not a model file"]
+
+
+@pytest.mark.parametrize("timeout", ["inf", "-1", "0", "nan", "soon"])
+def test_timeout_must_be_a_positive_number(
+    timeout: str, tmp_path: Path, model_mirror: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """inf used to overflow in the socket module (internal error, exit 1)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["provision-model", "--source", "http://127.0.0.1:9/m.task", "--dir", str(tmp_path),
+              "--timeout", timeout])
+    assert exc.value.code == ExitCode.USAGE
+    assert "argument --timeout:" in capsys.readouterr().err
+    assert not (tmp_path / "face_landmarker").exists()

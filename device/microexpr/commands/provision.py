@@ -7,10 +7,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from microexpr import models
+
+
+def _timeout(text: str) -> float:
+    # socket timeouts must be finite and positive: inf overflowed inside the
+    # socket module (an internal error) and -1/nan read as "invalid URL".
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"models directory to install into (default: ${models.ENV_MODELS_DIR}, "
         f"the service's state directory, or the user data directory)",
     )
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="network timeout in seconds (default 30)")
+    parser.add_argument("--timeout", type=_timeout, default=30.0, metavar="S", help="network timeout in seconds (default 30)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument(
         "--onnx", action="store_true",
