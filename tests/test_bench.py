@@ -58,3 +58,47 @@ def test_daemon_scenario_reaches_ready_and_times_frames_to_a_subscriber(smile_cl
     assert result.e2e_frame_to_subscriber and all(s > 0 for s in result.e2e_frame_to_subscriber)
     assert result.rss_mb_max > 0 and result.cpu_percent > 0
     assert "total" in result.daemon_latency_ms
+
+
+def test_unwritable_out_fails_first_with_exit_74(tmp_path: Path, smile_clip: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to be an internal error (exit 1), raised only after every scenario had run."""
+    from microexpr.cli import main
+    from microexpr.errors import ExitCode
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["bench", "--source", str(tmp_path / "never-read.mp4"), "--out", str(blocker),
+                 "--quick", "--daemon-seconds", "0"])
+    assert code == ExitCode.IO_ERROR  # before the (missing) source is even opened
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"microexpr: error: --out {blocker}: cannot write")
+
+
+@pytest.mark.parametrize("seconds", ["nan", "-1", "inf"])
+def test_daemon_seconds_must_be_a_finite_non_negative_number(seconds: str, smile_clip: Path) -> None:
+    from microexpr.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--source", str(smile_clip), "--daemon-seconds", seconds])
+    assert exc.value.code == 2
+
+
+def test_media_without_a_face_is_exit_3_not_a_report(tmp_path: Path, model_path: Path) -> None:
+    """No face: MediaPipe runs its detector only, and the "latency" would look
+    plausible and mean nothing."""
+    import cv2
+    import numpy as np
+
+    from microexpr.bench import run_bench
+    from microexpr.errors import ExitCode, NoFaceError
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.png"), rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    with pytest.raises(NoFaceError, match="no face in any of its 3 frame") as exc:
+        run_bench(frames, model_path=model_path, out_root=tmp_path / "out", quick=True, daemon_seconds=0)
+    assert exc.value.exit_code == ExitCode.NO_FACE
+    assert not list((tmp_path / "out").rglob("*.json"))

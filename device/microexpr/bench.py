@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from microexpr.capture import Frame, open_source
-from microexpr.errors import MicroexprError, SourceError
+from microexpr.errors import ExitCode, MicroexprError, NoFaceError, SourceError
 from microexpr.events import LatencyStats
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,8 @@ class InProcessResult:
     model_load_s: float = float("nan")
     episodes: int = 0
     pipeline_error: str | None = None
+    #: Timeline-path frames in which the tracker found a face.
+    frames_with_face: int = 0
 
 
 def run_in_process(
@@ -237,8 +239,10 @@ def run_in_process(
                 result.bare.append(bare.time_frame(frame, offset))
                 shifted = _shifted(frame, offset)
                 t0 = time.perf_counter()
-                estimator.estimate(tracker.process(shifted))
+                observation = tracker.process(shifted)
+                estimator.estimate(observation)
                 result.timeline.append(time.perf_counter() - t0)
+                result.frames_with_face += bool(observation.faces)
                 if pipeline is not None:
                     t0 = time.perf_counter()
                     out = pipeline.process(shifted)
@@ -551,9 +555,17 @@ def run_bench(
     show_progress: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Run every scenario and write the results; returns (report, folder)."""
+    machine = describe_machine()
+    # The output folder is made first, so an unwritable --out fails at once
+    # (exit 74) rather than as an internal error after minutes of measuring.
+    out = out_root / machine_slug(machine)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MicroexprError(f"--out {out_root}: cannot write: {exc.strerror or exc}",
+                             exit_code=ExitCode.IO_ERROR) from None
     frames = load_frames(source)
     passes = 2 if quick else 8
-    machine = describe_machine()
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -565,6 +577,10 @@ def run_bench(
     finally:
         if bar is not None:
             bar.close()
+    if not inproc.frames_with_face:
+        # Without a face MediaPipe runs the detector only: fast, plausible-looking and meaningless.
+        raise NoFaceError(f"bench: {source}: no face in any of its {len(frames)} frame(s); "
+                          "give a clip of a real face")
     seconds = daemon_seconds if daemon_seconds is not None else (10.0 if quick else 60.0)
     daemon = None
     if seconds > 0:
@@ -572,10 +588,12 @@ def run_bench(
             daemon = run_daemon(source, seconds=seconds, workdir=Path(tmp))
     report = build_report(machine=machine, source=source, frames=len(frames), passes=passes, inproc=inproc,
                           daemon=daemon, quick=quick)
-    out = out_root / machine_slug(machine)
-    out.mkdir(parents=True, exist_ok=True)
     name = "bench-quick" if quick else "bench"
-    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{name}.md").write_text(markdown_summary(report))
-    write_plots(report, inproc, daemon, out)
+    try:
+        (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / f"{name}.md").write_text(markdown_summary(report))
+        write_plots(report, inproc, daemon, out)
+    except OSError as exc:
+        raise MicroexprError(f"--out {out}: cannot write: {exc.strerror or exc}",
+                             exit_code=ExitCode.IO_ERROR) from None
     return report, out
