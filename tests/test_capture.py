@@ -196,6 +196,22 @@ def test_corrupt_image_in_folder(tmp_path: Path, clip_frames: list[Frame]) -> No
     assert str(folder / "1.png") in str(exc.value)
 
 
+def test_image_gone_from_folder_is_one_error_and_no_opencv_warning(
+    tmp_path: Path, clip_frames: list[Frame], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A file removed (or unreadable) after the folder was listed: our
+    SourceError only, not also OpenCV's "can't open/read file" WARN line."""
+    folder = tmp_path / "frames"
+    _write_pngs(folder, clip_frames[:2], ["0.png", "1.png"])
+    with open_source(folder) as source:
+        assert source.read() is not None
+        (folder / "1.png").unlink()
+        with pytest.raises(SourceError, match="cannot read image") as exc:
+            source.read()
+    assert exc.value.exit_code == ExitCode.NO_INPUT
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("spec", [9, "9", "/dev/video9"])
 def test_camera_that_does_not_exist(spec: int | str) -> None:
     with pytest.raises(SourceError, match="video9") as exc:

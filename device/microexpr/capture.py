@@ -288,7 +288,8 @@ class ImageFilesSource(FrameSource):
         if self._index >= n and not self._loop:
             return None
         path = self.files[self._index % n]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        with _quiet_opencv():  # an unreadable file is our one line below, not also an OpenCV WARN line
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             if not os.access(path, os.R_OK):
                 raise SourceError(f"{path}: cannot read image (permission denied or removed)")
