@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from microexpr.cli import COMMANDS, main
+from microexpr.errors import ExitCode
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,3 +28,24 @@ def test_import_needs_no_display() -> None:
         env=env, capture_output=True, text=True, check=True,
     )
     assert out.stdout.strip().lower() == "agg"
+
+
+@pytest.mark.integration
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, media_dir: Path) -> None:
+    """SIGINT mid-run: no traceback, one line saying so, the documented 130
+    (it used to be a silent 130 that README's table did not list)."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(400):  # symlinks: a long input that costs nothing to make
+        (frames / f"f{i}.jpg").symlink_to(media_dir / "single_face.jpg")
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "microexpr", "timeline", str(frames), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("{")  # rows are flowing
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == ExitCode.INTERRUPTED == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "microexpr: interrupted"

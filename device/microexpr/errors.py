@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     MODEL_HASH_MISMATCH = 80  #: a model file whose sha256 is not the pinned one
     MODEL_TRUNCATED = 81  #: a model file shorter/longer than the pinned size
     CONFIG = 78  #: bad configuration: never restarted by systemd
+    INTERRUPTED = 130  #: Ctrl-C / SIGINT (128 + 2, the shell's convention); ``run`` stops cleanly with 0 instead
 
 
 class MicroexprError(Exception):
