@@ -49,3 +49,14 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, media_dir: Path) -> Non
     assert proc.returncode == ExitCode.INTERRUPTED == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "microexpr: interrupted"
+
+
+def test_traceback_flag_keeps_the_documented_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--traceback used to re-raise, so every error exited 1 (a unit run with
+    it would be restarted on a bad configuration instead of stopping at 78)."""
+    bad = tmp_path / "config.toml"
+    bad.write_text("[mqtt]\nport = 0\n", encoding="utf-8")
+    assert main(["--traceback", "run", "--config", str(bad)]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "microexpr.config." in err
+    assert err.strip().splitlines()[-1].startswith("microexpr: error: mqtt.port:")

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from microexpr import __version__
@@ -51,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args))
     except MicroexprError as exc:
-        if args.traceback:
-            raise
+        if args.traceback:  # shown, but the exit code stays the documented one (78 must stay 78 under systemd)
+            traceback.print_exc()
         print(f"microexpr: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.OK)
     except Exception as exc:  # a bug: one line unless asked for more
         if args.traceback:
-            raise
+            traceback.print_exc()
+            return int(ExitCode.FAILURE)
         print(f"microexpr: internal error: {type(exc).__name__}: {exc} (rerun with --traceback)", file=sys.stderr)
         return int(ExitCode.FAILURE)
 
