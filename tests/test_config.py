@@ -209,6 +209,12 @@ def test_missing_explicit_file_names_the_path(tmp_path: Path) -> None:
         cfg.load_config(path, env={})
 
 
+def test_a_byte_order_mark_is_not_a_syntax_error(write, tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + '[mqtt]\nport = 8883\n'.encode())
+    assert cfg.load_config(path, env={"STATE_DIRECTORY": str(tmp_path)}).mqtt.port == 8883
+
+
 def test_directory_and_binary_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory"):
         cfg.load_config(tmp_path, env={})
