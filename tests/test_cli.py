@@ -21,6 +21,14 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in capsys.readouterr().out
 
 
+def test_top_level_help_is_written_for_users(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "dispatcher" not in out  # was the module docstring's first line
+    assert all(name in out for name, _module, _help in COMMANDS)
+
+
 def test_import_needs_no_display() -> None:
     env = {"PATH": "/usr/bin:/bin"}  # no DISPLAY, no WAYLAND_DISPLAY
     out = subprocess.run(

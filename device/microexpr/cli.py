@@ -33,7 +33,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="microexpr", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="microexpr",
+        description="Facial micro-expression recognition on an edge device: the daemon and its tools.",
+        epilog="Each COMMAND has --help. Errors are one line on stderr with an exit code (README, \"Exit codes\").",
+    )
     parser.add_argument("--version", action="version", version=f"microexpr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
