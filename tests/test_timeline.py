@@ -237,6 +237,28 @@ def test_output_into_a_missing_folder_is_74(media_dir: Path, model_path: Path, t
     assert main(["timeline", str(media_dir / "astronaut.png"), "--model", str(model_path), "-o", str(out)]) == 74
 
 
+def test_outputs_never_overwrite_the_input_or_each_other(
+    media_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``timeline clip.mp4 -o clip.mp4`` used to replace the video with its CSV."""
+    clip = tmp_path / "clip.mp4"
+    shutil.copyfile(media_dir / "single_face.mp4", clip)
+    before = clip.read_bytes()
+    (tmp_path / "link.mp4").hardlink_to(clip)
+    cases = [
+        (["-o", str(clip)], "--output"),
+        (["-o", str(tmp_path / "." / "clip.mp4")], "--output"),
+        (["-o", str(tmp_path / "link.mp4")], "--output"),
+        (["--plot", str(clip)], "--plot"),
+        (["-o", str(tmp_path / "x.png"), "--plot", str(tmp_path / "x.png")], "--plot"),
+    ]
+    for extra, flag in cases:
+        assert main(["timeline", str(clip), *extra]) == ExitCode.USAGE, extra
+        assert one_line_error(capsys.readouterr().err).startswith(f"microexpr: error: {flag} "), extra
+    assert clip.read_bytes() == before
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_bad_num_faces_is_a_usage_error(media_dir: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["timeline", str(media_dir / "astronaut.png"), "--num-faces", "0"])

@@ -86,7 +86,29 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         raise
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def _refuse_clobbering(args: argparse.Namespace) -> None:
+    """``-o clip.mp4`` once replaced the input video with the CSV; ``-o x.png
+    --plot x.png`` wrote one output over the other."""
+    media = Path(args.media)
+    for flag, path in (("--output", args.output), ("--plot", args.plot)):
+        if path is not None and _same_file(path, media):
+            raise MicroexprError(f"{flag} {path}: is the input MEDIA; refusing to overwrite it",
+                                 exit_code=ExitCode.USAGE)
+    if args.output is not None and args.plot is not None and _same_file(args.output, args.plot):
+        raise MicroexprError(f"--plot {args.plot}: is also --output; give two files", exit_code=ExitCode.USAGE)
+
+
 def run(args: argparse.Namespace) -> int:
+    _refuse_clobbering(args)
     with _output(args.output) as out:
         run_timeline(
             args.media,
