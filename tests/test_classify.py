@@ -373,6 +373,16 @@ def test_fit_prototypes_command(tmp_path: Path, casme2_csv: Path, capsys: pytest
     assert {e: p.au_counts for e, p in fitted.classes.items()} == {e: p.au_counts for e, p in shipped.classes.items()}
 
 
+def test_fit_prototypes_never_overwrites_the_label_file(tmp_path: Path, casme2_csv: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(casme2_csv.read_bytes())
+    for out in (labels, tmp_path / "." / "labels.csv"):
+        assert main(["fit-prototypes", str(labels), "-o", str(out)]) == ExitCode.USAGE
+        assert "is the label file" in capsys.readouterr().err
+    assert labels.read_bytes() == casme2_csv.read_bytes()
+
+
 def test_fit_prototypes_bad_output(tmp_path: Path, casme2_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x", encoding="utf-8")

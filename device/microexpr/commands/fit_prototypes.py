@@ -36,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.m) and args.m > 0):  # inf would be written as non-JSON "Infinity"
         print(f"microexpr fit-prototypes: error: --m must be a finite number > 0, got {args.m}", file=sys.stderr)
         return 2
+    if args.output.resolve() == args.labels.resolve() or (
+        args.output.exists() and args.labels.exists() and args.output.samefile(args.labels)
+    ):  # it used to replace the coding table with the prototypes JSON
+        print(f"microexpr fit-prototypes: error: -o {args.output} is the label file; refusing to overwrite it",
+              file=sys.stderr)
+        return 2
     table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable, strict=args.strict)
     samples = [(r.aus.readings(), r.emotion) for r in table.rows if r.aus is not None]
     command = "microexpr fit-prototypes " + " ".join(
