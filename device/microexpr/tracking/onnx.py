@@ -707,6 +707,8 @@ class OnnxTracker:
             files = load_model_files(variant, model_dir, pinned=pinned_manifest)
         self.variant = files.variant
         self.model_dir = files.directory
+        #: role (detector, landmarks, blendshapes, geometry) -> file name loaded.
+        self.model_names: dict[str, str] = dict(files.names)
         self.threads = threads
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_presence_confidence = float(min_presence_confidence)
