@@ -11,12 +11,14 @@ MediaPipe Tasks graphs do (``face_detector_graph.cc``,
 1. **detect** (only when not tracking): the frame is letterboxed into
    128x128, values in [-1, 1]; 896 SSD anchors decode boxes and six
    keypoints; sigmoid scores ≥ ``min_detection_confidence``; weighted NMS.
+   Image warps map pixel index to pixel index, as MediaPipe's do.
 2. **region of interest**: the box centre, turned so that the eye line
    (keypoints 0 → 1) is horizontal, scaled 1.5x.
 3. **landmarks**: the rotated region is warped to 256x256 (values in
    [0, 1], border replicated); the model returns 478 (x, y, z) in crop
    pixels and a face-presence logit; the points are mapped back into the
-   frame with the inverse of the crop transform.
+   frame with the inverse of the crop transform, depth with MediaPipe's
+   scale (``_z_factor``).
 4. **tracking** (MediaPipe's VIDEO mode): the next frame's region is the
    landmarks' bounding box turned by the line from landmark 33 to 263,
    squared on its long side and scaled 1.5x. When the presence score drops
@@ -30,7 +32,6 @@ MediaPipe Tasks graphs do (``face_detector_graph.cc``,
    them by weighted orthogonal Procrustes (33 weighted points); the 4x4
    matrix is turned into a ``HeadPose`` by the MediaPipe backend's own
    conversion, so both backends report the same convention.
-
 7. **smoothing** (VIDEO mode with one face): a one-euro filter over the
    landmarks with MediaPipe's settings (``LandmarkSmoother``); the smoothed
    points are reported and feed blendshapes and pose, the raw ones the next
