@@ -240,3 +240,16 @@ def test_noise_elsewhere_does_not_stretch_the_episode() -> None:
     (ep, emitted_at), = _run(Spotter(), noisy)
     assert ep.offset_ts <= 1.3
     assert emitted_at - ep.offset_ts <= SpotterConfig().emit_delay_s + 1 / 30 + 1e-9
+
+
+def test_gated_frames_close_an_open_episode() -> None:
+    """Regions still read high while the head is gated (stale reference):
+    the episode must close, or the spotter stays busy and the baseline can
+    never take a new reference."""
+    frames = _stream(30.0, 3.0, [(0.8, 0.9, 2.9, 20.0)], gated=(1.0, 3.0))
+    stale = [replace(e, region_z=MappingProxyType({Region.MOUTH_CORNER_L: 20.0})) if e.gated else e for e in frames]
+    spotter = Spotter()
+    for ev in stale:
+        spotter.update(ev)
+    assert not spotter.busy
+    assert spotter.rejected[Rejection.HEAD_MOTION] == 1

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from microexpr import mesh
 from microexpr.capture import Frame, open_source
 from microexpr.cli import main
 from microexpr.errors import ConfigError, DataError

@@ -58,15 +58,3 @@ LEFT_IRIS: tuple[int, ...] = tuple(range(473, 478))
 #: Points of the face mesh proper (the iris points follow).
 MESH_POINTS = 468
 
-
-def mirror(index: int) -> int:
-    """The same point on the other side of the face (midline points map to
-    themselves)."""
-    if index in MIDLINE:
-        return index
-    for left, right in MIRROR.items():
-        if index == left:
-            return right
-        if index == right:
-            return left
-    raise KeyError(f"landmark {index} has no mirror in the table")

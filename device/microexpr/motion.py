@@ -213,7 +213,12 @@ class MotionConfig:
     """
 
     crop_iod_px: float = 64.0
-    region_radius_iod: float = 0.12
+    region_radius_iod: float = 0.14
+    #: Gaussian weight (σ, IOD) around the region's landmarks inside the
+    #: disc; 0 = uniform. σ 0.05 raised the peak z of weak synthetic AUs by
+    #: 10-20 % over a uniform 0.12 IOD disc at the same noise (measured on
+    #: the real video base: 99.9th percentile 5.4 vs 5.6).
+    region_sigma_iod: float = 0.05
     #: crop extent around the eye centre, in IOD: left/right, above, below
     half_width_iod: float = 1.15
     above_iod: float = 0.85
@@ -354,9 +359,17 @@ class MotionAnalyzer:
             return mask.ravel()
 
         weights = np.zeros((len(REGIONS), h * w), np.float32)
+        sigma2 = (c.region_sigma_iod * c.crop_iod_px) ** 2
         for k, region in enumerate(REGIONS):
             mask = disc_union(region_points(region))
-            weights[k, mask] = 1.0 / max(int(mask.sum()), 1)
+            if c.region_sigma_iod > 0:
+                # Gaussian weights around the region's landmarks: a narrow
+                # pull (a dimpler) is not averaged away by the disc's rim
+                d2 = np.min([(xx - crop_pts[i][0]) ** 2 + (yy - crop_pts[i][1]) ** 2 for i in region_points(region)], axis=0)
+                wk = np.exp(-d2.ravel() / (2 * sigma2)) * mask
+            else:
+                wk = mask.astype(np.float64)
+            weights[k] = wk / max(float(wk.sum()), 1e-9)
         anchor_r2 = (0.06 * c.crop_iod_px) ** 2
         anchors = np.zeros((len(mesh.FLOW_ANCHORS), h * w), np.float32)
         for k, i in enumerate(mesh.FLOW_ANCHORS):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -325,10 +325,10 @@ class Pipeline:
             out.extend(self._decide(state, state.spotter.finish()))
         return tuple(out)
 
-    def run(self, frames: Sequence[Frame] | object) -> list[SpottedEpisode]:
+    def run(self, frames: Iterable[Frame]) -> list[SpottedEpisode]:
         """Process an iterable of frames to the end; every episode, in order."""
         out: list[SpottedEpisode] = []
-        for frame in frames:  # type: ignore[attr-defined]
+        for frame in frames:
             out.extend(self.process(frame).episodes)
         out.extend(self.finish())
         return out

@@ -11,6 +11,9 @@ The spotter reads one ``Evidence`` per frame (``baseline.py``) and emits an
   peak)`` for ``release_s``; the episode is emitted right then, so it
   leaves about ``release_s`` after its offset, and never more than
   ``emit_delay_s`` (``release_s`` is capped by it).
+* **Re-arm**: after an episode the activity must fall below ``off_z`` for
+  ``release_s`` before another can open (the tail of a released macro
+  expression is not a new micro-expression).
 * **Cap**: an episode still open after ``max_episode_s`` is emitted as a
   truncated macro episode; the spotter then waits for the face to settle
   before it can open another.
@@ -114,7 +117,7 @@ class SpotterConfig:
     pre_roll_s: float = 0.6  #: history kept to place the onset
     floor_z: float = 3.0  #: boundary level: the carrier region at or below this…
     floor_fraction: float = 0.15  #: …or this fraction of the peak, whichever is higher
-    apex_smooth_s: float = 0.025  #: centred smoothing for apex/boundaries
+    apex_smooth_s: float = 0.015  #: centred smoothing for apex/boundaries (1 frame up to 66 fps, 3 at 200)
     min_evidence_z: float = 3.0  #: an AU is active at the apex with evidence ≥ this
     side_ratio: float = 2.0  #: one side's evidence this many times the other's → one-sided
     #: An AU must also reach this fraction of the strongest AU's evidence: a
@@ -192,6 +195,8 @@ class Spotter:
         self._hold_since = 0.0
         self._quiet_since: float | None = None
         self._wants_rebase = False
+        self._armed = True
+        self._calm_since: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -199,7 +204,8 @@ class Spotter:
         return self._state is not _State.IDLE
 
     def take_rebase_request(self) -> bool:
-        """True once after a long hold: the held face is the new neutral."""
+        """True once when the neutral reference should be renewed: after an
+        episode rejected as head motion, or a long hold after a cap."""
         wanted, self._wants_rebase = self._wants_rebase, False
         return wanted
 
@@ -212,7 +218,16 @@ class Spotter:
             self._history.append(ev)
             while self._history and t - self._history[0].timestamp > c.pre_roll_s:
                 self._history.popleft()
-            if ev.activity >= c.on_z:
+            if not self._armed:
+                # after an episode the face must come back to rest (below
+                # off_z for release_s) before a new one can open: the tail of
+                # a released expression is not a new expression
+                if ev.activity >= c.off_z:
+                    self._calm_since = None
+                elif self._calm_since is None:
+                    self._calm_since = t
+                self._armed = self._calm_since is not None and t - self._calm_since >= c.effective_release_s - 1e-9
+            if ev.activity >= c.on_z and self._armed:
                 if self._above_since is None:
                     self._above_since = self._prev_t(ev)
                 if t - self._above_since >= c.min_active_s - 1e-9:
@@ -243,6 +258,8 @@ class Spotter:
             # strong movement goes on anywhere. Not "any region above
             # off_z": the largest of 18 noisy regions often is.
             carrier_z = ev.region_z.get(op.carrier, ev.activity) if op.carrier is not None else ev.activity
+            if not ev.ready or ev.gated:
+                carrier_z = 0.0  # no usable evidence (head moving, stale reference, face lost)
             if carrier_z >= max(c.off_z, c.floor_fraction * op.carrier_peak) or ev.activity >= c.on_z:
                 op.last_above_t = t
             onset_t = op.frames[op.start].timestamp
@@ -250,6 +267,8 @@ class Spotter:
                 episode = self._close(op, t, truncated=False)
                 self._state = _State.IDLE
                 self._open = None
+                self._armed = ev.activity < c.off_z
+                self._calm_since = t if self._armed else None
                 # frames after the offset seed the next pre-roll
                 if episode is not None:
                     out.append(episode)
@@ -336,15 +355,26 @@ class Spotter:
             e.gated for e in frames
             if t_on - c.motion_guard_s <= e.timestamp < t_on or t_off < e.timestamp <= t_off + c.motion_guard_s
         )
-        poses = [e.pose for e in span if e.pose is not None]
-        sway = c.pose_sway_dps * (t_off - t_on)
-        turned = bool(poses) and (
-            np.ptp([p.yaw for p in poses]) > c.max_yaw_change_deg + sway
-            or np.ptp([p.roll for p in poses]) > c.max_roll_change_deg + sway
-            or np.ptp([p.pitch for p in poses]) > c.max_pitch_change_deg + sway
-        )
+        def rotated(evs: Sequence[Evidence], allowance: float) -> bool:
+            poses = [e.pose for e in evs if e.pose is not None]
+            return bool(poses) and (
+                float(np.ptp([p.yaw for p in poses])) > c.max_yaw_change_deg + allowance
+                or float(np.ptp([p.roll for p in poses])) > c.max_roll_change_deg + allowance
+                or float(np.ptp([p.pitch for p in poses])) > c.max_pitch_change_deg + allowance
+            )
+
+        # the rise (from just before the onset to the apex) must not come
+        # with a head rotation; the whole episode may sway a little more
+        rise = [e for e in frames[: apex + 1] if e.timestamp >= t_on - c.motion_guard_s]
+        turned = rotated(rise, 0.0) or rotated(span, c.pose_sway_dps * (t_off - t_on))
         if gated > c.max_gated_fraction or near or turned:
             self.rejected[Rejection.HEAD_MOTION] += 1
+            # the head moved: the neutral reference is probably stale (a turn
+            # too small for the baseline's pose limit still leaves every
+            # region displaced); ask for a new one unless the head is still
+            # moving (then the baseline renews it once the head settles)
+            if not frames[-1].gated:
+                self._wants_rebase = True
             log.debug("episode at %.3f s rejected: head motion (%.0f%% gated)", frames[apex].timestamp, 100 * gated)
             return None
         ap = frames[apex]

@@ -64,7 +64,6 @@ MICRO_MAX_S = 0.5
 
 # Landmark vocabulary: microexpr.mesh ("L" = the subject's left).
 MIRROR = mesh.MIRROR
-MIDLINE = mesh.MIDLINE
 MESH_POINTS = mesh.MESH_POINTS
 
 
@@ -435,7 +434,7 @@ class FaceAxes:
 
 
 def _side_of(landmark: int) -> Side:
-    if landmark in MIDLINE:
+    if landmark in mesh.MIDLINE:
         return Side.BOTH
     if landmark in MIRROR:
         return Side.LEFT
@@ -774,10 +773,10 @@ def write_clip(spec: SynthSpec, tracker: FaceTracker, out_video: Path, out_truth
     try:
         out_video.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MicroexprError(f"{out_video.parent}: cannot create: {exc.strerror}", exit_code=_io_code()) from None
+        raise MicroexprError(f"{out_video.parent}: cannot create: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
     writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps, (renderer.width, renderer.height))
     if not writer.isOpened():
-        raise MicroexprError(f"{out_video}: cannot open a video writer (mp4v)", exit_code=_io_code())
+        raise MicroexprError(f"{out_video}: cannot open a video writer (mp4v)", exit_code=ExitCode.IO_ERROR)
     try:
         for frame in renderer:
             writer.write(frame.image)
@@ -788,13 +787,10 @@ def write_clip(spec: SynthSpec, tracker: FaceTracker, out_video: Path, out_truth
     try:
         out_truth.write_text(renderer.truth.to_json() + "\n", encoding="utf-8")
     except OSError as exc:
-        raise MicroexprError(f"{out_truth}: cannot write: {exc.strerror}", exit_code=_io_code()) from None
+        raise MicroexprError(f"{out_truth}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
     log.info("wrote %s (%d frames at %g fps) and %s", out_video, renderer.frame_count, spec.fps, out_truth)
     return renderer.truth
 
-
-def _io_code() -> ExitCode:
-    return ExitCode.IO_ERROR
 
 
 # --------------------------------------------------------------------------
