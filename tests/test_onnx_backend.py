@@ -310,3 +310,15 @@ def test_smoothing_steadies_a_still_face_without_lagging_motion(onnx_clip, clip_
         return next(i for i, o in enumerate(obs) if o.face.blendshapes["mouthSmileLeft"] > 0.5)
 
     assert abs(onset(smooth) - onset(raw)) <= 1
+
+
+def test_provision_model_onnx_into_an_unwritable_place_is_an_io_error(tmp_path: Path, capsys) -> None:
+    from microexpr.cli import main
+    from microexpr.errors import ExitCode
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = main(["provision-model", "--onnx", "--dir", str(blocker)])
+    assert code == ExitCode.IO_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(blocker) in err

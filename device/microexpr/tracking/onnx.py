@@ -63,7 +63,7 @@ import cv2
 import numpy as np
 
 from microexpr.capture import Frame
-from microexpr.errors import ConfigError, ModelError
+from microexpr.errors import ConfigError, ExitCode, MicroexprError, ModelError
 from microexpr.tracking.base import Face, FaceObservation, HeadPose
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,10 @@ def install_models(source: Path | None = None, models_dir: Path | None = None) -
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelError(f"ONNX models directory {dest}: cannot create: {exc.strerror}") from None
+        raise MicroexprError(
+            f"ONNX models directory {dest}: cannot create: {exc.strerror} (run as the service user, or pass --dir)",
+            exit_code=ExitCode.IO_ERROR,
+        ) from None
     installed, kept = [], []
     for name, data in (*blobs.items(), (MANIFEST_NAME, (src / MANIFEST_NAME).read_bytes())):
         target = dest / name
@@ -283,7 +286,7 @@ def install_models(source: Path | None = None, models_dir: Path | None = None) -
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise ModelError(f"ONNX model {target}: cannot write: {exc.strerror}") from None
+            raise MicroexprError(f"ONNX model {target}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
         installed.append(name)
     load_manifest(dest)  # what is there now is the pinned set
     return InstallResult(directory=dest, installed=tuple(installed), kept=tuple(kept))
