@@ -24,6 +24,7 @@ setup: $(STAMP)
 
 model: setup
 	$(VENV)/bin/microexpr provision-model --mirror $(MODEL_MIRROR)
+	$(VENV)/bin/microexpr provision-model --onnx
 
 run: model
 	$(VENV)/bin/microexpr run --source $(SOURCE)
