@@ -46,3 +46,21 @@ def test_without_systemd_is_a_noop(monkeypatch: pytest.MonkeyPatch) -> None:
     notifier = Notifier()
     assert notifier.send("READY=1") is False
     notifier.watchdog()  # must not raise
+
+
+def test_a_receiver_that_stops_reading_never_blocks_the_sender(notify_socket: socket.socket) -> None:
+    """Linux queues 10 datagrams per unix socket by default; past that a
+    blocking sd_notify would stall the inference loop that pings."""
+    import threading
+
+    notifier = Notifier()
+    done = threading.Event()
+
+    def flood() -> None:
+        for _ in range(200):
+            notifier.send("WATCHDOG=1")
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    assert done.wait(10), "sending blocked on a full notify socket"
+    assert notify_socket.recv(4096) == b"WATCHDOG=1"  # what was queued still arrives

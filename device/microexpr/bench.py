@@ -361,9 +361,13 @@ def run_daemon(source: Path, *, seconds: float, workdir: Path) -> DaemonResult:
         notify.settimeout(0.5)
         env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
         started = time.monotonic()
+        # stderr to a file, never an undrained pipe: a full pipe would block
+        # the daemon's logging and with it the very loop being measured.
+        stderr_path = workdir / "daemon.stderr"
+        stderr_file = stderr_path.open("w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "microexpr", "run", "--config", str(config), "--no-print-events"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr_file,
         )
         try:
             while time.monotonic() - started < 60:
@@ -371,11 +375,22 @@ def run_daemon(source: Path, *, seconds: float, workdir: Path) -> DaemonResult:
                     message = notify.recv(4096).decode()
                 except TimeoutError:
                     if proc.poll() is not None:
-                        raise MicroexprError(f"bench: daemon exited with {proc.returncode}: {proc.stderr.read()[-300:] if proc.stderr else ''}")
+                        tail = stderr_path.read_text(errors="replace").strip().splitlines()[-1:]
+                        raise MicroexprError(f"bench: daemon exited with {proc.returncode}: {' '.join(tail)}")
                     continue
                 if "READY=1" in message.split("\n"):
                     result.cold_start_to_ready_s = round(time.monotonic() - started, 3)
                     break
+            # Keep reading the notify socket, as systemd does, so the
+            # daemon's STATUS/WATCHDOG datagrams never queue up.
+            def drain() -> None:
+                while proc.poll() is None:
+                    try:
+                        notify.recv(4096)
+                    except (TimeoutError, OSError):
+                        continue
+
+            threading.Thread(target=drain, name="bench-notify-drain", daemon=True).start()
             with lock:
                 result.e2e_frame_to_subscriber.clear()
                 result.frames_published = 0
@@ -405,6 +420,7 @@ def run_daemon(source: Path, *, seconds: float, workdir: Path) -> DaemonResult:
             sub.loop_stop()
             sub.disconnect()
             notify.close()
+            stderr_file.close()
     return result
 
 

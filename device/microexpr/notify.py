@@ -1,9 +1,13 @@
 """systemd notify/watchdog protocol (sd_notify(3)), a no-op outside systemd.
 
-systemd-python's ``daemon.notify`` is used when it is importable; otherwise
-the datagram is sent by hand (the protocol is one AF_UNIX datagram of
-``KEY=VALUE`` lines to ``$NOTIFY_SOCKET``), so a board without libsystemd
-still honours ``Type=notify``.
+The protocol is one AF_UNIX datagram of ``KEY=VALUE`` lines to
+``$NOTIFY_SOCKET``. We send it ourselves, non-blocking, rather than through
+systemd-python's ``daemon.notify``: that call blocks when the receiver's
+queue is full (Linux queues only ``net.unix.max_dgram_qlen`` = 10 datagrams),
+and the caller here is the inference loop itself — a watchdog ping must never
+be what stalls the loop it vouches for. A ping that cannot be queued is
+dropped; the next one follows within a third of ``WatchdogSec``.
+systemd-python is still used for the journal (``logs.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +20,6 @@ import time
 
 log = logging.getLogger(__name__)
 
-try:
-    from systemd import daemon as _sd_daemon  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - exercised on hosts without libsystemd
-    _sd_daemon = None
-
-
 def _send_raw(message: str) -> bool:
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
@@ -31,7 +29,7 @@ def _send_raw(message: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
             sock.connect(address)
-            sock.sendall(message.encode())
+            sock.send(message.encode(), socket.MSG_DONTWAIT)
         except OSError as exc:
             log.debug("sd_notify to %s failed: %s", address, exc)
             return False
@@ -58,16 +56,7 @@ class Notifier:
     def send(self, *lines: str) -> bool:
         if not self.enabled:
             return False
-        message = "\n".join(lines)
-        if _sd_daemon is not None:
-            # sd_notify is best effort: a vanished socket must not kill the
-            # loop that pings (systemd-python raises OSError, e.g. ECONNREFUSED).
-            try:
-                return bool(_sd_daemon.notify(message))
-            except OSError as exc:
-                log.debug("sd_notify failed: %s", exc)
-                return False
-        return _send_raw(message)
+        return _send_raw("\n".join(lines))
 
     def ready(self, status: str = "") -> None:
         self.send("READY=1", *([f"STATUS={status}"] if status else []))
