@@ -153,6 +153,21 @@ def test_blink_flag_keeps_lids_out_of_activity() -> None:
     assert ev.activity < 6.0
 
 
+def test_lids_alone_never_spot_and_a_lasting_lid_shift_renews_the_reference() -> None:
+    """A gaze resting on a new target displaces the lids for good; that is
+    not an expression."""
+    s = Stream(30.0)
+    s.run(2.0)
+    lids = {Region.UPPER_LID_L: (0.0, 0.02), Region.LOWER_LID_L: (0.0, 0.015)}
+    evs = s.run(1.0, moves=lids)
+    assert evs[0].region_z[Region.UPPER_LID_L] > 6.0
+    assert max(e.activity for e in evs) < 6.0
+    rebases = [e.timestamp - evs[0].timestamp for e in evs if e.rebase]
+    assert len(rebases) == 1 and 0.45 <= rebases[0] <= 0.7
+    after = s.run(0.5, moves=lids)
+    assert max(e.region_z[Region.UPPER_LID_L] for e in after[2:]) < 3.0
+
+
 def test_busy_frames_are_not_learned() -> None:
     s = Stream(30.0)
     s.run(2.0)

@@ -48,12 +48,16 @@ Rules that keep the evidence honest:
   seconds (``smooth_s`` = 15 ms): no smoothing at 25–30 fps (a two-frame
   event keeps its full height), ~3 frames at 200 fps (a 40 ms event keeps
   most of its height while frame noise halves).
-* **Blinks and gaze.** A blink (both or one upper lid moving down, or the
-  blink blendshape jumping) or a gaze shift (iris moving in the eye) flags
-  the frame; the lid regions then do not count toward activity, so the
-  spotter never opens an episode on lids alone. Eyes that stay on a new
-  target move the lids for good: once the rest of the face is quiet, the
-  baseline asks for a new reference. A reference older than a minute is
+* **Blinks and gaze.** The lid regions never open an episode: blinks
+  (15–20 a minute) and gaze shifts move them far more often than any
+  expression, and eyes resting on a new target displace them for good.
+  They still name AU5/AU7 once another region has opened an episode. A
+  blink (upper lids moving down, or the estimator's blink rising) flags the
+  frame and keeps the brows out of the activity too while it lasts (the
+  squeeze reaches the brows' lower edge); a gaze shift (iris moving in the
+  eye) flags it as well. Lids displaced for
+  0.5 s while the rest of the face is quiet, or a gaze that settled
+  elsewhere, make the baseline ask for a new reference. A reference older than a minute is
   renewed at the next quiet second (posture and light drift). On every new
   reference the stored motion samples are re-centred on zero: the spread
   learnt so far stays valid.
@@ -148,6 +152,8 @@ FULL_SCALE_IOD: Mapping[RegionGroup, float] = MappingProxyType({
 
 #: Regions whose movement a blink or a gaze shift explains.
 LID_REGIONS = frozenset(r for r in REGIONS if r.group is RegionGroup.LIDS)
+#: Regions a blink also moves a little (left out of the activity during one).
+BROW_REGIONS = frozenset(r for r in REGIONS if r.group is RegionGroup.BROWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +196,7 @@ class BaselineConfig:
     blink_intensity: float = 0.35  #: or the estimator's AU45/43 rising this much above neutral
     gaze_z: float = 6.0  #: iris movement (from the reference frame) above this flags a gaze shift
     flag_hold_s: float = 0.12  #: blink/gaze flags last this long after the cause
+    lid_settle_s: float = 0.5  #: lids displaced this long, the rest quiet → new reference
     reference_max_age_s: float = 60.0  #: an older motion reference is renewed…
     quiet_for_refresh_s: float = 1.0  #: …at the end of a quiet stretch this long
     #: Regions excluded from ``activity`` (lids: blinks and gaze move them)
@@ -213,8 +220,8 @@ class Evidence:
     """One frame of amplified evidence for the spotter.
 
     ``activity`` is the spotting signal: the largest region z-score among
-    the regions that count in this frame (lids excluded while a blink or
-    gaze flag is up; 0 when not ``ready`` or ``gated``). ``activity_raw``
+    the regions that spot (all but the lids; 0 when not ``ready`` or
+    ``gated``). ``activity_raw``
     is the same before temporal smoothing (the spotter locates apex and
     boundaries on it, after the fact, without the filter's lag);
     ``region_z_raw`` likewise per region.
@@ -263,9 +270,11 @@ class Evidence:
 
     @property
     def top_region(self) -> Region | None:
-        if not self.region_z:
+        """The region with the largest z among those that spot (not the lids)."""
+        spotting = [r for r in self.region_z if r not in LID_REGIONS]
+        if not spotting:
             return None
-        return max(self.region_z, key=lambda r: self.region_z[r])
+        return max(spotting, key=lambda r: self.region_z[r])
 
 
 def _pose_vec(pose: HeadPose | None) -> np.ndarray | None:
@@ -381,6 +390,7 @@ class SubjectBaseline:
         self._gaze_since: float | None = None
         self._reference_t = -math.inf
         self._quiet_since: float | None = None
+        self._lids_since: float | None = None
 
     @property
     def sample_count(self) -> int:
@@ -572,9 +582,16 @@ class SubjectBaseline:
         else:
             self._gaze_since = None
 
+        # Lid regions never open an episode: blinks (15-20 a minute) and gaze
+        # shifts move them far more often than any expression does, and a
+        # gaze that stays elsewhere displaces them for good. They still
+        # name AU5/AU7 once another region has opened the episode.
         counts = np.ones(n, bool)
-        if blink or gaze:
-            for r in LID_REGIONS:
+        for r in LID_REGIONS:
+            counts[lay.region_index[r]] = False
+        if blink:
+            # a blink's squeeze reaches the brows' lower edge (orbicularis)
+            for r in BROW_REGIONS:
                 counts[lay.region_index[r]] = False
         usable = ready and not gated
         activity = float(np.max(zr[counts])) if usable else 0.0
@@ -597,6 +614,12 @@ class SubjectBaseline:
             self._quiet_since = t if self._quiet_since is None else self._quiet_since
         else:
             self._quiet_since = None
+        lids_displaced = ready and not gated and not busy and not blink and quiet_elsewhere and float(
+            np.max(zr[~counts])) >= c.neutral_max_z
+        if lids_displaced:
+            self._lids_since = t if self._lids_since is None else self._lids_since
+        else:
+            self._lids_since = None
         if (not busy and stale and t > self._gate_until and self._slow_since is not None
                 and t - self._slow_since >= c.settle_s and t - self._rebase_requested_at > c.settle_s):
             rebase = True
@@ -608,6 +631,11 @@ class SubjectBaseline:
             # activity meanwhile)
             rebase = True
             log.debug("subject %d: gaze settled elsewhere, rebasing", self.subject_id)
+        elif self._lids_since is not None and t - self._lids_since >= c.lid_settle_s and t - self._rebase_requested_at > c.settle_s:
+            # the lids stay displaced while the face is otherwise quiet: the
+            # eyes rest on another target (or the lids on another level)
+            rebase = True
+            log.debug("subject %d: lids displaced for %.1f s, rebasing", self.subject_id, t - self._lids_since)
         elif (not busy and not gated and self._quiet_since is not None and t - self._quiet_since >= c.quiet_for_refresh_s
                 and t - self._reference_t >= c.reference_max_age_s and t - self._rebase_requested_at > c.settle_s):
             # an old reference drifts away from the face (posture, light):

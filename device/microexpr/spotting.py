@@ -375,7 +375,8 @@ class Spotter:
             # moving (then the baseline renews it once the head settles)
             if not frames[-1].gated:
                 self._wants_rebase = True
-            log.debug("episode at %.3f s rejected: head motion (%.0f%% gated)", frames[apex].timestamp, 100 * gated)
+            log.debug("episode %.3f-%.3f s rejected: head motion (%.0f%% gated, near gated %s, rotated %s)",
+                      t_on, t_off, 100 * gated, near, turned)
             return None
         ap = frames[apex]
         strong = sorted(
@@ -383,12 +384,11 @@ class Spotter:
         )
         moving = [r for _z, r in strong] or ([ap.top_region] if ap.top_region else [])
         if moving and all(r in LID_REGIONS for r in moving):
-            if any(e.blink for e in span):
-                self.rejected[Rejection.BLINK] += 1
-                return None
-            if any(e.gaze for e in span):
-                self.rejected[Rejection.GAZE] += 1
-                return None
+            for reason, flagged in ((Rejection.BLINK, any(e.blink for e in span)), (Rejection.GAZE, any(e.gaze for e in span))):
+                if flagged:
+                    self.rejected[reason] += 1
+                    log.debug("episode %.3f-%.3f s rejected: lids only, %s", t_on, t_off, reason.value)
+                    return None
         on, off = frames[onset], frames[offset]
         duration = off.timestamp - on.timestamp
         kind = EpisodeKind.MICRO if duration <= c.micro_max_s + 1e-9 and not truncated else EpisodeKind.MACRO
