@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from microexpr.commands._args import non_negative_float, positive_float
 from microexpr.errors import ConfigError, ExitCode, MicroexprError
 
 EPILOG = """\
@@ -36,26 +37,6 @@ def _frames(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -65,12 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ground truth to write (default: the video's path with .json)")
     parser.add_argument("-e", "--event", metavar="EVENT", action="append", default=[],
                         help="an event to play (repeatable; see below)")
-    parser.add_argument("--fps", type=_positive, default=30.0, help="frame rate of the clip (default 30)")
-    parser.add_argument("--duration", type=_positive, metavar="S",
+    parser.add_argument("--fps", type=positive_float, default=30.0, help="frame rate of the clip (default 30)")
+    parser.add_argument("--duration", type=positive_float, metavar="S",
                         help="clip length in seconds (default: last event's end + 0.8 s)")
     parser.add_argument("--frames", type=_frames, metavar="FIRST-LAST",
                         help="for a video: its neutral frames to use, played back and forth (e.g. 0-17)")
-    parser.add_argument("--noise", type=_non_negative, default=2.0, metavar="SIGMA",
+    parser.add_argument("--noise", type=non_negative_float, default=2.0, metavar="SIGMA",
                         help="Gaussian sensor noise per frame, grey levels (default 2; 0 = none)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--apex-fraction", type=float, default=0.4, metavar="F",

@@ -14,28 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from microexpr.commands._args import positive_float, positive_int
 from microexpr.errors import ExitCode, MicroexprError
 from microexpr.timeline import PRESENCE_THRESHOLD, OutputFormat, run_timeline
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE.png", type=Path, help="also draw the AU curves over time")
     parser.add_argument("--model", metavar="PATH", type=Path,
                         help="FaceLandmarker bundle to use (verified by sha256; default: the provisioned one)")
-    parser.add_argument("--num-faces", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--num-faces", type=positive_int, default=1, metavar="N",
                         help="track up to N faces; with N > 1 rows carry a face_id column (default 1)")
-    parser.add_argument("--fps", type=_positive_float, metavar="FPS",
+    parser.add_argument("--fps", type=positive_float, metavar="FPS",
                         help="frame rate for timestamps (default: the video's, or 30 for images)")
     parser.add_argument("--sides", action="store_true",
                         help="add AUxx_left/AUxx_right columns for AUs measured per side")
