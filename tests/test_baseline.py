@@ -153,6 +153,20 @@ def test_blink_flag_keeps_lids_out_of_activity() -> None:
     assert ev.activity < 6.0
 
 
+def test_a_frown_drags_the_lids_but_is_not_a_blink() -> None:
+    s = Stream(30.0)
+    s.run(2.0)
+    frown = {Region.BROW_INNER_L: (-0.011, -0.019), Region.BROW_INNER_R: (-0.011, -0.019),
+             Region.UPPER_LID_L: (0.0, -0.010), Region.UPPER_LID_R: (0.0, -0.010)}
+    ev = s.step(frown)
+    assert not ev.blink
+    assert ev.activity >= 7.0 and ev.top_region in (Region.BROW_INNER_L, Region.BROW_INNER_R)
+    s.run(1.0)
+    blink = {Region.UPPER_LID_L: (0.0, -0.010), Region.UPPER_LID_R: (0.0, -0.010),
+             Region.BROW_INNER_L: (0.0, -0.001), Region.BROW_INNER_R: (0.0, -0.001)}
+    assert s.step(blink).blink
+
+
 def test_lids_alone_never_spot_and_a_lasting_lid_shift_renews_the_reference() -> None:
     """A gaze resting on a new target displaces the lids for good; that is
     not an expression."""
