@@ -12,6 +12,7 @@ deadlines below are generous waits, not limits.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -343,14 +344,19 @@ def test_live_daemon_notify_events_reasoner_reload_and_sigterm(
     assert refined["event_id"] in event_ids
     assert refined["emotion"] == "happiness" and refined["stage"] == "llm"
 
-    # SIGHUP: a live key is applied, a restart key is reported, the daemon runs on.
+    # SIGHUP: live keys are applied (the engine's by the analysis thread at
+    # its next frame), a restart key is reported, the daemon runs on.
     data["mqtt"]["stats_interval_s"] = 2.0
     data["mqtt"]["keepalive_s"] = 7
+    data["engine"]["micro_max_s"] = 0.4
     config.write_text(toml(data))
     daemon.send(signal.SIGHUP)
     daemon.wait_until(lambda: "needs a restart" in daemon.stderr(), EVENT_S, "the reload to be logged")
+    daemon.wait_until(lambda: "engine settings applied: micro_max_s 0.4" in daemon.stderr(), EVENT_S,
+                      "the engine settings applied by the pipeline")
     err = daemon.stderr()
-    assert "reload: applied mqtt.stats_interval_s" in err
+    assert re.search(r"reload: applied .*engine\.micro_max_s", err), err[-2000:]
+    assert re.search(r"reload: applied .*mqtt\.stats_interval_s", err), err[-2000:]
     assert "mqtt.keepalive_s changed; needs a restart" in err
     assert "RELOADING=1" in notify.lines()
     # An invalid file on SIGHUP is logged and the running configuration kept.
@@ -391,8 +397,9 @@ def test_outbox_replayed_after_sigkill_and_last_will_on_kill_9(
     device_id = device()
     base = f"microexpr/{device_id}"
     config = tmp_path / "config.toml"
+    # The sequential path (tracker.overlap off): the same guarantees.
     config.write_text(toml(daemon_config(tmp_path, device_id=device_id, source=f"replay:{smile_clip}",
-                                         model_path=model_path, port=broker.port)))
+                                         model_path=model_path, port=broker.port, tracker={"overlap": False})))
 
     first = daemons(tmp_path, ["run", "--config", str(config), "--print-events"], name="first")
     first.wait_until(lambda: len(first.printed()) >= 2, START_S + EVENT_S, "two events printed by the first daemon")

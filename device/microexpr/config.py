@@ -170,6 +170,10 @@ class TrackerConfig(_Section):
     num_faces: int = Field(1, ge=1, le=4)
     #: Inference threads; 0 = let the backend choose.
     threads: int = Field(0, ge=0, le=64)
+    #: Analyse frame t on a second thread while the tracker works on frame
+    #: t+1 (``microexpr.overlap``): same results, a frame costs about the
+    #: tracker's time instead of the sum. Off on a single-core board.
+    overlap: bool = True
 
 
 class OnnxConfig(_Section):

@@ -44,6 +44,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class EngineSettings(Protocol):
+    """The ``[engine]`` settings ``configure`` takes (``config.EngineConfig``)."""
+
+    micro_max_s: float
+    emit_delay_s: float
+    min_evidence_z: float
+    ambiguous_confidence: float
+    ambiguous_margin: float
+
+
 class EpisodeClassifier(Protocol):
     """What the pipeline needs from ``classify.decide.Classifier``."""
 
@@ -148,7 +158,12 @@ def default_classifier(*, ambiguous_confidence: float | None = None, ambiguous_m
 
 
 class Pipeline:
-    """The engine for one video stream. Not thread-safe: one caller thread.
+    """The engine for one video stream.
+
+    Not thread-safe beyond this: ``track`` is called from one thread,
+    ``analyse`` (or ``finish``) from one thread, each in frame order;
+    ``process`` does both on the caller's thread. ``configure`` may be
+    called from any thread.
 
     ``tracker`` is owned (closed by ``close()``); ``classifier`` may be None
     (episodes then carry no decision).
@@ -168,6 +183,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self._subjects: dict[int, _Subject] = {}
         self._closed = False
+        self._pending: tuple[PipelineConfig, float, float] | None = None
         self.frames = 0
 
     @classmethod
@@ -270,12 +286,68 @@ class Pipeline:
             )
         return out
 
+    # -- live settings
+    def configure(self, engine: EngineSettings) -> None:
+        """Take new ``[engine]`` thresholds (SIGHUP) without a restart.
+
+        Validated here, on the caller's thread (a bad value raises
+        ``ValueError`` and changes nothing); applied by the thread that runs
+        the stages, at the start of its next frame, so a frame is never
+        analysed with half of the old settings and half of the new. Spotters
+        read their settings per frame: an episode already open ends under
+        the new ones.
+        """
+        from dataclasses import replace
+
+        spotter = replace(
+            self.config.spotter,
+            micro_max_s=engine.micro_max_s,
+            emit_delay_s=engine.emit_delay_s,
+            min_evidence_z=engine.min_evidence_z,
+        )
+        if not 0.0 <= engine.ambiguous_confidence <= 1.0 or not 0.0 <= engine.ambiguous_margin <= 1.0:
+            raise ValueError("ambiguous_confidence and ambiguous_margin must be in 0..1")
+        self._pending = (replace(self.config, spotter=spotter), engine.ambiguous_confidence, engine.ambiguous_margin)
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        config, confidence, margin = pending
+        self.config = config
+        for state in self._subjects.values():
+            state.spotter.config = config.spotter
+        if self.classifier is not None and hasattr(self.classifier, "ambiguous_confidence"):
+            self.classifier.ambiguous_confidence = confidence  # type: ignore[attr-defined]
+            self.classifier.ambiguous_margin = margin  # type: ignore[attr-defined]
+        log.info(
+            "engine settings applied: micro_max_s %g, emit_delay_s %g, min_evidence_z %g, ambiguous below %g / margin %g",
+            config.spotter.micro_max_s, config.spotter.emit_delay_s, config.spotter.min_evidence_z, confidence, margin,
+        )
+
     # -- per frame
     def process(self, frame: Frame) -> PipelineResult:
         """Run every stage on one frame."""
+        t0 = time.perf_counter_ns()
+        obs = self.track(frame)
+        return self.analyse(frame, obs, tracker_ns=time.perf_counter_ns() - t0)
+
+    def track(self, frame: Frame) -> FaceObservation:
+        """The tracker stage alone.
+
+        ``process`` is ``analyse(frame, track(frame))``. The two halves share
+        no state, so a caller may track frame t+1 on one thread while another
+        analyses frame t (``microexpr.overlap``): the tracker sees frames in
+        order, the analysis sees observations in order, and the results are
+        the same as ``process``'s.
+        """
+        return self.tracker.process(frame)
+
+    def analyse(self, frame: Frame, obs: FaceObservation, *, tracker_ns: int = 0) -> PipelineResult:
+        """Every stage after the tracker, on ``frame``'s observation."""
+        if self._pending is not None:
+            self._apply_pending()
         ns = time.perf_counter_ns
-        t0 = ns()
-        obs = self.tracker.process(frame)
         t1 = ns()
         au = self.estimator.estimate(obs)
         t2 = ns()
@@ -315,11 +387,13 @@ class Pipeline:
             episodes.extend(closing)
             episodes.extend(self._decide(state, spotted))
             t6 = ns()
-        timings = StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
+        timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings)
 
     def finish(self) -> tuple[SpottedEpisode, ...]:
         """End of stream: emit every episode still open."""
+        if self._pending is not None:
+            self._apply_pending()
         out: list[SpottedEpisode] = []
         for state in self._subjects.values():
             out.extend(self._decide(state, state.spotter.finish()))

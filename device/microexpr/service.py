@@ -3,8 +3,8 @@
 Threads (each named, owned by :class:`Service`, sharing one stop event and
 joined with a timeout)::
 
-    capture ──FrameItem/SourceLost/SourceRestored/EndOfStream──▶ inference
-      (bounded queue "frames")                                      │
+    capture ──FrameItem/SourceLost/SourceRestored/EndOfStream──▶ inference ─▶ analysis
+      (bounded queue "frames")                                      │ (tracker.overlap)
                                             Event ─▶ Outbox (SQLite, committed first)
                                                        │            └─▶ stdout (JSON line)
                                             mqtt-pump ◀┘  ambiguous ─▶ reasoner-N ─▶ Outbox
@@ -19,7 +19,10 @@ joined with a timeout)::
   Camera loss: retries with exponential backoff from
   ``source.reconnect_initial_s`` to ``source.reconnect_max_s``, health
   ``no_camera``; never a crash, never a restart loop.
-* **inference** runs the pipeline, turns each finished episode into an
+* **inference** runs the pipeline (with ``tracker.overlap``, only the
+  tracker: the **analysis** thread of :mod:`microexpr.overlap` runs the
+  other stages on frame t while inference tracks t+1, and does what
+  follows), turns each finished episode into an
   :class:`~microexpr.events.Event`, commits it to the outbox *before* anything
   else sees it (a SIGKILL after that loses nothing), prints it, and queues
   ambiguous ones for the reasoner. It alone pings the systemd watchdog,
@@ -64,6 +67,7 @@ from microexpr.outbox import Outbox
 from microexpr.spotting import Episode
 
 if TYPE_CHECKING:  # heavy imports (mediapipe, openai) stay lazy at run time
+    from microexpr.overlap import OverlappedPipeline
     from microexpr.pipeline import Pipeline, PipelineResult
     from microexpr.reasoner import Reasoner, Refinement
 
@@ -360,6 +364,8 @@ class Service:
         self._source: FrameSource | None = None
         self._source_live = is_live_spec(config.source.uri)
         self._pipeline: Pipeline | None = None
+        #: tracker.overlap: the analysis thread that follows the tracker.
+        self._runner: OverlappedPipeline[FrameItem] | None = None
         self._outbox: Outbox | None = None
         self._publisher: MqttPublisher | None = None
         self._reasoner: Reasoner | None = None
@@ -472,6 +478,11 @@ class Service:
         started = time.monotonic()
         pipeline = self._pipeline = self._pipeline_factory(self.config)
         stack.callback(pipeline.close)
+        if self.config.tracker.overlap:
+            from microexpr.overlap import OverlappedPipeline
+
+            self._runner = OverlappedPipeline(pipeline, self._on_result, self._on_failure)
+            stack.callback(self._runner.close)  # before pipeline.close (LIFO)
         log.info("model loaded in %.2f s", time.monotonic() - started)
         self._reasoner = self._open_reasoner(stack)
         source_name = self._source.name if self._source is not None else self.config.source.uri
@@ -685,21 +696,38 @@ class Service:
             self._status_now()
 
     def _process(self, item: FrameItem) -> None:
+        """Track the frame here; analyse it here too, or hand it to the
+        analysis thread (``tracker.overlap``), which calls ``_on_result``."""
         frame = item.frame
+        assert self._pipeline is not None
         try:
-            assert self._pipeline is not None
+            if self._runner is not None:
+                self._runner.submit(frame, item)
+                return
             result = self._pipeline.process(frame)
         except Exception as exc:
-            now = time.monotonic()
-            self.metrics.frame_failed(now)
-            count = self.metrics.errors
-            if count <= 3 or count % 100 == 0:  # a persistent fault must not flood the journal
-                if isinstance(exc, MicroexprError):
-                    log.warning("frame %d: %s (%d failures so far; continuing)", frame.index, exc, count)
-                else:
-                    log.exception("frame %d: pipeline failed (%d failures so far; continuing)", frame.index, count)
-            self._update_health(now)
+            self._on_failure(item, frame, exc)
             return
+        self._on_result(item, frame, result)
+
+    def _on_failure(self, item: FrameItem, frame: Frame, exc: Exception) -> None:
+        now = time.monotonic()
+        self.metrics.frame_failed(now)
+        count = self.metrics.errors
+        if count <= 3 or count % 100 == 0:  # a persistent fault must not flood the journal
+            if isinstance(exc, MicroexprError):
+                log.warning("frame %d: %s (%d failures so far; continuing)", frame.index, exc, count)
+            else:
+                log.error("frame %d: pipeline failed (%d failures so far; continuing)", frame.index, count,
+                          exc_info=exc)
+        self._update_health(now)
+
+    def _on_result(self, item: FrameItem, frame: Frame, result: PipelineResult) -> None:
+        """A frame went through every stage: metrics, events, AU stream, readiness.
+
+        Runs on the inference thread, or on the analysis thread with
+        ``tracker.overlap`` (then the inference thread only tracks).
+        """
         now = time.monotonic()
         timings = result.timings.as_seconds()
         start = frame.timestamp if self._source_live else item.received
@@ -737,7 +765,8 @@ class Service:
         """Emit the episodes the pipeline still holds (end of input, stop, camera loss)."""
         try:
             assert self._pipeline is not None
-            pending = self._pipeline.finish()
+            # with overlap, the frames already tracked are analysed first
+            pending = self._runner.finish(JOIN_TIMEOUT_S) if self._runner is not None else self._pipeline.finish()
         except Exception:
             log.exception("finishing the pipeline failed; its pending episodes are lost")
             return
@@ -933,7 +962,10 @@ class Service:
         if "logging" in sections and not self.keep_log_level:
             logging.getLogger().setLevel(self.config.log_level())
         if "engine" in sections:
-            self._pipeline.configure(self.config.engine)  # type: ignore[union-attr]
+            try:
+                self._pipeline.configure(self.config.engine)  # type: ignore[union-attr]
+            except ValueError as exc:
+                log.error("reload: engine settings not applied: %s", exc)
         if "reasoner" in sections and self._reasoner is not None:
             self._reasoner.apply_live(self.config.reasoner)
         # mqtt.stats_interval_s, aus_stream, aus_interval_s are read from
