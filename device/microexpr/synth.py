@@ -37,9 +37,11 @@ FACS manual (Ekman, Friesen & Hager 2002); "intensity" scales them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +63,16 @@ log = logging.getLogger(__name__)
 GROUND_TRUTH_SCHEMA = "microexpr.synth/1"
 #: Events up to this long are micro-expressions (same default as the spotter).
 MICRO_MAX_S = 0.5
+#: Frame rates a clip may have (the spotter is tested from 30 to 200 fps).
+MIN_FPS, MAX_FPS = 1.0, 1000.0
+#: Most frames one clip may have: one hour at 30 fps. Rendering streams
+#: (one frame in memory at a time), but every frame still costs a warp, an
+#: encode and disk: about 10 ms and 5 kB for a 512x512 still on the 2-core
+#: x86 development machine, so the cap is about 20 min and 0.5 GB. The
+#: longest benchmark clip is 1 800 frames (60 s at 30 fps); a longer
+#: request (``--duration 1e9``) is a typo, refused before any work instead
+#: of running for years or exhausting memory in the ground-truth sampling.
+MAX_FRAMES = 108_000
 
 # Landmark vocabulary: microexpr.mesh ("L" = the subject's left).
 MIRROR = mesh.MIRROR
@@ -353,9 +365,21 @@ def parse_event(spec: str, *, apex_fraction: float = 0.4) -> SynthEvent:
     if not match:
         raise ConfigError(f"--event {spec!r}: expected WHAT@START/DURATION[*INTENSITY][,hold=S], e.g. L12@1.0/0.2*0.5")
     what = match.group("what").strip().lower()
-    start, dur = float(match.group("start")), float(match.group("dur"))
-    intensity = float(match.group("int")) if match.group("int") else 1.0
-    hold = float(match.group("hold")) if match.group("hold") else 0.0
+
+    def number(group: str, default: float) -> float:
+        text = match.group(group)
+        if not text:
+            return default
+        try:
+            value = float(text)  # the pattern lets "1.2.3" through
+        except ValueError:
+            raise ConfigError(f"--event {spec!r}: {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"--event {spec!r}: {text[:20]}... is too large")
+        return value
+
+    start, dur = number("start", 0.0), number("dur", 0.0)
+    intensity, hold = number("int", 1.0), number("hold", 0.0)
     if dur <= 0:
         raise ConfigError(f"--event {spec!r}: duration must be > 0")
     if what in ("turn", "gaze"):
@@ -646,17 +670,45 @@ class SynthSpec:
     micro_max_s: float = MICRO_MAX_S
 
 
+def clip_frame_count(fps: float, duration_s: float, *, fps_name: str = "synth.fps",
+                     duration_name: str = "synth.duration") -> int:
+    """Frames of a clip of ``duration_s`` at ``fps``, checked against
+    ``MIN_FPS``..``MAX_FPS`` and ``MAX_FRAMES``; a ConfigError names the
+    value by ``fps_name`` / ``duration_name`` (the CLI passes its options)."""
+    if not (MIN_FPS <= fps <= MAX_FPS):  # also false for NaN
+        raise ConfigError(f"{fps_name}: must be within {MIN_FPS:g}..{MAX_FPS:g}, got {fps:g}")
+    if not duration_s > 0:
+        raise ConfigError(f"{duration_name}: must be > 0, got {duration_s:g}")
+    frames = duration_s * fps
+    if not frames <= MAX_FRAMES:  # also false for inf and NaN
+        raise ConfigError(f"{duration_name}: {duration_s:g} s at {fps:g} fps is {frames:.3g} frames; a clip has "
+                          f"at most {MAX_FRAMES} frames ({MAX_FRAMES / 30 / 3600:g} h at 30 fps)")
+    return max(1, int(round(frames)))
+
+
 def _load_base_images(spec: SynthSpec) -> tuple[list[np.ndarray], float]:
+    """The base frames of ``spec``: all of an image or folder, or the
+    ``base_frames`` stretch of a video (refused when it runs past the end,
+    naming the video's frame count, rather than silently cut short)."""
     with open_source(spec.source) as src:
+        if src.is_live:
+            raise SourceError(f"{spec.source}: a camera cannot be a synth source; give an image or a video file",
+                              exit_code=ExitCode.USAGE)
         images: list[np.ndarray] = []
         first, last = spec.base_frames if spec.base_frames else (0, 10**9)
+        seen = 0
         for frame in src:
+            seen = frame.index + 1
             if frame.index < first:
                 continue
             if frame.index > last:
                 break
             images.append(frame.image)
         base_fps = float(src.fps) if not math.isnan(src.fps) else 30.0
+    if spec.base_frames and seen <= last:
+        count = f"{seen} frame" + ("" if seen == 1 else "s")
+        raise SourceError(f"{spec.source}: base frames {first}-{last} asked for, but it has {count}"
+                          + (f" (0-{seen - 1})" if seen > 1 else ""), exit_code=ExitCode.USAGE)
     if not images:
         raise SourceError(f"{spec.source}: no frames in {spec.base_frames}")
     return images, base_fps
@@ -686,15 +738,11 @@ class Renderer:
     """
 
     def __init__(self, spec: SynthSpec, tracker: FaceTracker) -> None:
-        if not (1.0 <= spec.fps <= 1000.0):
-            raise ConfigError(f"synth.fps: must be within 1..1000, got {spec.fps}")
-        if spec.duration_s <= 0:
-            raise ConfigError(f"synth.duration: must be > 0, got {spec.duration_s}")
+        self.frame_count = clip_frame_count(spec.fps, spec.duration_s)
         self.spec = spec
         images, self.base_fps = _load_base_images(spec)
         self._bases = _track_bases(images, tracker, self.base_fps, spec.source)
         self.height, self.width = self._bases[0].image.shape[:2]
-        self.frame_count = max(1, int(round(spec.duration_s * spec.fps)))
         self.truth = GroundTruth(
             source=str(spec.source), fps=spec.fps, frame_count=self.frame_count, width=self.width,
             height=self.height, noise_sigma=spec.noise_sigma, seed=spec.seed,
@@ -763,34 +811,110 @@ class Renderer:
 ProgressFn = Callable[[int, int], None]
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_outputs(source: Path | str, out_video: Path | str, out_truth: Path | str | None = None) -> tuple[Path, Path]:
+    """The (video, ground truth) paths a clip of ``source`` will be written
+    to, checked before any work: neither may be the source or the other
+    (the rename at the end would replace it), both folders must exist or be
+    creatable and be writable, neither path may be a folder. Returns the
+    truth path resolved to its default (the video's path with ``.json``).
+    Clobbering is a usage error (exit 2), an unwritable place exit 74."""
+    out_video = Path(out_video)
+    out_truth = Path(out_truth) if out_truth else out_video.with_suffix(".json")
+    source = Path(source)
+    for what, path in (("output", out_video), ("ground truth", out_truth)):
+        if _same_file(path, source):
+            raise MicroexprError(f"{what} {path}: is the input media; refusing to overwrite it", exit_code=ExitCode.USAGE)
+    if _same_file(out_video, out_truth):
+        raise MicroexprError(f"ground truth {out_truth}: is also the output video; give two files",
+                             exit_code=ExitCode.USAGE)
+    for what, path in (("output", out_video), ("ground truth", out_truth)):
+        folder = path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # it, or a parent, is a file
+            raise MicroexprError(f"{what} {path}: {folder} is not a folder", exit_code=ExitCode.IO_ERROR) from None
+        except OSError as exc:
+            raise MicroexprError(f"{what} {path}: cannot create folder {folder}: {exc.strerror}",
+                                 exit_code=ExitCode.IO_ERROR) from None
+        if path.is_dir():
+            raise MicroexprError(f"{what} {path}: is a folder, not a file", exit_code=ExitCode.IO_ERROR)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise MicroexprError(f"{what} {path}: folder {folder} is not writable", exit_code=ExitCode.IO_ERROR)
+    return out_video, out_truth
+
+
+@contextlib.contextmanager
+def _staged(*targets: Path) -> Iterator[tuple[Path, ...]]:
+    """Temporary files beside ``targets`` (same folder, so the rename is
+    atomic), created now to prove they can be written; renamed over the
+    targets only when the body succeeds, removed on any failure (Ctrl-C
+    included). The video and its ground truth thus appear together or not
+    at all: if the second rename fails, the first target is removed again."""
+    temps = tuple(t.parent / f".{t.stem}.{os.getpid()}.part{t.suffix}" for t in targets)  # suffix: picks the container
+    made: list[Path] = []
+    placed: list[Path] = []
+    try:
+        for target, tmp in zip(targets, temps):
+            try:
+                tmp.open("wb").close()  # honours the umask, unlike mkstemp
+            except OSError as exc:
+                raise MicroexprError(f"{target}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
+            made.append(tmp)
+        yield temps
+        for target, tmp in zip(targets, temps):
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise MicroexprError(f"{target}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
+            placed.append(target)
+    except BaseException:
+        for path in (*made, *placed):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
 def write_clip(spec: SynthSpec, tracker: FaceTracker, out_video: Path, out_truth: Path | None = None,
                progress: ProgressFn | None = None) -> GroundTruth:
     """Render ``spec`` to ``out_video`` (mp4, codec mp4v) and its ground
-    truth to ``out_truth`` (default: the video's path with ``.json``)."""
-    renderer = Renderer(spec, tracker)
-    out_video = Path(out_video)
-    out_truth = Path(out_truth) if out_truth else out_video.with_suffix(".json")
-    try:
-        out_video.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MicroexprError(f"{out_video.parent}: cannot create: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
-    writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps, (renderer.width, renderer.height))
-    if not writer.isOpened():
-        raise MicroexprError(f"{out_video}: cannot open a video writer (mp4v)", exit_code=ExitCode.IO_ERROR)
-    try:
-        for frame in renderer:
-            writer.write(frame.image)
-            if progress:
-                progress(frame.index + 1, renderer.frame_count)
-    finally:
-        writer.release()
-    try:
-        out_truth.write_text(renderer.truth.to_json() + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise MicroexprError(f"{out_truth}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
+    truth to ``out_truth`` (default: the video's path with ``.json``).
+
+    Both are written to temporary files beside them and renamed into place
+    together at the end, so a failure (an unwritable truth folder, a full
+    disk, Ctrl-C) leaves neither half a video nor a video without truth.
+    """
+    clip_frame_count(spec.fps, spec.duration_s)  # before any file is touched
+    out_video, out_truth = check_outputs(spec.source, out_video, out_truth)
+    with _staged(out_video, out_truth) as (tmp_video, tmp_truth):
+        renderer = Renderer(spec, tracker)
+        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps,
+                                 (renderer.width, renderer.height))
+        if not writer.isOpened():
+            raise MicroexprError(f"{out_video}: cannot open a video writer (mp4v)", exit_code=ExitCode.IO_ERROR)
+        try:
+            for frame in renderer:
+                writer.write(frame.image)
+                if progress:
+                    progress(frame.index + 1, renderer.frame_count)
+        finally:
+            writer.release()
+        if not tmp_video.stat().st_size:
+            raise MicroexprError(f"{out_video}: the video writer wrote nothing", exit_code=ExitCode.IO_ERROR)
+        try:
+            tmp_truth.write_text(renderer.truth.to_json() + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise MicroexprError(f"{out_truth}: cannot write: {exc.strerror}", exit_code=ExitCode.IO_ERROR) from None
     log.info("wrote %s (%d frames at %g fps) and %s", out_video, renderer.frame_count, spec.fps, out_truth)
     return renderer.truth
-
 
 
 # --------------------------------------------------------------------------

@@ -61,8 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the ground truth as JSON on stdout")
 
 
+def _frame_count(args: argparse.Namespace, duration: float) -> int:
+    """The clip's frame count, or a usage error naming the option to fix."""
+    from microexpr.synth import clip_frame_count
+
+    what = "--duration" if args.duration is not None else "--duration (default: the last event's end + 0.8 s)"
+    try:
+        return clip_frame_count(args.fps, duration, fps_name="--fps", duration_name=what)
+    except ConfigError as exc:
+        raise MicroexprError(str(exc), exit_code=ExitCode.USAGE) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from microexpr.synth import SynthSpec, parse_event, write_clip
+    from microexpr.synth import SynthSpec, check_outputs, parse_event, write_clip
     from microexpr.tracking import create_tracker
 
     if args.output.suffix.lower() != ".mp4":
@@ -81,13 +92,16 @@ def run(args: argparse.Namespace) -> int:
         if ev.onset_s >= duration:
             raise MicroexprError(f"--event {spec!r}: starts at {ev.onset_s:g} s, after the clip's end ({duration:g} s)",
                                  exit_code=ExitCode.USAGE)
+    frame_count = _frame_count(args, duration)
+    # all checked before the model loads or a file is touched
+    args.output, args.truth = check_outputs(args.media, args.output, args.truth)
     spec = SynthSpec(source=args.media, fps=args.fps, duration_s=duration, events=events,
                      noise_sigma=args.noise, seed=args.seed, base_frames=args.frames)
     bar = None
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=int(round(duration * args.fps)), unit="frame", desc="synth", leave=False)
+        bar = tqdm(total=frame_count, unit="frame", desc="synth", leave=False)
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
@@ -108,5 +122,5 @@ def run(args: argparse.Namespace) -> int:
             what = ev.aus or ev.kind.value
             print(f"  {ev.kind.value:9} {what:10} onset {ev.onset_frame:5d}  apex {ev.apex_frame:5d}  "
                   f"offset {ev.offset_frame:5d}  ({ev.duration_s * 1000:.0f} ms, intensity {ev.intensity:g})")
-        print(f"ground truth: {args.truth or args.output.with_suffix('.json')}")
+        print(f"ground truth: {args.truth}")
     return int(ExitCode.OK)
