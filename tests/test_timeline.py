@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from microexpr.aus import AU_COLUMNS, AUFrame
-from microexpr.cli import main
+from microexpr.cli import build_parser, main
 from microexpr.errors import ExitCode, MicroexprError
 from microexpr.facs import AU
 from microexpr.timeline import (
@@ -259,10 +259,34 @@ def test_outputs_never_overwrite_the_input_or_each_other(
     assert not (tmp_path / "x.png").exists()
 
 
-def test_bad_num_faces_is_a_usage_error(media_dir: Path) -> None:
+@pytest.mark.parametrize("value", ["0", "5", "1000", "two"])
+def test_bad_num_faces_is_a_usage_error(value: str, media_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--num-faces 1000 used to be accepted while tracker.num_faces stops at 4."""
     with pytest.raises(SystemExit) as exc:
-        main(["timeline", str(media_dir / "astronaut.png"), "--num-faces", "0"])
+        main(["timeline", str(media_dir / "astronaut.png"), "--num-faces", value])
     assert exc.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if "error:" in line]
+    expected = "must be an integer, got 'two'" if value == "two" else f"must be within 1..4 (as tracker.num_faces), got {value}"
+    assert line == f"microexpr timeline: error: argument --num-faces: {expected}"
+
+
+def test_num_faces_range_is_the_configs() -> None:
+    """One source of truth: the option's bounds are the ones the config
+    validator enforces, value for value at both edges."""
+    from pydantic import ValidationError
+
+    from microexpr.commands.timeline import MAX_FACES, MIN_FACES
+    from microexpr.config import TrackerConfig
+
+    parser = build_parser()
+    for n in (MIN_FACES, MAX_FACES):
+        assert TrackerConfig(num_faces=n).num_faces == n
+        assert parser.parse_args(["timeline", "x", "--num-faces", str(n)]).num_faces == n
+    for n in (MIN_FACES - 1, MAX_FACES + 1):
+        with pytest.raises(ValidationError):
+            TrackerConfig(num_faces=n)
 
 
 def test_a_camera_that_does_not_exist_is_66(capsys: pytest.CaptureFixture[str]) -> None:

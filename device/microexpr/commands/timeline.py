@@ -14,9 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from microexpr.commands._args import positive_float, positive_int
+from microexpr.commands._args import config_bounds, int_in, positive_float
+from microexpr.config import TrackerConfig
 from microexpr.errors import ExitCode, MicroexprError
 from microexpr.timeline import PRESENCE_THRESHOLD, OutputFormat, run_timeline
+
+#: --num-faces takes what the configuration's tracker.num_faces takes.
+MIN_FACES, MAX_FACES = config_bounds(TrackerConfig, "num_faces")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE.png", type=Path, help="also draw the AU curves over time")
     parser.add_argument("--model", metavar="PATH", type=Path,
                         help="FaceLandmarker bundle to use (verified by sha256; default: the provisioned one)")
-    parser.add_argument("--num-faces", type=positive_int, default=1, metavar="N",
-                        help="track up to N faces; with N > 1 rows carry a face_id column (default 1)")
+    parser.add_argument("--num-faces", type=int_in(MIN_FACES, MAX_FACES, key="tracker.num_faces"), default=1,
+                        metavar="N", help=f"track up to N faces, {MIN_FACES}..{MAX_FACES}; with N > 1 rows carry "
+                        "a face_id column (default 1)")
     parser.add_argument("--fps", type=positive_float, metavar="FPS",
                         help="frame rate for timestamps (default: the video's, or 30 for images)")
     parser.add_argument("--sides", action="store_true",
