@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from microexpr.bench import Latency, build_report, describe_machine, load_frames, machine_slug, markdown_summary, run_in_process
+from microexpr.bench import (Latency, build_report, describe_machine, load_frames, machine_slug, markdown_summary,
+                             run_in_process, run_streams)
 
 
 def test_latency_percentiles_in_ms() -> None:
@@ -37,6 +38,25 @@ def test_in_process_scenarios_measure_every_frame(smile_clip: Path, model_path: 
     assert report["ratios"]["timeline_vs_bare_p50"] > 0
     json.dumps(report)  # serialisable
     assert "bare MediaPipe call" in markdown_summary(report)
+
+
+def test_streams_time_every_frame_and_compare_episodes(smile_clip: Path, model_path: Path) -> None:
+    """The back-to-back streams: every frame timed in each, the overlapped
+    pipeline checked against the sequential one on the same frames."""
+    frames = load_frames(smile_clip)
+    inproc = run_in_process(frames[:3], model_path=model_path, passes=1)
+    streams = run_streams(frames, model_path=model_path, passes=1)
+    n = len(frames)
+    assert len(streams.interval_bare) == len(streams.interval_sequential) == n
+    assert len(streams.interval_overlap) == n - 1 and len(streams.overlap_latency) == n
+    assert all(s > 0 for s in streams.interval_bare + streams.interval_sequential + streams.overlap_latency)
+    assert streams.identical_episodes
+    assert set(streams.fps) == {"bare", "sequential", "overlap"}
+    report = build_report(machine=describe_machine(), source=smile_clip, frames=n, passes=1, inproc=inproc,
+                          daemon=None, quick=True, streams=streams)
+    assert report["ratios"]["stream_overlap_vs_bare_p50"] > 0
+    json.dumps(report)
+    assert "tracker ∥ analysis" in markdown_summary(report)
 
 
 def test_bench_refuses_a_live_source(smile_clip: Path) -> None:

@@ -257,6 +257,108 @@ def run_in_process(
     return result
 
 
+@dataclass
+class StreamResult:
+    """Frames fed back to back, as a camera faster than the board would.
+
+    ``interval_*``: seconds between consecutive finished frames (what
+    decides the frame rate a board sustains); ``overlap_latency``: from
+    handing a frame in to its result, with ``tracker.overlap``.
+    """
+
+    interval_bare: list[float] = field(default_factory=list)
+    interval_sequential: list[float] = field(default_factory=list)
+    interval_overlap: list[float] = field(default_factory=list)
+    overlap_latency: list[float] = field(default_factory=list)
+    fps: dict[str, list[float]] = field(default_factory=dict)
+    identical_episodes: bool = True
+
+
+def run_streams(
+    frames: Sequence[Frame], *, model_path: Path, passes: int, progress: Callable[[], None] = lambda: None
+) -> StreamResult:
+    """Bare MediaPipe vs the pipeline (sequential) vs the pipeline with the
+    tracker and the analysis overlapped (``microexpr.overlap``), one whole
+    pass of the clip each, in a rotating order so drift hits all three."""
+    from microexpr.overlap import OverlappedPipeline
+    from microexpr.pipeline import Pipeline, PipelineResult
+
+    result = StreamResult()
+    duration = frames[-1].timestamp - frames[0].timestamp + 1.0
+    with ExitStack() as stack:
+        bare = _BareMediaPipe(model_path)
+        stack.callback(bare.close)
+        sequential = Pipeline.create(model_path=model_path)
+        stack.callback(sequential.close)
+        overlapped = Pipeline.create(model_path=model_path)
+        stack.callback(overlapped.close)
+        done: list[float] = []
+        latency: list[float] = []
+        episodes: list[tuple[int, int, int]] = []
+
+        def on_result(started: float, _frame: Frame, out: PipelineResult) -> None:
+            now = time.perf_counter()
+            done.append(now)
+            latency.append(now - started)
+            episodes.extend((e.episode.onset_frame, e.episode.apex_frame, e.episode.offset_frame) for e in out.episodes)
+
+        runner: OverlappedPipeline[float] = OverlappedPipeline(overlapped, on_result, name="bench-analysis")
+        stack.callback(runner.close)
+
+        def stream_bare(offset: float) -> None:
+            t0 = time.perf_counter()
+            for frame in frames:
+                result.interval_bare.append(bare.time_frame(frame, offset))
+                progress()
+            result.fps.setdefault("bare", []).append(len(frames) / (time.perf_counter() - t0))
+
+        def stream_sequential(offset: float) -> list[tuple[int, int, int]]:
+            spotted: list[tuple[int, int, int]] = []
+            t0 = last = time.perf_counter()
+            for frame in frames:
+                out = sequential.process(_shifted(frame, offset))
+                now = time.perf_counter()
+                result.interval_sequential.append(now - last)
+                last = now
+                spotted += [(e.episode.onset_frame, e.episode.apex_frame, e.episode.offset_frame) for e in out.episodes]
+                progress()
+            result.fps.setdefault("sequential", []).append(len(frames) / (time.perf_counter() - t0))
+            spotted += [(e.episode.onset_frame, e.episode.apex_frame, e.episode.offset_frame) for e in sequential.finish()]
+            sequential.reset()
+            return spotted
+
+        def stream_overlap(offset: float) -> list[tuple[int, int, int]]:
+            done.clear()
+            episodes.clear()
+            t0 = time.perf_counter()
+            for frame in frames:
+                runner.submit(_shifted(frame, offset), time.perf_counter())
+                progress()
+            tail = runner.finish(timeout=60)
+            result.fps.setdefault("overlap", []).append(len(frames) / (done[-1] - t0) if done else 0.0)
+            result.interval_overlap.extend(np.diff(done).tolist())
+            result.overlap_latency.extend(latency)
+            latency.clear()
+            spotted = episodes + [(e.episode.onset_frame, e.episode.apex_frame, e.episode.offset_frame) for e in tail]
+            overlapped.reset()
+            return spotted
+
+        for p in range(passes):
+            offset = p * duration
+            seq_eps: list[tuple[int, int, int]] = []
+            ovl_eps: list[tuple[int, int, int]] = []
+            order = [0, 1, 2][p % 3:] + [0, 1, 2][: p % 3]
+            for which in order:
+                if which == 0:
+                    stream_bare(offset)
+                elif which == 1:
+                    seq_eps = stream_sequential(offset)
+                else:
+                    ovl_eps = stream_overlap(offset)
+            result.identical_episodes &= seq_eps == ovl_eps
+    return result
+
+
 # --------------------------------------------------------------------------
 # Daemon scenarios: cold start to READY, sustained live rate, CPU, RSS, e2e
 
@@ -437,7 +539,7 @@ def _ratio(a: Latency, b: Latency, attr: str) -> float | None:
 
 def build_report(
     *, machine: dict[str, Any], source: Path, frames: int, passes: int, inproc: InProcessResult,
-    daemon: DaemonResult | None, quick: bool,
+    daemon: DaemonResult | None, quick: bool, streams: StreamResult | None = None,
 ) -> dict[str, Any]:
     bare, timeline, pipeline = Latency.of(inproc.bare), Latency.of(inproc.timeline), Latency.of(inproc.pipeline)
     report: dict[str, Any] = {
@@ -465,6 +567,22 @@ def build_report(
         "episodes_spotted": inproc.episodes,
         "notes": [n for n in (inproc.pipeline_error,) if n],
     }
+    if streams is not None:
+        s_bare, s_seq = Latency.of(streams.interval_bare), Latency.of(streams.interval_sequential)
+        s_ovl, s_lat = Latency.of(streams.interval_overlap), Latency.of(streams.overlap_latency)
+        report["streams"] = {
+            "interval_ms": {"bare_mediapipe": asdict(s_bare), "pipeline_sequential": asdict(s_seq),
+                            "pipeline_overlap": asdict(s_ovl)},
+            "overlap_latency_ms": asdict(s_lat),
+            "fps_median": {k: round(float(np.median(v)), 1) for k, v in streams.fps.items()},
+            "identical_episodes": streams.identical_episodes,
+        }
+        report["ratios"].update({
+            "stream_sequential_vs_bare_p50": _ratio(s_seq, s_bare, "p50"),
+            "stream_overlap_vs_bare_p50": _ratio(s_ovl, s_bare, "p50"),
+            "stream_overlap_vs_bare_p95": _ratio(s_ovl, s_bare, "p95"),
+            "overlap_latency_vs_bare_p50": _ratio(s_lat, s_bare, "p50"),
+        })
     if daemon is not None:
         e2e = Latency.of(daemon.e2e_frame_to_subscriber)
         report["daemon"] = {
@@ -511,6 +629,25 @@ def markdown_summary(report: dict[str, Any]) -> str:
         rows.append(("e2e frame → MQTT subscriber (daemon)", report["daemon"]["e2e_frame_to_subscriber_ms"]))
     for name, s in rows:
         lines.append(f"| {name} | {s['n']} | {s['p50']} | {s['p95']} | {s['p99']} |")
+    if "streams" in report:
+        st = report["streams"]
+        lines += [
+            "",
+            "Streams: the clip fed back to back, one whole pass per scenario in rotating order; "
+            "interval = time between consecutive finished frames (sets the sustainable frame rate).",
+            "",
+            "| stream | n | p50 ms | p95 ms | p99 ms | median fps |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, name, fps_key in (("bare_mediapipe", "bare MediaPipe", "bare"),
+                                   ("pipeline_sequential", "pipeline, sequential", "sequential"),
+                                   ("pipeline_overlap", "pipeline, tracker ∥ analysis (tracker.overlap)", "overlap")):
+            v = st["interval_ms"][key]
+            lines.append(f"| {name} | {v['n']} | {v['p50']} | {v['p95']} | {v['p99']} | {st['fps_median'].get(fps_key)} |")
+        v = st["overlap_latency_ms"]
+        lines.append(f"| latency of a frame with overlap (in → result) | {v['n']} | {v['p50']} | {v['p95']} | {v['p99']} | |")
+        lines.append("")
+        lines.append(f"Overlapped and sequential spotted identical episodes: {st['identical_episodes']}.")
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
     lines += ["", f"Model load: {report['model_load_s']} s. Venv size: {report['venv_size_mb']} MB."]
@@ -586,10 +723,12 @@ def run_bench(
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=passes * len(frames), desc="bench", unit="frame")
+        bar = tqdm(total=(passes + 3 * max(3, passes // 2)) * len(frames), desc="bench", unit="frame")
     try:
         inproc = run_in_process(frames, model_path=model_path, passes=passes,
                                 progress=(bar.update if bar is not None else lambda: None))
+        streams = run_streams(frames, model_path=model_path, passes=max(3, passes // 2),
+                              progress=(bar.update if bar is not None else lambda: None))
     finally:
         if bar is not None:
             bar.close()
@@ -603,7 +742,7 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="microexpr-bench-") as tmp:
             daemon = run_daemon(source, seconds=seconds, workdir=Path(tmp))
     report = build_report(machine=machine, source=source, frames=len(frames), passes=passes, inproc=inproc,
-                          daemon=daemon, quick=quick)
+                          daemon=daemon, quick=quick, streams=streams)
     name = "bench-quick" if quick else "bench"
     try:
         (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
