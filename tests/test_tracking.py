@@ -223,3 +223,54 @@ def test_subject_assigner_follows_faces_across_frames() -> None:
     assert assigner.assign([square(510), square(95)]) == [1, 0]
     # a new face far away gets a new id
     assert assigner.assign([square(95), square(900)]) == [0, 2]
+
+
+_LOAD_WITH_A_CHATTY_THREAD = """
+import sys, threading, time
+from pathlib import Path
+from microexpr.capture import open_source
+from microexpr.tracking import create_tracker
+
+stop = threading.Event()
+def chatter():
+    n = 0
+    while not stop.is_set():
+        print(f"other thread line {n}", file=sys.stderr, flush=True)
+        n += 1
+        time.sleep(0.005)
+thread = threading.Thread(target=chatter)
+thread.start()
+with create_tracker(model_path=Path(sys.argv[1])) as tracker, open_source(sys.argv[2]) as src:
+    for frame in src:
+        tracker.process(frame)
+        break
+stop.set()
+thread.join()
+print("done", file=sys.stderr)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("native_logs", ["", "1"])
+def test_model_load_hides_native_chatter_but_not_other_threads(model_path: Path, smile_clip: Path,
+                                                               native_logs: str) -> None:
+    """MediaPipe prints glog/TFLite lines to fd 2 while its graph starts;
+    they are filtered out, and what other threads write meanwhile (our log
+    records) still reaches stderr, in full lines and in order."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MICROEXPR_NATIVE_LOGS": native_logs}
+    proc = subprocess.run([sys.executable, "-c", _LOAD_WITH_A_CHATTY_THREAD, str(model_path), str(smile_clip)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    ours = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("other thread line ")]
+    assert ours == list(range(len(ours))) and len(ours) >= 3  # none lost, none torn
+    assert lines[-1] == "done"
+    native = [line for line in lines if "XNNPACK" in line or "] " in line and line[:1] in "IW"]
+    if native_logs:
+        assert native, "with MICROEXPR_NATIVE_LOGS=1 the native lines are shown"
+    else:
+        assert native == [], native[:5]

@@ -36,7 +36,9 @@ import hashlib
 import logging
 import math
 import os
+import re
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -139,16 +141,24 @@ class _SubjectAssigner:
         return ids
 
 
+#: What MediaPipe's C++ core prints while a graph starts: glog info and
+#: warning lines ("I0000 00:00:1700000000.000000  123 file.cc:12] ...")
+#: and TensorFlow Lite's "INFO: Created TensorFlow Lite XNNPACK delegate".
+_NATIVE_CHATTER = re.compile(rb"^(?:[IW]\d{4} [\d:.]+\s+\d+ [^\]]*\] |INFO: )")
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration.
+    """Drop MediaPipe's start-up chatter from file descriptor 2, keep the rest.
 
-    MediaPipe's C++ core writes glog/TFLite chatter ("Sets
+    MediaPipe's C++ core writes glog/TFLite lines ("Sets
     FaceBlendshapesGraph acceleration...", "Created TensorFlow Lite XNNPACK
     delegate") straight to fd 2 while the graph starts and on the first
-    frame; GLOG_minloglevel is not honoured by the bundled library. Python's
-    ``sys.stderr`` is flushed first, and the window is the graph start-up
-    only. Set MICROEXPR_NATIVE_LOGS=1 to see the messages.
+    frame; GLOG_minloglevel is not honoured by the bundled library. For the
+    duration, fd 2 is a pipe read by a filter thread that forwards every
+    other line — our own log records from other threads (the broker check
+    runs while the model loads), and native errors — to the real stderr.
+    Set MICROEXPR_NATIVE_LOGS=1 to see everything.
     """
     if os.environ.get("MICROEXPR_NATIVE_LOGS") == "1":
         yield
@@ -156,17 +166,34 @@ def _native_stderr_silenced() -> Iterator[None]:
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
+        read_end, write_end = os.pipe()
     except OSError:  # no fd 2 (e.g. a detached process): nothing to hide
         yield
         return
+
+    def forward() -> None:
+        pending = b""
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                kept = b"".join(line + b"\n" for line in lines if not _NATIVE_CHATTER.match(line))
+                if kept:
+                    os.write(saved, kept)
+        if pending and not _NATIVE_CHATTER.match(pending):
+            os.write(saved, pending)
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
     try:
-        os.dup2(devnull, 2)
+        os.dup2(write_end, 2)
+        os.close(write_end)
         yield
     finally:
-        os.dup2(saved, 2)
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer is gone: the filter reads EOF
+        thread.join(5.0)
         os.close(saved)
-        os.close(devnull)
 
 
 def _read_verified_model(model_path: Path | None) -> tuple[Path, bytes]:
