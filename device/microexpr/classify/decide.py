@@ -86,9 +86,14 @@ class _Fused:
     rule_scores: dict[Emotion, float]
     rule_probs: dict[Emotion, float]
     proto: PrototypeScores | None
-    proto_probs: dict[Emotion, float]  #: over the fitted candidates only
+    proto_probs: dict[Emotion, float]  #: the prototypes' own opinion over the candidates (stage, trace)
     candidates: tuple[Emotion, ...]
     data_weight: float  #: share of the prototypes in the mixture
+    #: Prototype probability the FACS decisions took away, per emotion, and
+    #: why ("not a label", "ruled out", "scaled down"): handed on as π says.
+    moved: tuple[tuple[Emotion, float, str], ...] = ()
+    #: None of the episode's AUs was in the prototypes' fitted data.
+    unknown_aus: bool = False
 
     @property
     def ranked(self) -> list[tuple[Emotion, float]]:
@@ -124,6 +129,51 @@ def _share_others(
     for e in pool:
         out[e] = q[Emotion.OTHERS] * pi.get(e, 0.0) / weight
     return out
+
+
+def _hand_on(
+    posterior: dict[Emotion, float],
+    rules: RuleResult,
+    pi: dict[Emotion, float],
+    candidates: Sequence[Emotion],
+) -> tuple[dict[Emotion, float], tuple[tuple[Emotion, float, str], ...]]:
+    """The prototypes' posterior after the FACS decisions, as the mixture uses it.
+
+    The prototypes' probability for an emotion that is not a label here (a
+    CASME II "repression" scored for SAMM's labels), that a rule ruled out
+    (crying is not happiness) or that a confusion pair scaled down (AU4 with
+    raised brows is fear, not surprise) is not renormalised over the other
+    fitted emotions: their ratios say nothing about where it belongs (a lone
+    AU15 would go to whatever else CASME II coders saw AU15 in). It is handed
+    on to the candidates in proportion to the rules' opinion π. What the
+    prototypes keep is shared with the emotions they were never fitted on as
+    in ``_share_others``.
+    """
+    kept: dict[Emotion, float] = {}
+    moved: list[tuple[Emotion, float, str]] = []
+    allowed = set(candidates)
+    for emotion, p in posterior.items():
+        factor = rules.factor(emotion) if emotion in allowed else 0.0
+        kept[emotion] = p * factor
+        if p * (1.0 - factor) >= 0.005:
+            why = ("not a label here" if emotion not in allowed and emotion not in rules.vetoed
+                   else "ruled out" if factor <= 0.0 else f"scaled by {factor:.2f}")
+            moved.append((emotion, p * (1.0 - factor), why))
+    freed = max(0.0, sum(posterior.values()) - sum(kept.values()))
+    kept = _share_others({e: v for e, v in kept.items() if e in allowed}, pi, candidates)
+    out = {e: kept.get(e, 0.0) + freed * pi.get(e, 0.0) for e in candidates}
+    total = sum(out.values())
+    if total > 0:
+        out = {e: v / total for e, v in out.items()}
+    return out, tuple(sorted(moved, key=lambda m: -m[1]))
+
+
+def _unavailable(emotion: Emotion, fused: _Fused) -> str:
+    if emotion in fused.candidates:
+        return ""
+    if fused.rules is not None and emotion in fused.rules.vetoed:
+        return " (ruled out)"
+    return " (not a label here)"
 
 
 class Classifier:
@@ -217,10 +267,13 @@ class Classifier:
             pi = {e: v / norm for e, v in exp.items()}
         proto: PrototypeScores | None = None
         q: dict[Emotion, float] = {}
+        moved: tuple[tuple[Emotion, float, str], ...] = ()
+        unknown = False
         if self.prototypes is not None:
-            # Scored over every allowed label so the trace can say when a rule
-            # ruled out the prototypes' favourite; then renormalised.
-            proto = self.prototypes.score(ev, self.labels)
+            # With the rules on, scored over every fitted emotion so that the
+            # FACS decisions can hand on what they take away (``_hand_on``);
+            # q is the prototypes' own opinion among the candidates.
+            proto = self.prototypes.score(ev, None if rules is not None else self.labels)
             kept = {e: proto.posterior[e] for e in candidates if e in proto.posterior}
             total = sum(kept.values())
             q = {e: v / total for e, v in kept.items()} if total > 0 else kept
@@ -232,17 +285,29 @@ class Classifier:
             probs = dict(pi)
         else:
             q = _share_others(q, pi, candidates)
+            assert rules is not None and proto is not None
+            q_mix, moved = _hand_on(dict(proto.posterior), rules, pi, candidates)
             # Rules are a prior worth `rule_prior` episodes at full strength;
             # the prototypes count for the fitted episodes with exactly this
             # configuration plus `data_prior` for their AU-by-AU generalisation.
-            support = proto.support if proto is not None else 0.0
+            support = proto.support
             pattern = max((v for e, v in rule_scores.items() if e is not Emotion.OTHERS), default=0.0)
+            data_prior = self.data_prior
+            unknown = self.prototypes is not None and not any(au in self.prototypes.features for au in ev.units)
+            if unknown:
+                # None of these AUs was in the fitted data: the prototypes
+                # know only how common each label was, nothing to generalise
+                # from. Then the rules' "no emotion pattern fits" (others)
+                # speaks rather than the commonest fitted label.
+                data_prior = 0.0
+                pattern = max(rule_scores.values(), default=0.0)
             rule_prior = self.rule_prior * pattern
-            data_weight = (support + self.data_prior) / (support + self.data_prior + rule_prior)
-            probs = {e: data_weight * q.get(e, 0.0) + (1.0 - data_weight) * pi[e] for e in candidates}
+            denominator = support + data_prior + rule_prior
+            data_weight = (support + data_prior) / denominator if denominator > 0 else 1.0
+            probs = {e: data_weight * q_mix.get(e, 0.0) + (1.0 - data_weight) * pi[e] for e in candidates}
         norm = sum(probs.values()) or 1.0
         probs = {e: v / norm for e, v in probs.items()}
-        return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight)
+        return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight, moved, unknown)
 
     # -- the decision and its trace ----------------------------------------------------
 
@@ -264,7 +329,11 @@ class Classifier:
             len(rules_ranked) < 2 or rules_ranked[0][1] - rules_ranked[1][1] >= RULES_DECISIVE_LEAD
         )
         proto_top = None
-        if fused.proto_probs:
+        if fused.proto is not None and fused.rules is not None and fused.proto.posterior:
+            # The prototypes' own favourite, even when it is not a label here
+            # or a rule ruled it out: then the rules overruled them.
+            proto_top = max(fused.proto.posterior.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))[0]
+        elif fused.proto_probs:
             proto_top = max(fused.proto_probs.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))[0]
         if stage_override is not None:
             stage = stage_override
@@ -337,9 +406,15 @@ class Classifier:
                     lines.append(adj.reason)
         if fused.proto is not None:
             lines.append(fused.proto.explain())
+            if fused.moved:
+                lines.append("handed on as the rules see it: " + ", ".join(
+                    f"the prototypes' {p:.2f} for {e.value} ({why})" for e, p, why in fused.moved[:3]))
         if fused.rules is not None and fused.proto is not None:
+            why_weights = ("none of these AUs is in the fitted data: the prototypes know only how common each "
+                           "label was" if fused.unknown_aus else
+                           "the rules count for less the more often the fitted data saw this configuration")
             lines.append(f"weights: prototypes {fused.data_weight:.2f}, rules {1.0 - fused.data_weight:.2f} "
-                         "(the rules count for less the more often the fitted data saw this configuration)")
+                         f"({why_weights})")
         if stage is Stage.CONTEXT and before is not None:
             why = f"the subject's habitual AUs weigh less, so {label.value} replaces {before.value}"
         elif rules_top is not None and proto_top is not None and rules_top is proto_top:
@@ -348,7 +423,8 @@ class Classifier:
             reasons = fused.rules.reasons_for(label)
             pattern = reasons[0] if reasons else "no emotion pattern fits"
             why = f"the FACS pattern ({pattern}) outweighs the prototypes" + (
-                f"' preference for {proto_top.value}" if proto_top is not None and proto_top is not label else "")
+                f"' preference for {proto_top.value}" + _unavailable(proto_top, fused)
+                if proto_top is not None and proto_top is not label else "")
         elif fused.rules is not None and rules_top is not None and rules_top is not label:
             why = f"the fitted prototypes outweigh the rules' preference for {rules_top.value}"
         else:

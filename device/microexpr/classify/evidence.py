@@ -92,6 +92,11 @@ class Evidence:
         unit = self.units.get(AU(au))
         return unit.weight if unit is not None else 0.0
 
+    def intensity(self, au: AU | int) -> float:
+        """The AU's intensity (stronger side), 0 if absent: which of two AUs dominates."""
+        unit = self.units.get(AU(au))
+        return unit.intensity if unit is not None else 0.0
+
     def all_of(self, *aus: AU | int) -> float:
         """Soft AND: the weakest of the AUs (0 if any is absent)."""
         return min(self.w(a) for a in aus)

@@ -38,6 +38,15 @@ CRYING_CUES: tuple[tuple[AU, str], ...] = (
 )
 #: AUs that tighten or hold the lips and chin: the face of suppression.
 CONTROL_AUS = (AU.DIMPLER, AU.LIP_CORNER_DEPRESSOR, AU.CHIN_RAISER, AU.LIP_TIGHTENER, AU.LIP_PRESSOR)
+#: FACS intensities as the parser and the AU stage give them: B and C.
+INTENSITY_B = 0.4
+INTENSITY_C = 0.6
+#: Mouth actions a strong lip-corner pull brings along in a broad smile.
+SMILE_COMPANIONS: tuple[tuple[AU, str], ...] = (
+    (AU.UPPER_LIP_RAISER, "upper lip raised (AU10)"),
+    (AU.LIPS_PART, "lips parted (AU25)"),
+    (AU.JAW_DROP, "jaw dropped (AU26)"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,14 @@ class RuleResult:
     @property
     def vetoed(self) -> frozenset[Emotion]:
         return frozenset(a.emotion for a in self.adjustments if a.factor <= 0.0)
+
+    def factor(self, emotion: Emotion) -> float:
+        """The product of the adjustments' factors for ``emotion`` (1 if none)."""
+        out = 1.0
+        for a in self.adjustments:
+            if a.emotion is emotion:
+                out *= a.factor
+        return out
 
     def scores(self, labels: Collection[Emotion] | None = None) -> dict[Emotion, float]:
         """Score per allowed label; "others" = how little the allowed emotions explain."""
@@ -104,8 +121,9 @@ def evaluate_rules(ev: Evidence) -> RuleResult:
     c = _Collector(ev)
     for rule_group in (_happiness, _surprise, _fear, _sadness, _disgust, _anger, _contempt, _repression):
         rule_group(c)
-    for discriminator in (_fear_vs_surprise, _disgust_vs_sadness, _repression_vs_anger, _sadness_vs_repression,
-                          _contempt_needs_one_side, _crying):
+    for discriminator in (_fear_vs_surprise, _fear_vs_anger, _disgust_vs_sadness, _smile_companions,
+                          _anger_not_disgust, _repression_vs_anger, _sadness_vs_repression,
+                          _contempt_needs_one_side, _contempt_not_smile, _crying):
         discriminator(c)
     raw: dict[Emotion, float] = {}
     for h in c.hits:
@@ -119,6 +137,11 @@ def evaluate_rules(ev: Evidence) -> RuleResult:
 # --- emotion prototypes (EMFACS) ------------------------------------------------
 
 
+def _ramp(value: float, low: float, high: float) -> float:
+    """0 at or below ``low``, 1 at or above ``high``, linear between."""
+    return max(0.0, min(1.0, (value - low) / (high - low)))
+
+
 def _happiness(c: _Collector) -> None:
     ev = c.ev
     c.hit("happiness.felt-smile", Emotion.HAPPINESS, 0.9, ev.all_of(6, 12),
@@ -126,6 +149,14 @@ def _happiness(c: _Collector) -> None:
     bilateral_12 = ev.w(12) - ev.one_sided(12)
     c.hit("happiness.smile", Emotion.HAPPINESS, 0.75, bilateral_12,
           "AU12: lip corners pulled up on both sides, a smile")
+    # EMFACS lists a strong AU12 (C or D) on its own as a happiness
+    # prototype; a coded AU without a letter counts as strong. A pull that
+    # strong lifts the upper lip and parts the lips (FACS 1978 joy: 6+12+25).
+    strong = _ramp(ev.intensity(12), INTENSITY_B, INTENSITY_C)
+    companions = [text for au, text in SMILE_COMPANIONS if ev.present(au)]
+    c.hit("happiness.broad-smile", Emotion.HAPPINESS, 0.9, bilateral_12 * strong,
+          "AU12 at C or stronger on both sides: the EMFACS smile (12C/D)"
+          + (", with " + " and ".join(companions) + " from the strong pull" if companions else ""))
     c.hit("happiness.one-sided-smile", Emotion.HAPPINESS, 0.6, ev.one_sided(12),
           "AU12 on one side: a smile, though one-sided smiles can also be contempt")
 
@@ -165,9 +196,16 @@ def _sadness(c: _Collector) -> None:
           "AU1 with AU15/AU17 and no AU9/AU10: inner brows raised, mouth pulled down")
     c.hit("sadness.variant", Emotion.SADNESS, 0.6, min(ev.any_of(6, 11), ev.w(15)),
           "AU6/AU11 with AU15: an EMFACS sadness variant")
-    c.hit("sadness.brow", Emotion.SADNESS, 0.55, ev.all_of(1, 4), "AU1+AU4: the oblique sad brow")
+    # With AU2 the brows rise as a whole: 1+2+4 is the fear brow, not the sad one.
+    c.hit("sadness.brow", Emotion.SADNESS, 0.55, min(ev.all_of(1, 4), ev.none_of(2)),
+          "AU1+AU4 without AU2: the oblique sad brow")
     c.hit("sadness.inner-brow", Emotion.SADNESS, 0.35, ev.w(1), "AU1: inner brow raised (sadness or surprise brow)")
-    c.hit("sadness.corners-down", Emotion.SADNESS, 0.35, ev.w(15), "AU15: lip corners pulled down")
+    # AU15 is sadness's mouth in EMFACS (1+4+15, 6+15, 11+15; disgust uses it
+    # only beside AU9+AU16). Alone it is weak evidence (Ekman & Friesen 1975
+    # show the sad mouth with an uninvolved brow), but more than "no pattern":
+    # with no repression label it is sadness, and ambiguous.
+    c.hit("sadness.corners-down", Emotion.SADNESS, 0.45, ev.w(15),
+          "AU15: lip corners pulled down, the sad mouth on its own")
 
 
 def _disgust(c: _Collector) -> None:
@@ -226,12 +264,65 @@ def _fear_vs_surprise(c: _Collector) -> None:
                  f"{which} with raised brows: brows drawn together or lips stretched mean fear, not surprise")
 
 
+def _fear_vs_anger(c: _Collector) -> None:
+    ev = c.ev
+    cue = min(ev.all_of(1, 2), ev.w(4))
+    if cue > 0.0:
+        c.adjust("pair.fear-vs-anger", Emotion.ANGER, 1.0 - 0.7 * cue,
+                 "AU1+AU2 with AU4: the brows are raised and drawn together (the fear brow), not lowered in anger")
+
+
 def _disgust_vs_sadness(c: _Collector) -> None:
     ev = c.ev
     cue = ev.any_of(9, 10)
     if cue > 0.0 and ev.any_of(1, 15, 17) > 0.0:
         c.adjust("pair.disgust-vs-sadness", Emotion.SADNESS, 1.0 - 0.7 * cue,
                  "AU9/AU10 present: a wrinkled nose or raised upper lip means disgust, not sadness")
+
+
+def _smile_companions(c: _Collector) -> None:
+    """AU10 and AU25/26/27 in a broad smile belong to the smile.
+
+    A strong AU12 lifts the upper lip with the corners and parts the lips
+    (FACS 1978 joy: 6+12+25). EMFACS disgust is AU9, or AU10 without a smile
+    (9, 10, 9+17, 10+17, 9+15+16, 10+16+25, ...): none of its prototypes has
+    AU12. So AU10 with an AU12 at least as strong counts for the smile unless
+    the nose wrinkles (AU9). Every EMFACS surprise and fear prototype and
+    variant raises the brows or widens the eyes (1+2, 5, 1+2+4, 5+20): lips
+    parted under a strong smile, with no brow or eye action, are not
+    surprise or fear. Not when the "smile" is a crying face.
+    """
+    ev = c.ev
+    if ev.w(12) <= 0.0 or crying_cues(ev):
+        return
+    if ev.w(10) > 0.0:
+        dominance = min(1.0, ev.intensity(12) / ev.intensity(10))
+        share = ev.w(12) * dominance * ev.none_of(9)
+        if share > 0.0:
+            c.adjust("pair.smile-not-disgust", Emotion.DISGUST, 1.0 - 0.7 * share,
+                     "AU10 with an AU12 at least as strong and no AU9: the raised upper lip belongs to a broad smile, "
+                     "not to disgust")
+    opening = ev.any_of(25, 26, 27)
+    if opening > 0.0:
+        strong = _ramp(ev.intensity(12), INTENSITY_B, INTENSITY_C)
+        share = min(ev.w(12) * strong, opening) * ev.none_of(1, 2, 4, 5, 20)
+        if share > 0.0:
+            for emotion in (Emotion.SURPRISE, Emotion.FEAR):
+                c.adjust(f"pair.smile-not-{emotion.value}", emotion, 1.0 - 0.7 * share,
+                         f"lips parted under a strong AU12 with no brow or eye action (AU1/2/4/5/20): the smile parts "
+                         f"them, not {emotion.value}")
+
+
+def _anger_not_disgust(c: _Collector) -> None:
+    """EMFACS anger prototypes include AU10 (4+5+7+10+22+23+25); disgust ones
+    have no lowered brow with tightened lids and pressed lips."""
+    ev = c.ev
+    anger_face = min(ev.w(4), ev.any_of(5, 7), ev.any_of(23, 24))
+    cue = min(ev.w(10), anger_face) * ev.none_of(9)
+    if cue > 0.0:
+        c.adjust("pair.anger-not-disgust", Emotion.DISGUST, 1.0 - 0.7 * cue,
+                 "AU10 with AU4, AU5/AU7 and AU23/AU24 and no AU9: the upper lip rises in the EMFACS anger face, "
+                 "not disgust")
 
 
 def _repression_vs_anger(c: _Collector) -> None:
@@ -260,6 +351,15 @@ def _contempt_needs_one_side(c: _Collector) -> None:
     if max(ev.one_sided(12), ev.one_sided(14)) <= 0.0:
         c.adjust("pair.contempt-one-sided", Emotion.CONTEMPT, 0.0,
                  "contempt ruled out: it needs AU14 or AU12 on one side of the face")
+
+
+def _contempt_not_smile(c: _Collector) -> None:
+    ev = c.ev
+    cue = min(ev.one_sided(12), ev.one_sided(14))
+    if cue > 0.0:
+        c.adjust("pair.contempt-not-smile", Emotion.HAPPINESS, 1.0 - 0.7 * cue,
+                 "AU12 with AU14 on one side: the lip corner tightened and slightly raised is contempt "
+                 "(Ekman & Friesen 1986), not a smile")
 
 
 def crying_cues(ev: Evidence) -> list[str]:
