@@ -118,6 +118,8 @@ def test_real_smile_is_one_macro_happiness_episode(pipeline: Pipeline, smile_cli
     assert 12 <= ep.onset_frame <= 21 and ep.offset_frame >= 65
     assert AU.LIP_CORNER_PULLER in {a.au for a in ep.activations}
     assert decision is not None and decision.label is Emotion.HAPPINESS
+    # a clear AU12 smile is decided locally, not sent to the reasoner
+    assert not decision.ambiguous, decision
 
 
 def test_weak_movement_below_the_noise_is_not_invented(pipeline: Pipeline, model_path: Path,
