@@ -93,9 +93,10 @@ def face_from_mediapipe(
     landmarks: Any, blendshapes: Any, matrix: np.ndarray | None, width: int, height: int, subject_id: int = 0
 ) -> Face:
     """One ``Face`` from one entry of a FaceLandmarkerResult (the boundary)."""
-    points = np.empty((len(landmarks), 3), dtype=np.float32)
-    for i, lm in enumerate(landmarks):
-        points[i] = (lm.x * width, lm.y * height, lm.z * width)
+    # one list, one array, one multiply (a per-row numpy assignment cost
+    # 0.3 ms a frame); products in float64 then rounded, as before
+    xyz = np.array([(lm.x, lm.y, lm.z) for lm in landmarks], dtype=np.float64).reshape(-1, 3)
+    points = (xyz * np.array([width, height, width], dtype=np.float64)).astype(np.float32)
     scores = {
         c.category_name: float(c.score) for c in blendshapes if c.category_name and c.category_name != NEUTRAL_CATEGORY
     }
