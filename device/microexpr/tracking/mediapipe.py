@@ -144,8 +144,9 @@ class _SubjectAssigner:
 
 #: What MediaPipe's C++ core prints while a graph starts: glog info and
 #: warning lines ("I0000 00:00:1700000000.000000  123 file.cc:12] ...")
-#: and TensorFlow Lite's "INFO: Created TensorFlow Lite XNNPACK delegate".
-_NATIVE_CHATTER = re.compile(rb"^(?:[IW]\d{4} [\d:.]+\s+\d+ [^\]]*\] |INFO: )")
+#: TensorFlow Lite's "INFO: Created TensorFlow Lite XNNPACK delegate", and
+#: absl's "WARNING: Logging before InitGoogle() is written to STDERR".
+_NATIVE_CHATTER = re.compile(rb"^(?:[IW]\d{4} [\d:.]+\s+\d+ [^\]]*\] |INFO: |WARNING: Logging before InitGoogle\(\))")
 
 
 @contextlib.contextmanager
