@@ -166,3 +166,26 @@ def test_configure_rejects_bad_values_and_keeps_the_old(pipeline: Pipeline) -> N
         pipeline.configure(EngineConfig.model_construct(micro_max_s=-1.0, emit_delay_s=0.2, min_evidence_z=3.0,
                                                         ambiguous_confidence=0.5, ambiguous_margin=0.15))
     assert pipeline.config is before and pipeline._pending is None
+
+
+def test_finish_gives_up_rather_than_race_a_hung_analysis(pipeline: Pipeline, smile_frames: list[Frame]) -> None:
+    release = threading.Event()
+    real = pipeline.estimator.estimate
+
+    def stuck(obs):  # the analysis of frame 1 hangs until released
+        if obs.frame_index == 1:
+            release.wait(10)
+        return real(obs)
+
+    pipeline.estimator.estimate = stuck  # type: ignore[method-assign]
+    done: list[int] = []
+    runner: OverlappedPipeline[int] = OverlappedPipeline(pipeline, lambda tag, f, r: done.append(tag))
+    try:
+        for frame in smile_frames[:3]:
+            runner.submit(frame, frame.index)
+        assert runner.drain(timeout=0.2) is False
+        assert runner.finish(timeout=0.2) == ()
+    finally:
+        release.set()
+        runner.close()
+    assert done == [0, 1, 2]  # released, the worker finished every frame in order

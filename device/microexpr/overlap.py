@@ -121,7 +121,10 @@ class OverlappedPipeline(Generic[T]):
         queue hand-over orders it after the last analysis).
         """
         if not self.drain(timeout):
-            log.warning("analysis still busy after %s s: finishing without waiting for it", timeout)
+            # The worker still holds the analysis state: flushing it from
+            # this thread would race it. Its open episodes are given up.
+            log.error("analysis still busy after %s s: open episodes not flushed", timeout)
+            return ()
         return self.pipeline.finish()
 
     def close(self, timeout: float = 5.0) -> None:
