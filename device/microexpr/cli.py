@@ -39,15 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Each COMMAND has --help. Errors are one line on stderr with an exit code (README, \"Exit codes\").",
     )
     parser.add_argument("--version", action="version", version=f"microexpr {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    _add_common_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(f"microexpr.commands.{module_name}")
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command_parser)
+        # Also after the command: "microexpr eval X --traceback" is how people
+        # rerun a failed command, as the error line tells them to. SUPPRESS
+        # keeps an unset flag here from overwriting one given before COMMAND.
+        _add_common_flags(command_parser, default=argparse.SUPPRESS)
         command_parser.set_defaults(_run=module.run)
     return parser
+
+
+def _add_common_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    parser.add_argument("--traceback", action="store_true", default=default, help="show tracebacks of errors")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
