@@ -647,7 +647,12 @@ def open_replay(
     **live_kwargs: Any,
 ) -> LiveSource:
     """A video file replayed at its own rate as a live (latest-frame) source."""
+    if not str(path):
+        raise SourceError("replay: names no file (replay:FILE plays a video file in real time)",
+                          exit_code=ExitCode.USAGE)
     media = Path(path).expanduser()
+    if media.is_dir():
+        raise SourceError(f"replay {media}: is a folder; replay:FILE plays a video file")
     if not media.is_file():
         raise SourceError(f"replay {media}: no such file")
     probe = VideoFileSource(media, fps=fps)  # fails early, with the file's own error
@@ -709,6 +714,13 @@ def open_source(
             return open_camera(int(text), fps=fps, width=width, height=height)
         if text.startswith("/dev/"):
             raise SourceError(f"camera {text}: does not exist")
+        # A spec that looks like another kind is named in the user's own
+        # spelling (Path folds "http://x" to "http:/x"), with what is accepted.
+        if "://" in text:
+            raise SourceError(f"{text}: no such file or folder (URLs are not a frame source; give a file, "
+                              "a folder, a camera index, /dev/videoN, picamera2[:N] or replay:FILE)")
+        if text.lower().startswith("picamera"):
+            raise SourceError(f"{text}: no such file or folder, nor a Pi camera (picamera2 or picamera2:N)")
         raise SourceError(f"{path}: no such file or folder")
     file_kwargs: dict[str, Any] = {"fps": fps, "loop": loop, "width": width, "height": height}
     if stat.S_ISDIR(st.st_mode):
