@@ -9,9 +9,12 @@ import argparse
 import json
 import math
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from microexpr import models
+from microexpr.errors import ExitCode, MicroexprError
 
 
 def _timeout(text: str) -> float:
@@ -91,9 +94,39 @@ def run(args: argparse.Namespace) -> int:
 def _run_onnx(args: argparse.Namespace) -> int:
     from microexpr.tracking.onnx import install_models
 
-    result = install_models(Path(args.source) if args.source else None, args.models_dir)
+    result = install_models(_onnx_source(args.source), args.models_dir)
     if args.json:
         print(json.dumps({"path": str(result.directory), "installed": list(result.installed), "kept": list(result.kept)}))
     else:
         print(f"ONNX models at {result.directory}: {len(result.installed)} installed, {len(result.kept)} kept (sha256 verified)")
     return 0
+
+
+def _onnx_source(text: str | None) -> Path | None:
+    """``--onnx --source``: a local folder (or its manifest.json). Checked
+    here so the error names the option: the folder's own check would say
+    "manifest ... no such file; run `microexpr provision-model --onnx`",
+    the very command that failed, and a URL came out as a mangled path."""
+    if not text:
+        return None
+    scheme = urllib.parse.urlparse(text).scheme.lower()
+    if scheme == "file":
+        path = Path(urllib.request.url2pathname(urllib.parse.urlparse(text).path))
+    elif len(scheme) > 1:  # len 1: a Windows drive letter
+        raise MicroexprError(
+            f"--source {text}: with --onnx, give a folder holding a copy of provisioning/onnx, not a URL",
+            exit_code=ExitCode.USAGE,
+        )
+    else:
+        path = Path(text).expanduser()
+    from microexpr.tracking.onnx import MANIFEST_NAME
+
+    folder = path.parent if path.is_file() and path.name == MANIFEST_NAME else path
+    if not (folder / MANIFEST_NAME).is_file():
+        what = ("no such folder" if not path.exists() else "not a folder" if path.is_file()
+                else f"no {MANIFEST_NAME} in this folder")
+        raise MicroexprError(
+            f"--source {path}: {what} (with --onnx, give a copy of provisioning/onnx)",
+            exit_code=ExitCode.MODEL_UNAVAILABLE,
+        )
+    return path
