@@ -227,6 +227,8 @@ class Metrics:
         self._lock = threading.Lock()
         self.started = time.monotonic()
         self.frames = 0
+        #: Frames in which the tracker found a face (written by one thread: the one that analyses).
+        self.frames_with_face = 0
         self.events = 0
         self.errors = 0
         self.dropped_queue = 0
@@ -463,7 +465,12 @@ class Service:
                 restore()
         if self._fatal is not None:
             raise self._fatal
-        log.info("stopped%s", f" ({self._stopping_reason})" if self._stopping_reason else "")
+        m = self.metrics
+        if self._stopping_reason == "end of input" and m.frames and not m.frames_with_face:
+            # A file with no face ends quietly otherwise: exit 0, nothing printed.
+            log.warning("no face in any of the %d frame(s) of %s: nothing to spot", m.frames, self.config.source.uri)
+        log.info("stopped%s: %d frame(s), %d with a face, %d event(s)",
+                 f" ({self._stopping_reason})" if self._stopping_reason else "", m.frames, m.frames_with_face, m.events)
         return int(ExitCode.OK)
 
     def _start(self, stack: ExitStack) -> None:
@@ -733,6 +740,8 @@ class Service:
         start = frame.timestamp if self._source_live else item.received
         timings["total"] = max(0.0, now - start)
         self.metrics.frame_done(now, timings)
+        if result.observation.faces:
+            self.metrics.frames_with_face += 1
         for emitted in _pairs(result.episodes):
             self._emit(emitted)
         self._maybe_publish_aus(result, now)
@@ -947,6 +956,17 @@ class Service:
                 live = [key for key in live if key not in engine]
                 restart += engine
                 effective = effective.model_copy(update={"engine": self.config.engine})
+            elif any(key.startswith("engine.") for key in live):
+                # Before the configuration is committed: settings the pipeline
+                # refuses must not be reported as applied, nor kept in
+                # self.config as if they were running (the next reload would
+                # then compare against values that never ran).
+                try:
+                    self._pipeline.configure(effective.engine)  # type: ignore[union-attr]
+                except ValueError as exc:
+                    log.error("reload: engine settings not applied: %s; keeping the running ones", exc)
+                    live = [key for key in live if not key.startswith("engine.")]
+                    effective = effective.model_copy(update={"engine": self.config.engine})
             self.config = effective
             self._apply_live(frozenset(key.split(".")[0] for key in live))
             if live:
@@ -961,11 +981,7 @@ class Service:
     def _apply_live(self, sections: frozenset[str]) -> None:
         if "logging" in sections and not self.keep_log_level:
             logging.getLogger().setLevel(self.config.log_level())
-        if "engine" in sections:
-            try:
-                self._pipeline.configure(self.config.engine)  # type: ignore[union-attr]
-            except ValueError as exc:
-                log.error("reload: engine settings not applied: %s", exc)
+        # engine.*: handed to the pipeline by reload(), before committing.
         if "reasoner" in sections and self._reasoner is not None:
             self._reasoner.apply_live(self.config.reasoner)
         # mqtt.stats_interval_s, aus_stream, aus_interval_s are read from
