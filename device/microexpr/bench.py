@@ -428,10 +428,10 @@ def run_daemon(source: Path, *, seconds: float, workdir: Path) -> DaemonResult:
         config = workdir / "config.toml"
         config.write_text(
             f'device_id = "{device_id}"\n'
-            f'[source]\nuri = "replay:{source}"\n'
+            f"[source]\nuri = {json.dumps(f'replay:{source}')}\n"  # a JSON string is a TOML basic string
             f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\naus_stream = true\naus_interval_s = 0.05\n'
             f"stats_interval_s = 2.0\n"
-            f'[outbox]\npath = "{workdir / "outbox.sqlite"}"\n'
+            f"[outbox]\npath = {json.dumps(str(workdir / 'outbox.sqlite'))}\n"
         )
         lock = threading.Lock()
         stats: dict[str, Any] = {}
@@ -718,6 +718,16 @@ def run_bench(
         raise MicroexprError(f"--out {out_root}: cannot write: {exc.strerror or exc}",
                              exit_code=ExitCode.IO_ERROR) from None
     frames = load_frames(source)
+    if len(frames) < 2:
+        # One frame gives no frame intervals and a report of NaNs.
+        raise MicroexprError(f"bench: {source}: 1 frame; give a video or a folder of images",
+                             exit_code=ExitCode.USAGE)
+    seconds = daemon_seconds if daemon_seconds is not None else (10.0 if quick else 60.0)
+    if seconds > 0 and not Path(source).is_file():
+        # The soak replays the source as a camera (replay:FILE, a video):
+        # refuse a folder now, not after minutes of in-process measuring.
+        raise MicroexprError(f"bench: {source}: the daemon soak replays a video file; give one, "
+                             "or --daemon-seconds 0 to measure a folder in-process only", exit_code=ExitCode.USAGE)
     passes = 2 if quick else 8
     bar = None
     if show_progress:
@@ -736,7 +746,6 @@ def run_bench(
         # Without a face MediaPipe runs the detector only: fast, plausible-looking and meaningless.
         raise NoFaceError(f"bench: {source}: no face in any of its {len(frames)} frame(s); "
                           "give a clip of a real face")
-    seconds = daemon_seconds if daemon_seconds is not None else (10.0 if quick else 60.0)
     daemon = None
     if seconds > 0:
         with tempfile.TemporaryDirectory(prefix="microexpr-bench-") as tmp:

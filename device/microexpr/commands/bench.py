@@ -22,7 +22,8 @@ def _seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", required=True, type=Path, help="a real face video file (or image folder)")
+    parser.add_argument("--source", required=True, type=Path,
+                        help="a real face video file (an image folder only with --daemon-seconds 0)")
     parser.add_argument("--model", type=Path, default=None, help="model file (default: the provisioned one)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="results root; a folder per machine is made inside (default: %(default)s)")
