@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from microexpr.config import add_config_argument, load_config
 from microexpr.classify.prototypes import PrototypeSet
 from microexpr.evaluate import PROTOCOLS, EvalSettings, Refiner, folds, run_eval, write_outputs
 from microexpr.labels import read_labels
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not 0.0 <= value <= 1.0:
             print(f"microexpr eval: error: --{name.replace('_', '-')} must be in 0..1, got {value}", file=sys.stderr)
             return 2
+    if args.config is not None and not args.reasoner:
+        # Said, not silently dropped: its [engine] thresholds do not apply here (--ambiguous-* do).
+        log.warning("--config %s is read only with --reasoner (its [reasoner] section); ignored", args.config)
     refine = _reasoner(args) if args.reasoner else None  # a bad config fails before any work
     table = read_labels(args.labels).checked(skip_unparseable=args.skip_unparseable, strict=args.strict)
     fixed = None
