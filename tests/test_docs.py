@@ -179,7 +179,7 @@ def test_exit_codes_named_in_docs_exist(doc: str) -> None:
         if not line.startswith("|") or i + 1 >= len(lines) or not re.match(r"^\|[-| :]+\|$", lines[i + 1]):
             continue
         header = [c.strip().lower() for c in line.strip("|").split("|")]
-        columns = [k for k, name in enumerate(header) if name in ("exit code", "fails with")]
+        columns = [k for k, name in enumerate(header) if name in ("code", "exit code", "fails with")]
         for row in lines[i + 2:]:
             if not row.startswith("|"):
                 break
@@ -187,6 +187,10 @@ def test_exit_codes_named_in_docs_exist(doc: str) -> None:
             for k in columns:
                 if k < len(cells):
                     wrong += [f"{n} in {row.strip()[:60]!r}" for n in _numbers(cells[k]) if n not in valid]
+            if "code" in header and "name" in header:  # "| 80 | MODEL_HASH_MISMATCH | …"
+                code, name = cells[header.index("code")], cells[header.index("name")]
+                if code.isdigit() and (name not in ExitCode.__members__ or ExitCode[name] != int(code)):
+                    wrong.append(f"{code} {name}")
     for number, name in re.findall(r"\b(\d{1,3}) \(?([A-Z][A-Z_]{2,})\b", text):
         if name in ExitCode.__members__ and ExitCode[name] != int(number):
             wrong.append(f"{number} {name} (ExitCode.{name} is {int(ExitCode[name])})")
