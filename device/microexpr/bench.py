@@ -173,8 +173,12 @@ class _BareMediaPipe:
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        from microexpr.tracking.mediapipe import _native_stderr_silenced
+
+        with _native_stderr_silenced():  # MediaPipe's start-up chatter, as in the tracker
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._last_ms = -1
+        self._first = True
 
     def time_frame(self, frame: Frame, offset_s: float) -> float:
         import cv2
@@ -183,6 +187,14 @@ class _BareMediaPipe:
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))
         ts = max(self._last_ms + 1, int(round((frame.timestamp + offset_s) * 1000)))
         self._last_ms = ts
+        if self._first:  # the graph prints more on its first frame
+            self._first = False
+            from microexpr.tracking.mediapipe import _native_stderr_silenced
+
+            with _native_stderr_silenced():
+                start = time.perf_counter()
+                self._landmarker.detect_for_video(image, ts)
+                return time.perf_counter() - start
         start = time.perf_counter()
         self._landmarker.detect_for_video(image, ts)
         return time.perf_counter() - start

@@ -21,6 +21,7 @@ benchmarks; the cost of timing is two clock reads per stage.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -184,6 +185,7 @@ class Pipeline:
         self._subjects: dict[int, _Subject] = {}
         self._closed = False
         self._pending: tuple[PipelineConfig, float, float] | None = None
+        self._pending_lock = threading.Lock()
         self.frames = 0
 
     @classmethod
@@ -307,10 +309,12 @@ class Pipeline:
         )
         if not 0.0 <= engine.ambiguous_confidence <= 1.0 or not 0.0 <= engine.ambiguous_margin <= 1.0:
             raise ValueError("ambiguous_confidence and ambiguous_margin must be in 0..1")
-        self._pending = (replace(self.config, spotter=spotter), engine.ambiguous_confidence, engine.ambiguous_margin)
+        with self._pending_lock:
+            self._pending = (replace(self.config, spotter=spotter), engine.ambiguous_confidence, engine.ambiguous_margin)
 
     def _apply_pending(self) -> None:
-        pending, self._pending = self._pending, None
+        with self._pending_lock:  # a configure() between the read and the clear is not lost
+            pending, self._pending = self._pending, None
         if pending is None:
             return
         config, confidence, margin = pending
