@@ -118,6 +118,15 @@ def test_provision_onnx_bad_source_names_the_option(
     assert not models.exists()
 
 
+def test_provision_onnx_refuses_mirror(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--mirror was silently ignored with --onnx (the files never come from a mirror)."""
+    models = tmp_path / "models"
+    assert main(["provision-model", "--onnx", "--mirror", str(tmp_path), "--dir", str(models)]) == ExitCode.USAGE
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--mirror" in line and "--onnx" in line, line
+    assert not models.exists()
+
+
 # --------------------------------------------------------------------------
 # bench: inputs that cannot give a report
 

@@ -94,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
 def _run_onnx(args: argparse.Namespace) -> int:
     from microexpr.tracking.onnx import install_models
 
+    if args.mirror is not None:
+        # The ONNX files come from the repository (or --source), never from
+        # a model mirror or the network: say so rather than ignore the flag.
+        raise MicroexprError("--mirror applies to the FaceLandmarker bundle, not to --onnx (use --source DIR)",
+                             exit_code=ExitCode.USAGE)
     result = install_models(_onnx_source(args.source), args.models_dir)
     if args.json:
         print(json.dumps({"path": str(result.directory), "installed": list(result.installed), "kept": list(result.kept)}))
