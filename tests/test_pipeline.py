@@ -154,3 +154,51 @@ def test_timings_flush_reset_close(model_path: Path, clips) -> None:
     p.reset()
     p.close()
     p.close()  # idempotent
+
+
+def test_first_seen_mid_smile_the_smile_is_not_taken_as_neutral(pipeline: Pipeline, smile_clip: Path) -> None:
+    """A live camera may first see a face in the middle of a broad smile (a
+    kiosk visitor, or `replay:` joining the clip late). The resting face the
+    baseline learns must not be that smile: else the return to rest reads
+    as an expression (corners "pulled down": AU15) and the next smile as
+    nothing. Here: the clip joined at frame 30 (smiling), then played again
+    from the start (neutral, then the smile)."""
+    with open_source(smile_clip) as src:
+        frames = list(src)
+    fps = 30.0
+    joined = [frames[i] for i in range(30, len(frames))] + frames
+    stream = [Frame(k, k / fps, f.image) for k, f in enumerate(joined)]
+    pipeline.reset()
+    offset = _clock[0] + 1.0
+    spotted: list[SpottedEpisode] = []
+    for frame in stream:
+        shifted = Frame(frame.index, frame.timestamp + offset, frame.image)
+        _clock[0] = shifted.timestamp
+        spotted.extend(pipeline.process(shifted).episodes)
+    spotted.extend(pipeline.finish())
+    second_smile = len(frames) - 30 + 16  # where the replayed smile starts
+    assert [s.decision.label for s in spotted if s.decision] == [Emotion.HAPPINESS], [
+        (s.episode.onset_frame, s.episode.offset_frame, [str(a) for a in s.episode.activations]) for s in spotted]
+    assert spotted[0].episode.onset_frame >= second_smile - 6
+
+
+def test_a_face_that_never_relaxes_is_left_as_it_is(pipeline: Pipeline, smile_clip: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The other side: first seen mid-smile and smiling to the end (a
+    habitual expression, or a still photo of a smile): no start-over, and
+    the held smile itself is not an episode."""
+    with open_source(smile_clip) as src:
+        frames = list(src)[30:]
+    pipeline.reset()
+    offset = _clock[0] + 1.0
+    spotted: list[SpottedEpisode] = []
+    with caplog.at_level("INFO", logger="microexpr.pipeline"):
+        for k, f in enumerate(frames):
+            shifted = Frame(k, k / 30.0 + offset, f.image)
+            _clock[0] = shifted.timestamp
+            spotted.extend(pipeline.process(shifted).episodes)
+        spotted.extend(pipeline.finish())
+    assert "first seen mid-expression" in caplog.text
+    assert "came to rest" not in caplog.text
+    # (the clip's last frames hold a small real movement of their own)
+    assert all(s.episode.onset_frame > 20 for s in spotted), [s.episode for s in spotted]

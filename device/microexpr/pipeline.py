@@ -21,10 +21,11 @@ benchmarks; the cost of timing is two clock reads per stage.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -33,7 +34,7 @@ from microexpr.aus import AUEstimator, AUFrame
 from microexpr.baseline import BaselineConfig, Evidence, SubjectBaseline
 from microexpr.capture import Frame
 from microexpr.errors import DataError
-from microexpr.facs import AUActivation
+from microexpr.facs import AU, AUActivation
 from microexpr.motion import MotionAnalyzer, MotionConfig, MotionFrame
 from microexpr.spotting import Episode, Spotter, SpotterConfig, activations_at
 from microexpr.tracking.base import FaceObservation, FaceTracker
@@ -119,6 +120,14 @@ class _Subject:
     spotter: Spotter
     context: SubjectContext | None
     last_seen: float = 0.0
+    #: First seen in a marked lower-face display (see ``PipelineConfig``):
+    #: watching for the face to come to rest; when it does, since when.
+    watch_until: float = -math.inf
+    rest_since: float | None = None
+    #: The baseline has given evidence once: its resting face is learnt.
+    ready_once: bool = False
+    #: Started over from a face at rest: never watched again.
+    rest_checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,24 @@ class PipelineConfig:
     spotter: SpotterConfig = field(default_factory=SpotterConfig)
     #: A subject unseen this long starts over.
     lost_reset_s: float = 1.0
+    #: First sight in mid-expression. The baseline takes a new face as its
+    #: resting face, which is wrong for a visitor who walks up smiling (or a
+    #: ``replay:`` that joins a clip late): the smile becomes "neutral", its
+    #: release reads as an expression (corners pulled down) and the next
+    #: smile as nothing. So a subject showing a broad lower-face display
+    #: while its resting face is being learnt (before its first evidence) —
+    #: any of ``entry_aus`` at FACS "marked" (C, 0.5 on the estimator's 0..1
+    #: scale, which comes from population-calibrated blendshapes) or more —
+    #: is watched for ``rest_watch_s``: once all of
+    #: them stay below ``rest_max_intensity`` (trace level) for
+    #: ``rest_hold_s``, the subject starts over from that resting face and
+    #: the episode the release opened is dropped, not emitted. A face that
+    #: never relaxes (a habitual expression) is left as it is.
+    entry_aus: tuple[AU, ...] = (AU.UPPER_LIP_RAISER, AU.LIP_CORNER_PULLER, AU.LIP_STRETCHER, AU.JAW_DROP)
+    entry_min_intensity: float = 0.5
+    rest_max_intensity: float = 0.25
+    rest_hold_s: float = 0.2
+    rest_watch_s: float = 10.0
 
 
 def _new_context() -> SubjectContext | None:
@@ -245,20 +272,39 @@ class Pipeline:
         self.estimator.reset()
 
     # -- state
-    def _subject(self, subject_id: int) -> _Subject:
+    def _subject(self, subject_id: int, *, at_rest: bool = False) -> _Subject:
+        """The subject's state, made on first sight. ``at_rest``: a subject
+        starting over from a face that came to rest: the tracker has already
+        converged on it (no settling time), and it is not watched again."""
         state = self._subjects.get(subject_id)
         if state is None:
             c = self.config
+            baseline = replace(c.baseline, track_settle_s=0.0) if at_rest else c.baseline
             state = _Subject(
                 subject_id,
                 MotionAnalyzer(c.motion),
-                SubjectBaseline(subject_id, c.baseline),
+                SubjectBaseline(subject_id, baseline),
                 Spotter(c.spotter),
                 _new_context(),
+                rest_checked=at_rest,
             )
             self._subjects[subject_id] = state
             log.debug("new subject %d", subject_id)
         return state
+
+    def _came_to_rest(self, state: _Subject, au: AUFrame, now: float) -> bool:
+        """Track a subject first seen mid-expression; True once it has been
+        at rest for ``rest_hold_s`` (it then starts over)."""
+        c = self.config
+        if now > state.watch_until:
+            state.rest_since = None
+            return False
+        if any(au.intensity.get(a, 0.0) >= c.rest_max_intensity for a in c.entry_aus):
+            state.rest_since = None
+            return False
+        if state.rest_since is None:
+            state.rest_since = now
+        return now - state.rest_since >= c.rest_hold_s
 
     def _forget_lost(self, now: float) -> list[SpottedEpisode]:
         """Close and drop subjects unseen for ``lost_reset_s``."""
@@ -371,6 +417,18 @@ class Pipeline:
         else:
             closing = self._forget_lost(frame.timestamp) if self._subjects else []
             state = self._subject(face.subject_id)
+            if not state.ready_once and not state.rest_checked:
+                if state.watch_until == -math.inf and any(
+                        au.intensity.get(a, 0.0) >= self.config.entry_min_intensity for a in self.config.entry_aus):
+                    state.watch_until = frame.timestamp + self.config.rest_watch_s
+                    log.info("subject %d first seen mid-expression: its resting face is taken when it relaxes",
+                             face.subject_id)
+            elif self._came_to_rest(state, au, frame.timestamp):
+                dropped = state.spotter.busy
+                del self._subjects[face.subject_id]
+                state = self._subject(face.subject_id, at_rest=True)
+                log.info("subject %d came to rest: starting over from this face%s", face.subject_id,
+                         " (the open episode was the release of the first expression: dropped)" if dropped else "")
             # another subject took the primary place: close the others' episodes
             for sid, other in list(self._subjects.items()):
                 if sid != face.subject_id and other.spotter.busy:
@@ -379,6 +437,7 @@ class Pipeline:
             motion_frame = state.motion.process(frame, face)
             t3 = ns()
             evidence = state.baseline.update(motion_frame, au, face, busy=state.spotter.busy)
+            state.ready_once = state.ready_once or evidence.ready
             if evidence.rebase:
                 state.motion.rebase()
             t4 = ns()
