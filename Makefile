@@ -30,6 +30,7 @@ run: model
 	$(VENV)/bin/microexpr run --source $(SOURCE)
 
 test: model
+	@bash provisioning/system-deps.sh --test
 	$(PY) -m pytest -q
 
 bench: model

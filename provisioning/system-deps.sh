@@ -2,9 +2,15 @@
 # Debian / Raspberry Pi OS packages the venv build needs: python3-venv, and
 # libsystemd-dev + pkg-config + a compiler because systemd-python ships only
 # as an sdist. Installs them when run as root (or with passwordless sudo),
-# otherwise names what is missing and stops.
+# otherwise names what is missing and stops. With --test it also installs
+# what the test suite runs for real: mosquitto (the broker the fixtures start
+# on loopback) and systemd (systemd-analyze checks the unit files).
 set -euo pipefail
 missing=()
+if [[ ${1:-} == --test ]]; then
+    command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists libsystemd 2>/dev/null || missing+=(libsystemd-dev)
