@@ -64,6 +64,11 @@ MAX_READINGS = 16
 #: visibility (70-74), swallow, chewing, shrug, head shake/nod (80-85) and the
 #: gross behaviour codes (91-99). They are accepted and left out of scoring.
 NON_AU_CODES = frozenset({0, 50, 65, 66, 69, 70, 71, 72, 73, 74, 80, 81, 82, 84, 85, *range(91, 100)})
+#: FACS 2002 eye position codes (61 eyes left, 62 right, 63 up, 64 down):
+#: valid codes, but where the eyes look, not a facial muscle action. A coding
+#: table lists them beside the AUs; they are noted and left out of scoring
+#: like ``NON_AU_CODES`` (``facs.AU`` keeps them for the live gaze features).
+EYE_MOVEMENT_CODES = frozenset({61, 62, 63, 64})
 
 
 class AUParseError(DataError):
@@ -77,7 +82,13 @@ class AUParseError(DataError):
 
 @dataclass(frozen=True, slots=True)
 class CodedAU:
-    """One coded unit as written in a label file, before it becomes activations."""
+    """One coded unit as written in a label file, before it becomes activations.
+
+    ``side`` is where the unit acts; for an ``asymmetric`` unit (both sides)
+    it names the stronger side when the coder wrote one (``A/L12``), else
+    ``BOTH``. ``letter`` is the intensity as written (``B``, or a range
+    ``A/B``); ``intensity`` is its value on the 0..1 scale.
+    """
 
     au: AU
     side: Side = Side.BOTH
@@ -91,16 +102,19 @@ class CodedAU:
         """The classifier's view of this unit (see the module notes)."""
         level = self.intensity * (REFERENCE_FACTOR if self.reference else 1.0)
         if self.asymmetric:
-            # Which side is stronger is not coded; no stage uses the side's
-            # identity, only that the two sides differ.
+            # Which side is stronger matters to no stage, only that the two
+            # sides differ; when the coder named it, it is kept.
+            strong = self.side if self.side is not Side.BOTH else Side.LEFT
+            weak = Side.RIGHT if strong is Side.LEFT else Side.LEFT
             return (
-                AUActivation(self.au, Side.LEFT, level),
-                AUActivation(self.au, Side.RIGHT, level * ASYMMETRIC_WEAK_SIDE),
+                AUActivation(self.au, strong, level),
+                AUActivation(self.au, weak, level * ASYMMETRIC_WEAK_SIDE),
             )
         return (AUActivation(self.au, self.side, level),)
 
     def __str__(self) -> str:
-        prefix = "A" if self.asymmetric else ("" if self.side is Side.BOTH else self.side.value)
+        side = "" if self.side is Side.BOTH else self.side.value
+        prefix = ("A/" + side if side else "A") if self.asymmetric else side
         if self.trace:
             prefix = "T" + prefix
         text = f"{prefix}{self.au.value}{self.letter or ''}"
@@ -109,14 +123,20 @@ class CodedAU:
 
 @dataclass(frozen=True, slots=True)
 class ParsedAUs:
-    """A parsed "Action Units" cell: definite units plus ``or`` groups."""
+    """A parsed "Action Units" cell: definite units plus ``or`` groups.
+
+    What the cell holds besides facial AUs is kept (``ignored``,
+    ``descriptors``) so that the reader can say, row by row, what it left out.
+    """
 
     text: str
     units: tuple[CodedAU, ...]
     #: Each group lists its options; each option is one or more units.
     alternatives: tuple[tuple[tuple[CodedAU, ...], ...], ...] = ()
-    #: FACS codes that are not facial AUs (``NON_AU_CODES``), left out of scoring.
+    #: FACS codes that are not facial AUs (``NON_AU_CODES``, ``EYE_MOVEMENT_CODES``), left out of scoring.
     ignored: tuple[int, ...] = ()
+    #: Words that are not FACS codes (``soft focus``, ``blink``), left out of scoring.
+    descriptors: tuple[str, ...] = ()
 
     def readings(self, limit: int = MAX_READINGS) -> tuple[tuple[AUActivation, ...], ...]:
         """Every way to read the cell: definite units plus one option per group."""
@@ -135,37 +155,63 @@ class ParsedAUs:
     def ambiguous(self) -> bool:
         return bool(self.alternatives)
 
+    @property
+    def has_aus(self) -> bool:
+        """False when the cell names no facial AU at all (only descriptors or non-AU codes)."""
+        return any(True for _ in self.all_units())
+
     def all_units(self) -> Iterator[CodedAU]:
         yield from self.units
         for group in self.alternatives:
             for option in group:
                 yield from option
 
+    def left_out(self) -> str:
+        """What the cell holds that is not scored, in words ("" when nothing)."""
+        parts: list[str] = []
+        eye = [c for c in self.ignored if c in EYE_MOVEMENT_CODES]
+        other = [c for c in self.ignored if c not in EYE_MOVEMENT_CODES]
+        if other:
+            parts.append(f"FACS code(s) {', '.join(map(str, other))} (not facial AUs)")
+        if eye:
+            parts.append(f"eye-movement code(s) {', '.join(map(str, eye))} (FACS eye position, not a facial muscle)")
+        if self.descriptors:
+            parts.append(f"descriptor(s) {', '.join(repr(d) for d in self.descriptors)} (not FACS codes)")
+        return "; ".join(parts)
+
     def __str__(self) -> str:
         parts = [str(u) for u in self.units]
         for group in self.alternatives:
-            parts.append("(" + " or ".join("+".join(str(u) for u in opt) for opt in group) + ")")
+            # An option of only descriptors reads as nothing scored ("12 or blink").
+            parts.append("(" + " or ".join("+".join(str(u) for u in opt) or "nothing" for opt in group) + ")")
         return "+".join(parts)
 
 
+#: One token of an "Action Units" cell. A unit is an optional ``AU``, up to
+#: three modifiers (``L R B A T``, optionally split by ``/``: ``A/L``), the
+#: number, an intensity letter or range (``B``, ``A/B``) and an optional side
+#: suffix. A word is a run of letters not glued to a number (``x12`` stays an
+#: error) or to a parenthesis.
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<plus>[+,;])
       | (?P<open>\()
       | (?P<close>\))
       | (?P<ref>ref\s*\()
-      | (?P<or>or)(?![a-z0-9])
+      | (?P<or>or)(?![^\W_])
       | (?P<unit>
             (?:au\s*)?
-            (?P<prefix>[lrat]{0,2})
+            (?P<prefix>[lrabt](?:/?[lrabt]){0,2})?
             (?:au\s*)?
             (?P<number>\d{1,2})
-            (?P<letter>[a-e])?
+            (?:(?P<letter>[a-e])(?:\s*/\s*(?P<upper>[a-e]))?)?
             (?P<suffix>[lr])?
-        )(?![a-z0-9])
+        )(?![^\W_])
+      | (?P<word>[^\W\d_]+(?:['’-][^\W\d_]+)*)(?![\d(])
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
+_TOKEN_KINDS = ("plus", "open", "close", "ref", "or", "unit", "word")
 
 
 def _tokens(text: str) -> list[tuple[str, re.Match[str], int]]:
@@ -178,35 +224,43 @@ def _tokens(text: str) -> list[tuple[str, re.Match[str], int]]:
         if match is None or match.end() == pos:
             bad = text[pos:].strip()[:12]
             raise AUParseError(f"cannot read AU string {text!r}: unexpected {bad!r} at character {pos + 1}")
-        kind = match.lastgroup or ""
-        if kind in ("prefix", "number", "letter", "suffix"):
-            kind = "unit"
+        kind = next(k for k in _TOKEN_KINDS if match.group(k) is not None)
         out.append((kind, match, pos))
         pos = match.end()
     return out
 
 
 def _unit(text: str, match: re.Match[str], pos: int, reference: bool) -> CodedAU | int:
-    prefix = (match.group("prefix") or "").upper()
+    modifiers = (match.group("prefix") or "").upper().replace("/", "")
     suffix = (match.group("suffix") or "").upper()
     number = int(match.group("number"))
-    letter = (match.group("letter") or "").upper() or None
     where = f"in AU string {text!r} at character {pos + 1}"
+    if number in EYE_MOVEMENT_CODES or number in NON_AU_CODES:
+        return number
     try:
         au = AU(number)
     except ValueError:
-        if number in NON_AU_CODES:
-            return number
         raise AUParseError(f"AU {number} is not a FACS Action Unit {where}") from None
-    if len(set(prefix)) != len(prefix) or len(set(prefix) & {"L", "R", "A"}) > 1:
-        raise AUParseError(f"conflicting prefixes {prefix!r} on AU {number} {where}")
-    sides = {c for c in prefix + suffix if c in "LR"}
-    if len(sides) > 1 or (suffix and "A" in prefix):
-        raise AUParseError(f"conflicting sides on AU {number} {where}")
-    side = Side(sides.pop()) if sides else Side.BOTH
-    trace = "T" in prefix
-    intensity = INTENSITY_LETTERS[letter] if letter else (TRACE_INTENSITY if trace else 1.0)
-    return CodedAU(au, side, intensity, letter, asymmetric="A" in prefix, trace=trace, reference=reference)
+    if len(set(modifiers)) != len(modifiers):
+        raise AUParseError(f"conflicting prefixes {modifiers!r} on AU {number} {where}")
+    sides = {c for c in modifiers + suffix if c in "LRB"}
+    if len(sides) > 1:
+        raise AUParseError(f"conflicting sides {''.join(sorted(sides))!r} on AU {number} {where}")
+    side = Side(sides.pop()) if sides else Side.BOTH  # "B" (bilateral) is Side.BOTH
+    trace = "T" in modifiers
+    low, high = (match.group("letter") or "").upper(), (match.group("upper") or "").upper()
+    if high:  # an intensity range: the coder saw it between two levels
+        letter: str | None = f"{low}/{high}"
+        intensity = round((INTENSITY_LETTERS[low] + INTENSITY_LETTERS[high]) / 2, 3)
+    elif low:
+        letter, intensity = low, INTENSITY_LETTERS[low]
+    else:
+        letter, intensity = None, (TRACE_INTENSITY if trace else 1.0)
+    return CodedAU(au, side, intensity, letter, asymmetric="A" in modifiers, trace=trace, reference=reference)
+
+
+Units = list[CodedAU]
+Groups = list[tuple[tuple[CodedAU, ...], ...]]
 
 
 class _Parser:
@@ -217,6 +271,7 @@ class _Parser:
         self.toks = _tokens(text)
         self.i = 0
         self.ignored: list[int] = []
+        self.descriptors: list[str] = []
 
     def _peek(self) -> str | None:
         return self.toks[self.i][0] if self.i < len(self.toks) else None
@@ -229,16 +284,16 @@ class _Parser:
             got = "the end"
         return AUParseError(f"cannot read AU string {self.text!r}: expected {expected}, got {got}")
 
-    def expr(self, reference: bool) -> tuple[list[CodedAU], list[tuple[tuple[CodedAU, ...], ...]]]:
-        units: list[CodedAU] = []
-        groups: list[tuple[tuple[CodedAU, ...], ...]] = []
+    def expr(self, reference: bool) -> tuple[Units, Groups]:
+        units: Units = []
+        groups: Groups = []
         while True:
             self.term(reference, units, groups)
             if self._peek() != "plus":
                 return units, groups
             self.i += 1
 
-    def term(self, reference: bool, units: list[CodedAU], groups: list[tuple[tuple[CodedAU, ...], ...]]) -> None:
+    def term(self, reference: bool, units: Units, groups: Groups) -> None:
         kind = self._peek()
         if kind == "unit":
             _k, match, pos = self.toks[self.i]
@@ -248,6 +303,8 @@ class _Parser:
                 self.ignored.append(unit)
             else:
                 units.append(unit)
+        elif kind == "word":
+            self.descriptors.append(self.descriptor())
         elif kind == "ref":
             self.i += 1
             inner_units, inner_groups = self.expr(True)
@@ -256,17 +313,7 @@ class _Parser:
             groups.extend(inner_groups)
         elif kind == "open":
             self.i += 1
-            options: list[tuple[CodedAU, ...]] = []
-            inner_units, inner_groups = self.expr(reference)
-            if inner_groups:
-                raise self._fail("no nested 'or' groups")
-            options.append(tuple(inner_units))
-            while self._peek() == "or":
-                self.i += 1
-                inner_units, inner_groups = self.expr(reference)
-                if inner_groups:
-                    raise self._fail("no nested 'or' groups")
-                options.append(tuple(inner_units))
+            options = self.options(reference)
             self._close()
             if len(options) == 1:
                 units.extend(options[0])  # plain parentheses
@@ -274,6 +321,27 @@ class _Parser:
                 groups.append(tuple(options))
         else:
             raise self._fail("an Action Unit")
+
+    def descriptor(self) -> str:
+        """A run of words (``soft focus``) as written, up to the next token that is not a word."""
+        first = self.toks[self.i][1]
+        last = first
+        while self._peek() == "word":
+            last = self.toks[self.i][1]
+            self.i += 1
+        return self.text[first.start("word"):last.end("word")]
+
+    def options(self, reference: bool) -> list[tuple[CodedAU, ...]]:
+        """``expr ('or' expr)*`` without nested groups: the options of one choice."""
+        options: list[tuple[CodedAU, ...]] = []
+        while True:
+            inner_units, inner_groups = self.expr(reference)
+            if inner_groups:
+                raise self._fail("no nested 'or' groups")
+            options.append(tuple(inner_units))
+            if self._peek() != "or":
+                return options
+            self.i += 1
 
     def _close(self) -> None:
         if self._peek() != "close":
@@ -286,17 +354,21 @@ def parse_aus(text: object) -> ParsedAUs:
 
     Grammar (case-insensitive, whitespace anywhere)::
 
-        cell  := expr ('or' expr)*
-        expr  := term (('+' | ',' | ';') term)*
-        term  := unit | 'ref(' expr ')' | '(' expr ('or' expr)* ')'
-        unit  := ['AU'] prefix{0,2} ['AU'] number [A-E] [L|R]
-        prefix:= 'L' | 'R' | 'A' | 'T'
+        cell   := expr ('or' expr)*
+        expr   := term (('+' | ',' | ';') term)*
+        term   := unit | words | 'ref(' expr ')' | '(' expr ('or' expr)* ')'
+        unit   := ['AU'] [mod ['/'] mod ['/'] mod] ['AU'] number [level ['/' level]] ['L'|'R']
+        mod    := 'L' | 'R' | 'B' | 'A' | 'T'     (each once; at most one of L, R, B)
+        level  := 'A' | 'B' | 'C' | 'D' | 'E'
+        words  := word+                          (letters, not glued to a digit)
 
-    Numbers from a spreadsheet cell (``12`` or ``12.0``) are accepted.
+    Numbers from a spreadsheet cell (``12`` or ``12.0``) are accepted. A cell
+    that parses but names no facial AU (only words or non-AU codes) is
+    returned with ``has_aus`` False: the caller decides what to do with it.
     Raises ``AUParseError`` (a ``DataError``) naming the string and position.
     """
     raw = _cell_text(text)
-    if raw in ("", "?", "/", "-", "--", "n/a", "na", "none", "nan"):
+    if raw.lower() in _NO_AUS:
         raise AUParseError(f"no Action Units coded ({raw!r})")
     parser = _Parser(raw)
     units, groups = parser.expr(False)
@@ -304,13 +376,8 @@ def parse_aus(text: object) -> ParsedAUs:
         # "R6 or R12" without parentheses: the whole cell is one choice.
         if groups:
             raise parser._fail("no 'or' groups inside a top-level 'or'")
-        options = [tuple(units)]
-        while parser._peek() == "or":
-            parser.i += 1
-            more, inner = parser.expr(False)
-            if inner:
-                raise parser._fail("no 'or' groups inside a top-level 'or'")
-            options.append(tuple(more))
+        parser.i += 1
+        options = [tuple(units), *parser.options(False)]
         units, groups = [], [tuple(options)]
     if parser.i != len(parser.toks):
         raise parser._fail("'+' between units")
@@ -321,7 +388,16 @@ def parse_aus(text: object) -> ParsedAUs:
         if key not in seen or unit.intensity > seen[key].intensity:
             seen[key] = unit
     ordered = tuple(u for u in units if seen.get((u.au, u.side, u.reference)) is u)
-    return ParsedAUs(raw, ordered, tuple(g for g in groups if any(g)), tuple(parser.ignored))
+    return ParsedAUs(
+        raw,
+        ordered,
+        tuple(g for g in groups if any(g)),
+        tuple(parser.ignored),
+        tuple(parser.descriptors),
+    )
+
+
+_NO_AUS = frozenset({"", "?", "/", "-", "--", "n/a", "na", "none", "nan"})
 
 
 # ---------------------------------------------------------------------------
@@ -366,12 +442,29 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "aus": ("aus", "au", "actionunits", "actionunit"),
     "emotion": ("emotion", "estimatedemotion", "label"),
 }
+#: What each field is, for messages about a header that lacks it.
+_ROLES: dict[str, str] = {
+    "subject": "the subject column, e.g. 'Subject'",
+    "filename": "the clip column, e.g. 'Filename'",
+    "onset": "the onset frame column, e.g. 'Onset Frame'",
+    "apex": "the apex frame column, e.g. 'Apex Frame'",
+    "offset": "the offset frame column, e.g. 'Offset Frame'",
+    "aus": "the AU column, e.g. 'Action Units' or 'AU'",
+    "emotion": "the label column, e.g. 'Estimated Emotion', 'emotion' or 'label'",
+}
 _HEADER_SCAN_ROWS = 30
+#: A row naming at least this many fields is taken as the header.
+_HEADER_MIN_FIELDS = 3
+#: At most this many header cells are quoted in a message.
+_CELLS_SHOWN = 24
 _MISSING_APEX = {"", "/", "-", "--", "?", "n/a", "na", "nan", "none", "-1"}
 #: Warnings that ``strict`` turns into errors: frame numbers that are not
 #: numbers or contradict each other (a typo in the frames says nothing about
 #: the AUs or the label, and scoring from AUs does not use frames).
 STRICT_KINDS = frozenset({"frames", "frame-order", "apex-range"})
+#: ``checked`` logs at most this many warnings of one kind (CAS(ME)³ alone has
+#: 309 duplicate rows); the rest are counted in one line.
+WARNINGS_LOGGED_PER_KIND = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +490,9 @@ class LabelRow:
 class RowProblem:
     line: int
     where: str
-    kind: str  #: "aus", "emotion", "frames", "apex-missing", "duplicate", "subject"
+    #: "aus", "no-aus", "non-au", "emotion", "frames", "frame-order", "apex-range", "apex-missing",
+    #: "duplicate", "subject"
+    kind: str
     message: str
     fatal: bool
 
@@ -436,22 +531,41 @@ class LabelTable:
         """Raise ``DataError`` for fatal problems; return the rows fit to score.
 
         With ``skip_unparseable`` rows whose AU string cannot be read are left
-        out (and stay listed in ``problems``) instead of failing the run. With
+        out (and stay listed in ``problems``) instead of failing the run. Rows
+        whose cell reads but names no facial AU (``soft focus`` alone) are
+        always left out with a warning: one such row never fails a file. With
         ``strict`` bad or contradicting frame numbers fail the run too (by
         default they are warnings: scoring from coded AUs does not use frames).
         """
         errors = self.errors(skip_unparseable=skip_unparseable, strict=strict)
         if errors:
             raise DataError(_summarise(self.path, errors))
-        for problem in self.warnings():
-            log.warning("%s: %s", self.path.name, problem)
+        _log_warnings(self.path, self.warnings())
         bad = {p.line for p in self.unparseable}
         if bad:
             log.warning("%s: %d row(s) with unparseable AU strings left out", self.path.name, len(bad))
+        empty = {p.line for p in self.problems if p.kind == "no-aus"}
+        if empty:
+            log.warning("%s: %d row(s) with no facial AU (only descriptors or non-AU codes) left out",
+                        self.path.name, len(empty))
         rows = tuple(r for r in self.rows if r.aus is not None)
         if not rows:
             raise DataError(f"{self.path}: no rows with usable AU codes")
         return LabelTable(self.path, self.sha256, self.source_format, rows, self.problems)
+
+
+def _log_warnings(path: Path, warnings: Sequence[RowProblem]) -> None:
+    """Each warning to the log, at most ``WARNINGS_LOGGED_PER_KIND`` per kind,
+    then one line with how many more (all of them stay in ``problems``)."""
+    counts: Counter[str] = Counter()
+    for problem in warnings:
+        counts[problem.kind] += 1
+        if counts[problem.kind] <= WARNINGS_LOGGED_PER_KIND:
+            log.warning("%s: %s", path.name, problem)
+    for kind, n in counts.items():
+        if n > WARNINGS_LOGGED_PER_KIND:
+            log.warning("%s: %d more %r warning(s) not logged (eval's JSON report lists all under source.problems)",
+                        path.name, n - WARNINGS_LOGGED_PER_KIND, kind)
 
 
 def _summarise(path: Path, errors: Sequence[RowProblem], shown: int = 5) -> str:
@@ -541,9 +655,9 @@ def read_labels(path: str | Path) -> LabelTable:
     columns = _map_header(header)
     missing = [name for name in COLUMNS if name not in columns]
     if missing:
-        have = ", ".join(_cell_text(c) for c in header if _cell_text(c)) or "none"
+        named = ", ".join(f"{name} ({_ROLES[name]})" for name in missing)
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)} in the header on row {header_line} (found: {have})"
+            f"{path}: missing column(s) {named} in the header on row {header_line} (columns found: {_quote(header)})"
         )
     rows, problems = _rows(records, columns)
     if not rows and not problems:
@@ -554,16 +668,31 @@ def read_labels(path: str | Path) -> LabelTable:
 Record = tuple[int, Sequence[object]]
 
 
-def _find_header(lines: Iterable[Record]) -> tuple[int, Sequence[object]] | None:
-    best: tuple[int, Sequence[object]] | None = None
-    best_score = 0
+def _quote(cells: Sequence[object]) -> str:
+    """A header row's non-empty cells, as written, for a one-line message."""
+    names = [_cell_text(c) for c in cells if _cell_text(c)]
+    more = f", and {len(names) - _CELLS_SHOWN} more" if len(names) > _CELLS_SHOWN else ""
+    return (", ".join(names[:_CELLS_SHOWN]) + more) or "none"
+
+
+def _find_header(lines: Iterable[Record]) -> tuple[int, Sequence[object], int] | None:
+    """The row (in the first ``_HEADER_SCAN_ROWS``) naming the most fields,
+    with how many it names; None when no row names any."""
+    best: tuple[int, Sequence[object], int] | None = None
     for line, cells in itertools.islice(lines, _HEADER_SCAN_ROWS):
         score = len(_map_header(cells))
-        if score > best_score:
-            best, best_score = (line, cells), score
+        if score > (best[2] if best else 0):
+            best = (line, cells, score)
         if score == len(COLUMNS):
             break
-    return best if best_score >= 3 else None
+    return best
+
+
+def _first_row(records: Iterable[Record]) -> str:
+    for line, cells in records:
+        if any(_cell_text(c) for c in cells):
+            return f"row {line} reads: {_quote(cells)}"
+    return "no non-empty row"
 
 
 def _xlsx_records(path: Path) -> tuple[int, Sequence[object], list[Record]]:
@@ -580,16 +709,29 @@ def _xlsx_records(path: Path) -> tuple[int, Sequence[object], list[Record]]:
         names = list(book.sheetnames)
         # CASME II keeps its table on "Sheet1"; other workbooks: first sheet with a header.
         order = (["Sheet1"] if "Sheet1" in names else []) + [n for n in names if n != "Sheet1"]
+        # A sheet whose best row names only a field or two is kept as the
+        # candidate, so that the message can name what it lacks.
+        candidate: tuple[int, Sequence[object], list[Record]] | None = None
+        candidate_score = 0
+        first = ""
         for name in order:
             sheet = book[name]
             records = [(i, list(row)) for i, row in enumerate(sheet.iter_rows(values_only=True), start=1)]
+            first = first or (f"sheet {name!r} " + _first_row(records) if records else "")
             found = _find_header(records)
-            if found is not None:
-                line, header = found
+            if found is None:
+                continue
+            line, header, score = found
+            if score >= _HEADER_MIN_FIELDS:
                 return line, header, [r for r in records if r[0] > line]
+            if score > candidate_score:
+                candidate, candidate_score = (line, header, [r for r in records if r[0] > line]), score
     finally:
         book.close()
-    raise DataError(f"{path}: no sheet has a header row with the columns {', '.join(COLUMNS)}")
+    if candidate is not None:
+        return candidate
+    raise DataError(f"{path}: no sheet has a header row with the columns {', '.join(COLUMNS)} "
+                    f"({first or 'every sheet is empty'})")
 
 
 def _csv_records(path: Path) -> tuple[int, Sequence[object], list[Record]]:
@@ -612,8 +754,8 @@ def _csv_records(path: Path) -> tuple[int, Sequence[object], list[Record]]:
         raise DataError(f"{path}: not valid CSV near line {reader.line_num} ({exc})") from None
     found = _find_header(records)
     if found is None:
-        raise DataError(f"{path}: no header row with the columns {', '.join(COLUMNS)}")
-    line, header = found
+        raise DataError(f"{path}: no header row with the columns {', '.join(COLUMNS)} ({_first_row(records)})")
+    line, header, _score = found  # fewer than _HEADER_MIN_FIELDS: read_labels names what is missing
     return line, header, [r for r in records if r[0] > line]
 
 
@@ -685,10 +827,14 @@ def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[Labe
         except AUParseError as exc:
             problems.append(RowProblem(line, where, "aus", str(exc), True))
         else:
-            if parsed.ignored:
-                codes = ", ".join(str(c) for c in parsed.ignored)
-                problem("non-au", f"FACS code(s) {codes} in {aus_text!r} are not facial AUs; left out of scoring",
-                        False)
+            left_out = parsed.left_out()
+            if not parsed.has_aus:
+                # Nothing to score, but nothing wrong with the rest of the file.
+                problem("no-aus", f"no facial Action Unit in {aus_text!r} ({left_out or 'nothing coded'}); "
+                        "row left out of scoring", False)
+                parsed = None
+            elif left_out:
+                problem("non-au", f"{aus_text!r}: left out of scoring: {left_out}; the AUs are scored", False)
         if fatal:
             continue
         key = (subject, filename)
