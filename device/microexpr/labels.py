@@ -16,19 +16,31 @@ Notation decisions (see ``docs/evaluation.md`` for the reasoning):
   and case are ignored; a stray ``AU`` before a unit (``AU4``, ``AUR2``) is
   dropped.
 * ``L``/``R`` prefix (or suffix, ``12R``): one-sided, the subject's left/right.
+  ``B`` prefix: bilateral, i.e. both sides (the default, written out).
 * ``A`` prefix: asymmetric, i.e. on both sides but clearly stronger on one
   (FACS scores unilateral actions L/R and notes asymmetry separately). The
   classifier sees it as the same AU on both sides with unequal intensities,
-  which is how a live episode presents an asymmetric movement.
+  which is how a live episode presents an asymmetric movement. ``A/L12``
+  (``AL12``, ``L/A12``: modifiers in any order, ``/`` optional) names the
+  stronger side.
 * ``T`` prefix: a trace of the action (the weakest FACS level, as letter A).
 * Intensity letters ``A``–``E`` after the number map to 0.2 … 1.0; a unit
-  without a letter is 1.0 (present, intensity not coded).
+  without a letter is 1.0 (present, intensity not coded). A range ``10A/B``
+  (the coder placed it between two levels) is the mean of the two.
 * ``ref(7B)``: an action the coder recorded for reference but not as part of
   the expression; kept, flagged, and passed on at half intensity.
 * ``(R6 or R12)`` (or ``R6 or R12`` for the whole cell): the coder could not
   decide; every reading is kept and the classifier scores each
   (``ParsedAUs.readings``).
-* An empty cell, ``?``, ``/`` or anything else unreadable is an error.
+* Valid FACS codes that are not facial muscle actions (``NON_AU_CODES``:
+  speech 50, swallow/shrug/nod 80–85, gross behaviour 91–99 …; eye
+  positions 61–64, ``EYE_MOVEMENT_CODES``) and free words (``soft focus``,
+  ``blink``) are noted and left out of scoring; the reader lists them per
+  row. A cell holding nothing else is a per-row warning and the row is left
+  out: one such row never fails a file.
+* An empty cell, ``?``, ``/`` or anything else unreadable (``4 7``, ``12F``,
+  ``x12``) is an error: guessing what a malformed unit meant would change the
+  AU configuration that is scored.
 """
 
 from __future__ import annotations
@@ -830,7 +842,7 @@ def _rows(records: Iterable[Record], columns: dict[str, int]) -> tuple[list[Labe
             left_out = parsed.left_out()
             if not parsed.has_aus:
                 # Nothing to score, but nothing wrong with the rest of the file.
-                problem("no-aus", f"no facial Action Unit in {aus_text!r} ({left_out or 'nothing coded'}); "
+                problem("no-aus", f"no facial Action Unit in {aus_text!r}, only {left_out or 'nothing coded'}; "
                         "row left out of scoring", False)
                 parsed = None
             elif left_out:
