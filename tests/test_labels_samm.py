@@ -251,6 +251,7 @@ def test_one_descriptor_row_never_fails_a_file_but_no_aus_at_all_does(tmp_path: 
     table = read_labels(path)
     assert [(p.line, p.kind, p.fatal) for p in table.problems] == [(3, "no-aus", False)]
     assert [r.filename for r in table.checked().rows] == ["a", "c"]
+    assert [p.where for p in table.left_out] == ["row 3 (01/b)"] and not table.unparseable
     only = _write(tmp_path / "b.csv", header, [["01", "a", 1, 2, 3, "blink", "others"]])
     with pytest.raises(DataError, match="no rows with usable AU codes") as exc:
         read_labels(only).checked()

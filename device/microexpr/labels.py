@@ -530,6 +530,11 @@ class LabelTable:
     def unparseable(self) -> tuple[RowProblem, ...]:
         return tuple(p for p in self.problems if p.kind == "aus")
 
+    @property
+    def left_out(self) -> tuple[RowProblem, ...]:
+        """Rows with nothing to score: unparseable AU strings and cells with no facial AU."""
+        return tuple(p for p in self.problems if p.kind in ("aus", "no-aus"))
+
     def errors(self, *, skip_unparseable: bool = False, strict: bool = False) -> tuple[RowProblem, ...]:
         return tuple(
             p for p in self.problems
