@@ -167,7 +167,12 @@ def _surprise(c: _Collector) -> None:
     opening = ev.any_of(5, 25, 26, 27)
     c.hit("surprise.full", Emotion.SURPRISE, 0.9, min(brows, opening),
           "AU1+AU2 with the eyes or mouth opening (AU5/AU25/AU26/AU27): the surprise prototype")
-    c.hit("surprise.brows", Emotion.SURPRISE, 0.8, brows, "AU1+AU2: inner and outer brows raised together")
+    # EMFACS surprise is 1+2 with 5B and/or 26/27; the brows alone are a
+    # partial display and the commonest conversational signal (emphasis,
+    # questioning, greeting: Ekman 1979, "About brows"), so weak on their own.
+    c.hit("surprise.brows", Emotion.SURPRISE, 0.3 + 0.5 * ev.any_of(5, 25, 26, 27), brows,
+          "AU1+AU2: inner and outer brows raised together (without AU5/AU26/AU27 a partial display, often a "
+          "conversational brow flash)")
     c.hit("surprise.eyes-jaw", Emotion.SURPRISE, 0.75, ev.all_of(5) * ev.any_of(26, 27),
           "AU5 with AU26/AU27: eyes widened and jaw dropped")
     c.hit("surprise.outer-brow", Emotion.SURPRISE, 0.5, ev.w(2), "AU2: outer brow raised")
@@ -224,8 +229,19 @@ def _anger(c: _Collector) -> None:
           "AU4 with AU5/AU7 and AU23/AU24: lowered brows, glaring or tightened lids, pressed lips")
     c.hit("anger.brow-lids", Emotion.ANGER, 0.65, ev.all_of(4, 5, 7),
           "AU4+AU5+AU7: lowered brows with raised and tightened lids (the anger glare)")
-    c.hit("anger.partial", Emotion.ANGER, 0.45, brow_lid,
-          "AU4 with AU5/AU7: the anger brow and lids without the pressed lips")
+    # Anger shown in brows and lids with the mouth held still is a partial
+    # anger display (Ekman & Friesen 1975, ch. 7); 4+7, 4+5 and 4+5+7 are
+    # the anger objective class (Davison et al. 2018, from the FACS
+    # Investigator's Guide). With AU9/AU10 it is disgust (4+9, 4+7+10).
+    c.hit("anger.partial", Emotion.ANGER, 0.7, min(brow_lid, ev.none_of(9, 10)),
+          "AU4 with AU5/AU7: the anger brow and lids without the pressed lips (a partial anger display)")
+    # The lowered, drawn-together brow alone is anger's first sign but also
+    # concentration or perplexity (Ekman & Friesen 1975): weak.
+    c.hit("anger.brow", Emotion.ANGER, 0.5, min(ev.w(4), ev.none_of(1, 2, 5, 7, 9, 10, 20)),
+          "AU4 alone: brows lowered and drawn together, the anger brow (also concentration: weak)")
+    # The tightened lower lids alone: the anger eyes of the partial displays.
+    c.hit("anger.lids", Emotion.ANGER, 0.45, min(ev.w(7), ev.none_of(1, 2, 4, 6, 9, 10, 12)),
+          "AU7 alone: lids tightened, the anger eyes (weak on their own)")
     c.hit("anger.brow-lips", Emotion.ANGER, 0.5, min(ev.w(4), lips), "AU4 with AU23/AU24: lowered brows, lips pressed")
 
 
