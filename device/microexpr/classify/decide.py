@@ -32,10 +32,11 @@ margin over the runner-up is below ``ambiguous_margin`` (default 0.15).
 they label differently (a lone AU4: "others" in CASME II, "disgust" in
 CAS(ME)³), or one where the pooled data contradict a firm FACS pattern
 (AU4+AU7: "disgust" in CASME II and MMEW, the anger brow and lids in FACS).
-There no dataset's convention may decide: the prototypes count for at most
-``CONTESTED_DATA_WEIGHT``, the label is the FACS-grounded one, confidence is
-capped at ``CONTESTED_MAX_CONFIDENCE`` and the decision is ambiguous (routed
-to the reasoner), with the disagreement in the trace.
+There no dataset's convention may decide: when the rules lead by
+``CONTESTED_RULES_LEAD`` the label is theirs alone (the FACS-grounded one,
+at the rules' own, low, confidence), otherwise the prototypes count for at
+most ``CONTESTED_DATA_WEIGHT``; the decision is always ambiguous (routed to
+the reasoner), with the disagreement in the trace.
 
 **Subject context never flips a clear decision.** A habitual AU may lower
 the confidence of a decision; if the decision without the context was clear
@@ -83,8 +84,6 @@ CONTESTED_RULES_LEAD = 0.05
 CONFLICT_MIN_SUPPORT = 3.0
 #: Share of the prototypes in the mixture for a contested configuration.
 CONTESTED_DATA_WEIGHT = 0.25
-#: Confidence of a contested decision is at most this (always ambiguous).
-CONTESTED_MAX_CONFIDENCE = 0.45
 
 
 class Stage(StrEnum):
@@ -427,15 +426,12 @@ class Classifier:
             stage = stage_override
         elif fused.rules is None:
             stage = Stage.PROTOTYPE
-        elif fused.proto is None:
+        elif fused.proto is None or fused.data_weight <= 0.0:
             stage = Stage.RULES
         elif label is rules_top and (rules_decisive or label is not proto_top):
             stage = Stage.RULES
         else:
             stage = Stage.PROTOTYPE
-        if fused.contest is not None:
-            confidence = min(confidence, CONTESTED_MAX_CONFIDENCE)
-            margin = min(margin, confidence)
         ambiguous = (confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
                      or fused.contest is not None)
         trace = self._trace(ev, fused, context, label, confidence, runner_up, margin, stage, rules_top, proto_top,
@@ -525,9 +521,8 @@ class Classifier:
         lines.append(f"→ {label.value}{versus} (confidence {confidence:.2f}, margin {margin:.2f}, "
                      f"stage {stage.value}): {why}")
         if fused.contest is not None:
-            lines.append(f"contested: {fused.contest}; no dataset's convention decides (the FACS label, the "
-                         f"prototypes weigh {fused.data_weight:.2f}), confidence capped at "
-                         f"{CONTESTED_MAX_CONFIDENCE:.2f}")
+            lines.append(f"contested: {fused.contest}; no dataset's convention decides (the FACS label; the "
+                         f"prototypes weigh {fused.data_weight:.2f})")
         if ambiguous:
             low = []
             if fused.contest is not None:

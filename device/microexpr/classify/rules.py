@@ -123,7 +123,7 @@ def evaluate_rules(ev: Evidence) -> RuleResult:
         rule_group(c)
     for discriminator in (_fear_vs_surprise, _fear_vs_anger, _disgust_vs_sadness, _smile_companions,
                           _anger_not_disgust, _repression_vs_anger, _sadness_vs_repression,
-                          _contempt_needs_one_side, _contempt_not_smile, _crying):
+                          _contempt_needs_one_side, _contempt_not_smile, _crying, _happiness_needs_smile):
         discriminator(c)
     raw: dict[Emotion, float] = {}
     for h in c.hits:
@@ -175,8 +175,9 @@ def _surprise(c: _Collector) -> None:
           "conversational brow flash)")
     c.hit("surprise.eyes-jaw", Emotion.SURPRISE, 0.75, ev.all_of(5) * ev.any_of(26, 27),
           "AU5 with AU26/AU27: eyes widened and jaw dropped")
-    c.hit("surprise.outer-brow", Emotion.SURPRISE, 0.5, ev.w(2), "AU2: outer brow raised")
-    c.hit("surprise.inner-brow", Emotion.SURPRISE, 0.35, ev.w(1),
+    # One brow action alone is weaker still (and counted only without the other).
+    c.hit("surprise.outer-brow", Emotion.SURPRISE, 0.3, min(ev.w(2), ev.none_of(1)), "AU2: outer brow raised")
+    c.hit("surprise.inner-brow", Emotion.SURPRISE, 0.35, min(ev.w(1), ev.none_of(2)),
           "AU1: inner brow raised (surprise or sadness brow)")
     c.hit("surprise.mouth-open", Emotion.SURPRISE, 0.35, ev.any_of(25, 26, 27) * ev.none_of(9, 10, 12, 20),
           "AU25/AU26/AU27: lips part or jaw drops, part of the surprise prototype")
@@ -211,6 +212,11 @@ def _sadness(c: _Collector) -> None:
     # with no repression label it is sadness, and ambiguous.
     c.hit("sadness.corners-down", Emotion.SADNESS, 0.45, ev.w(15),
           "AU15: lip corners pulled down, the sad mouth on its own")
+    # The raised chin joins the sad mouth in EMFACS sadness variants
+    # (1+4+15+17, 6+15+17); alone it is weak, below "no pattern" wherever
+    # "others" or repression is a label.
+    c.hit("sadness.chin", Emotion.SADNESS, 0.3, min(ev.w(17), ev.none_of(4, 9, 10, 12, 23, 24)),
+          "AU17: chin raised, part of the sad mouth (weak on its own)")
 
 
 def _disgust(c: _Collector) -> None:
@@ -376,6 +382,16 @@ def _contempt_not_smile(c: _Collector) -> None:
         c.adjust("pair.contempt-not-smile", Emotion.HAPPINESS, 1.0 - 0.7 * cue,
                  "AU12 with AU14 on one side: the lip corner tightened and slightly raised is contempt "
                  "(Ekman & Friesen 1986), not a smile")
+
+
+def _happiness_needs_smile(c: _Collector) -> None:
+    """Every EMFACS happiness prototype and variant has AU12 (6+12, 12C/D;
+    FACS 1978 joy 6+12+25): cheeks raised without the lip corners pulled up
+    (6+15, a sadness variant) are not a smile."""
+    missing = 1.0 - c.ev.w(12)
+    if missing > 0.0:
+        c.adjust("pair.happiness-needs-au12", Emotion.HAPPINESS, 1.0 - 0.7 * missing,
+                 "no AU12: every EMFACS happiness display pulls the lip corners up")
 
 
 def crying_cues(ev: Evidence) -> list[str]:
