@@ -145,12 +145,22 @@ def _share_others(
     Coders who could not say "contempt" (CASME II has no such label) filed
     contempt under "others"; so for prototypes fitted without an emotion,
     their "others" probability is really "others or that emotion". It is
-    split in proportion to the rules' opinion. Without a fitted "others" the
-    unfitted emotions get nothing from the prototypes (the rules still speak).
+    split in proportion to the rules' opinion. Without a fitted "others"
+    (tables such as CAS(ME)³ part A or MMEW as distributed, which have none)
+    the prototypes' opinion holds only *given* a label they know: the
+    unfitted candidates ("others" itself, CASME II's "repression") take their
+    share of π and the fitted ones keep the rest.
     """
     unfitted = [e for e in candidates if e not in q]
-    if not unfitted or Emotion.OTHERS not in q:
+    if not unfitted:
         return q
+    if Emotion.OTHERS not in q:
+        unknown = min(1.0, sum(pi.get(e, 0.0) for e in unfitted))
+        total = sum(q.values())
+        out = {e: v * (1.0 - unknown) for e, v in q.items()}
+        for e in unfitted:
+            out[e] = total * pi.get(e, 0.0)
+        return out
     pool = [Emotion.OTHERS, *unfitted]
     weight = sum(pi.get(e, 0.0) for e in pool)
     if weight <= 0.0:

@@ -127,9 +127,10 @@ def _count(n: float) -> str:
 #: A dataset needs this many rows of one AU configuration before its
 #: majority label for it counts as that dataset's convention.
 CONTEST_MIN_ROWS = 3.0
-#: ... and a dataset whose majority label for a configuration has less than
-#: this share of its rows does not agree with itself: the configuration is
-#: contested too (CAS(ME)³'s lone AU14: anger 36, sadness 23, happiness 21).
+#: ... and a dataset whose coders give its majority label to fewer than half
+#: of its rows of a configuration has no convention for it: the
+#: configuration is contested too (CAS(ME)³'s lone AU14: anger 36, sadness
+#: 23, happiness 21).
 CONTEST_SPLIT = 0.5
 
 

@@ -37,7 +37,7 @@ CRYING_CUES: tuple[tuple[AU, str], ...] = (
     (AU.EYES_CLOSED, "eyes closed (AU43)"),
 )
 #: AUs that tighten or hold the lips and chin: the face of suppression.
-CONTROL_AUS = (AU.DIMPLER, AU.LIP_CORNER_DEPRESSOR, AU.CHIN_RAISER, AU.LIP_TIGHTENER, AU.LIP_PRESSOR)
+CONTROL_AUS = (AU.LIP_CORNER_DEPRESSOR, AU.CHIN_RAISER, AU.LIP_TIGHTENER, AU.LIP_PRESSOR)
 #: FACS intensities as the parser and the AU stage give them: B and C.
 INTENSITY_B = 0.4
 INTENSITY_C = 0.6
@@ -205,7 +205,8 @@ def _sadness(c: _Collector) -> None:
     # With AU2 the brows rise as a whole: 1+2+4 is the fear brow, not the sad one.
     c.hit("sadness.brow", Emotion.SADNESS, 0.55, min(ev.all_of(1, 4), ev.none_of(2)),
           "AU1+AU4 without AU2: the oblique sad brow")
-    c.hit("sadness.inner-brow", Emotion.SADNESS, 0.35, ev.w(1), "AU1: inner brow raised (sadness or surprise brow)")
+    c.hit("sadness.inner-brow", Emotion.SADNESS, 0.35, min(ev.w(1), ev.none_of(2)),
+          "AU1: inner brow raised (sadness or surprise brow)")
     # AU15 is sadness's mouth in EMFACS (1+4+15, 6+15, 11+15; disgust uses it
     # only beside AU9+AU16). Alone it is weak evidence (Ekman & Friesen 1975
     # show the sad mouth with an uninvolved brow), but more than "no pattern":
