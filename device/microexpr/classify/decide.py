@@ -395,14 +395,20 @@ class Classifier:
         disagreement = self.prototypes.contest(proto.key)
         if disagreement is not None:
             return f"the datasets label {config_text(proto.key)} differently ({disagreement})"
-        if proto.support < CONFLICT_MIN_SUPPORT or not q_mix or not rule_scores:
+        if not q_mix or not rule_scores:
             return None
         facs, strength = max(rule_scores.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))
         data = max(q_mix.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))[0]
         if strength < FACS_FIRM or data is facs or strength - rule_scores.get(data, 0.0) < CONFLICT_LEAD:
             return None
-        seen = ", ".join(f"{e.value} {n:.0f}" for e, n in sorted(proto.seen.items(), key=lambda kv: -kv[1]) if n > 0)
         what = "no FACS emotion pattern fits" if facs is Emotion.OTHERS else f"FACS reads it as {facs.value}"
+        if proto.support < CONFLICT_MIN_SUPPORT:
+            # Barely or never seen: the datasets' AU-by-AU extrapolation
+            # carries their conventions for its parts (AU4+AU7+AU43 inherits
+            # CASME II's "AU4+AU7 is disgust"); it does not outvote FACS.
+            return (f"{what} ({facs.value} {strength:.2f}); the pooled datasets saw {config_text(proto.key)} "
+                    f"{proto.support:.0f} time(s) and extrapolate {data.value} from its parts")
+        seen = ", ".join(f"{e.value} {n:.0f}" for e, n in sorted(proto.seen.items(), key=lambda kv: -kv[1]) if n > 0)
         return (f"{what} ({facs.value} {strength:.2f}), while the pooled datasets say {data.value} for "
                 f"{config_text(proto.key)} (seen {seen})")
 
