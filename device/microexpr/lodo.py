@@ -311,7 +311,8 @@ class LodoReport:
             cells = []
             for m in METHODS:
                 ms = r.methods.get(m)
-                cells.append("n/a" if ms is None else f"{ms.scores.accuracy:.3f} / {ms.scores.uf1:.3f}")
+                fit = " (training fit)" if ms is not None and ms.extra.get("training_fit") else ""
+                cells.append("n/a" if ms is None else f"{ms.scores.accuracy:.3f} / {ms.scores.uf1:.3f}{fit}")
             sel = r.methods.get("shipped")
             selective = "n/a" if sel is None else (f"{_fmt(sel.accuracy_confident)} on confident, "
                                                    f"{_pct(sel.ambiguous_share)} ambiguous")

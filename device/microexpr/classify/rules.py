@@ -242,10 +242,9 @@ def _anger(c: _Collector) -> None:
     # Investigator's Guide). With AU9/AU10 it is disgust (4+9, 4+7+10).
     c.hit("anger.partial", Emotion.ANGER, 0.7, min(brow_lid, ev.none_of(9, 10)),
           "AU4 with AU5/AU7: the anger brow and lids without the pressed lips (a partial anger display)")
-    # The lowered, drawn-together brow alone is anger's first sign but also
-    # concentration or perplexity (Ekman & Friesen 1975): weak.
-    c.hit("anger.brow", Emotion.ANGER, 0.5, min(ev.w(4), ev.none_of(1, 2, 5, 7, 9, 10, 20)),
-          "AU4 alone: brows lowered and drawn together, the anger brow (also concentration: weak)")
+    # No rule for a lone AU4: the lowered brow alone is in no EMFACS display
+    # (anger needs AU4 with AU5/AU7 and AU23/AU24 or AU17) and is as often
+    # concentration or perplexity (Ekman & Friesen 1975).
     # The tightened lower lids alone: the anger eyes of the partial displays.
     c.hit("anger.lids", Emotion.ANGER, 0.45, min(ev.w(7), ev.none_of(1, 2, 4, 6, 9, 10, 12)),
           "AU7 alone: lids tightened, the anger eyes (weak on their own)")
