@@ -172,7 +172,8 @@ def _check_fields(decision: Decision, classifier: Classifier) -> None:
     assert decision.trace and all(isinstance(line, str) and line for line in decision.trace)
     assert decision.trace[0].startswith("evidence:")
     assert any(line.startswith(f"→ {decision.label.value}") for line in decision.trace)
-    contested = any(line.startswith("contested: ") for line in decision.trace)
+    contested = any(line.startswith("contested: ") or "neither a FACS pattern nor the fitted data" in line
+                    for line in decision.trace)
     expected = (decision.confidence < classifier.ambiguous_confidence
                 or decision.margin < classifier.ambiguous_margin or contested)
     assert decision.ambiguous is expected

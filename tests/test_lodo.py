@@ -188,3 +188,18 @@ def test_lodo_on_the_shared_tables_never_scores_a_table_with_itself(shared_dir: 
                 c.label is not Emotion.OTHERS for c in result.methods["shipped"].scores.per_class)
     casme3 = next(r for r in report.results if r.dataset.name == "casme3_partA_coding.csv")
     assert any("B28" in n for n in casme3.notes) or len(casme3.rows) == 687
+
+
+def test_a_configuration_neither_rules_nor_data_know_is_ambiguous() -> None:
+    """No FACS pattern among the labels (no "others" either) and never seen
+    in the fitted data: the AU-by-AU guess is not a confident decision."""
+    protos = PrototypeSet.fit([(parse_aus(aus).readings(), Emotion(label)) for aus, label in
+                               (("1+2+5", "surprise"), ("5+38", "surprise"), ("9", "disgust"), ("10", "disgust"))])
+    labels = (Emotion.SURPRISE, Emotion.DISGUST)
+    decision = Classifier(protos, labels=labels, ambiguous_confidence=0.0, ambiguous_margin=0.0).classify(
+        parse_aus("38").readings()[0])
+    assert decision.label in labels and decision.ambiguous
+    assert any("neither a FACS pattern nor the fitted data" in line for line in decision.trace)
+    seen = Classifier(protos, labels=labels, ambiguous_confidence=0.0, ambiguous_margin=0.0).classify(
+        parse_aus("5+38").readings()[0])
+    assert not seen.ambiguous  # seen in the data: the usual thresholds decide

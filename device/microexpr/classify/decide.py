@@ -387,6 +387,15 @@ class Classifier:
         probs = {e: v / norm for e, v in probs.items()}
         return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight, moved, unknown, contest)
 
+    @staticmethod
+    def _unknown_to_both(fused: _Fused) -> bool:
+        """No FACS pattern among the allowed labels (not even "others": the
+        label set has none) and a configuration the fitted data never saw:
+        the label is the prototypes' AU-by-AU extrapolation alone, which is
+        no ground for a confident decision."""
+        return (fused.rules is not None and fused.proto is not None and fused.proto.support <= 0.0
+                and bool(fused.proto.key) and max(fused.rule_scores.values(), default=0.0) <= 0.0)
+
     def _contest(self, proto: PrototypeScores, rule_scores: dict[Emotion, float], q_mix: dict[Emotion, float],
                  candidates: Sequence[Emotion]) -> str | None:
         """Why this configuration is contested, for prototypes pooled over datasets."""
@@ -449,7 +458,7 @@ class Classifier:
         else:
             stage = Stage.PROTOTYPE
         ambiguous = (confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
-                     or fused.contest is not None)
+                     or fused.contest is not None or self._unknown_to_both(fused))
         trace = self._trace(ev, fused, context, label, confidence, runner_up, margin, stage, rules_top, proto_top,
                             before, ambiguous)
         return Decision(
@@ -543,6 +552,8 @@ class Classifier:
             low = []
             if fused.contest is not None:
                 low.append("contested configuration")
+            if self._unknown_to_both(fused):
+                low.append("neither a FACS pattern nor the fitted data know this configuration")
             if confidence < self.ambiguous_confidence:
                 low.append(f"confidence {confidence:.2f} < {self.ambiguous_confidence:.2f}")
             if margin < self.ambiguous_margin:
