@@ -203,3 +203,13 @@ def test_a_configuration_neither_rules_nor_data_know_is_ambiguous() -> None:
     seen = Classifier(protos, labels=labels, ambiguous_confidence=0.0, ambiguous_margin=0.0).classify(
         parse_aus("5+38").readings()[0])
     assert not seen.ambiguous  # seen in the data: the usual thresholds decide
+
+
+def test_single_table_eval_leaves_its_own_dataset_out_of_the_shipped_pool(
+        casme2_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(casme2_csv), "--protocol", "5class", "--prototypes", "shipped", "--json"]) == 0
+    protocol = json.loads(capsys.readouterr().out)["protocols"]["5class"]
+    fixed = protocol["methods"]["classifier-fixed"]
+    assert any("component fitted on this very table is left out" in n for n in protocol["notes"])
+    assert "2 datasets pooled" in fixed["description"] and "CASME II" not in fixed["description"]
+    assert not any("training fit" in n for n in protocol["notes"])
