@@ -64,6 +64,12 @@ def test_fingerprint_is_the_rows_not_the_file(casme2_csv: Path, casme2_xlsx: Pat
     assert harmonise.table_fingerprint(csv_table) == harmonise.table_fingerprint(xlsx_table)
     a, b, _c = _three(tmp_path)
     assert harmonise.table_fingerprint(read_labels(a)) != harmonise.table_fingerprint(read_labels(b))
+    # A row this reader cannot parse still counts (by its text): a reader
+    # that learns the notation later gives the same fingerprint.
+    rows = [("1", "12", "happiness"), ("2", "9", "disgust")]
+    plain = harmonise.table_fingerprint(read_labels(write_table(tmp_path / "p.csv", rows)))
+    odd = harmonise.table_fingerprint(read_labels(write_table(tmp_path / "o.csv", [*rows, ("3", "12+", "happiness")])))
+    assert odd != plain
 
 
 # --- pooled prototypes ---------------------------------------------------------------
@@ -88,6 +94,9 @@ def test_pool_weights_datasets_equally_and_finds_contested_configurations() -> N
     alone = pooled.without("f2")
     assert alone is not None and alone.provenance["left_out"] == ["small"] and len(alone.components) == 1
     assert pooled.without("nope") is pooled
+    by_file = PrototypeSet.pool([("big", "f1", big), ("small", "f2", PrototypeSet(
+        small.classes, small.m, {"sha256": "abc"}))]).without("other-rows", "abc")
+    assert by_file is not None and [c.name for c in by_file.components] == ["big"]
     # the file round-trips with its datasets
     again = PrototypeSet.from_json(json.loads(json.dumps(pooled.to_json())))
     assert [c.name for c in again.components] == ["big", "small"]

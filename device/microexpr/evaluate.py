@@ -432,7 +432,7 @@ def _fixed(table: LabelTable, rows: Sequence[LabelRow], labels: Sequence[Emotion
     fingerprint = table_fingerprint(table)
     if protos.components:
         # A pooled set names its datasets: the one being scored is left out.
-        kept = protos.without(fingerprint)
+        kept = protos.without(fingerprint, table.sha256)
         if kept is not None and kept is not protos:
             notes.append("classifier-fixed: the pooled prototypes' component fitted on this very table is left out "
                          f"({', '.join(kept.provenance.get('left_out', []))}): nothing fitted on it is used")

@@ -210,7 +210,7 @@ def evaluate_target(
     truth = [r.emotion for r in rows]
     methods: dict[str, MethodScore] = {}
     # shipped: the packaged pool without the scored dataset.
-    own = shipped.without(target.fingerprint)
+    own = shipped.without(target.fingerprint, target.table.sha256)
     if own is None:
         notes.append("shipped: every dataset in the shipped set is this table; not scored")
     else:

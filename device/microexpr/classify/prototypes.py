@@ -197,16 +197,18 @@ class PrototypeSet:
                    for e in Emotion if e in counts}
         return cls(classes, float(m), dict(provenance or {}), parts)
 
-    def without(self, fingerprint: str) -> PrototypeSet | None:
-        """The pool re-merged without the dataset with this fingerprint (the
-        set itself when none matches; None when nothing would be left)."""
-        kept = [c for c in self.components if c.fingerprint != fingerprint]
+    def without(self, fingerprint: str, sha256: str | None = None) -> PrototypeSet | None:
+        """The pool re-merged without the dataset with this row fingerprint
+        (or fitted on the file with this sha256): the set itself when none
+        matches; None when nothing would be left."""
+        kept = [c for c in self.components
+                if c.fingerprint != fingerprint and (sha256 is None or c.prototypes.provenance.get("sha256") != sha256)]
         if len(kept) == len(self.components):
             return self
         if not kept:
             return None
         provenance = dict(self.provenance)
-        provenance["left_out"] = [c.name for c in self.components if c.fingerprint == fingerprint]
+        provenance["left_out"] = [c.name for c in self.components if all(c is not k for k in kept)]
         return PrototypeSet.pool([(c.name, c.fingerprint, c.prototypes) for c in kept], m=self.m,
                                  provenance=provenance)
 

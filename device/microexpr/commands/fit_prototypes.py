@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     )
     parts = []
     for i, labels in enumerate(args.labels):
-        table = read_labels(labels).checked(skip_unparseable=args.skip_unparseable, strict=args.strict)
+        read = read_labels(labels)
+        table = read.checked(skip_unparseable=args.skip_unparseable, strict=args.strict)
         samples = [(r.aus.readings(), r.emotion) for r in table.rows if r.aus is not None]
-        fingerprint = table_fingerprint(table)
+        fingerprint = table_fingerprint(read)  # every row read, parsed or not: what eval computes
         provenance = provenance_for(
             dataset=names[i] if names else labels.name,
             path=labels,
