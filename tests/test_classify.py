@@ -172,8 +172,10 @@ def _check_fields(decision: Decision, classifier: Classifier) -> None:
     assert decision.trace and all(isinstance(line, str) and line for line in decision.trace)
     assert decision.trace[0].startswith("evidence:")
     assert any(line.startswith(f"→ {decision.label.value}") for line in decision.trace)
+    contested = any(line.startswith("contested: ") or "neither a FACS pattern nor the fitted data" in line
+                    for line in decision.trace)
     expected = (decision.confidence < classifier.ambiguous_confidence
-                or decision.margin < classifier.ambiguous_margin)
+                or decision.margin < classifier.ambiguous_margin or contested)
     assert decision.ambiguous is expected
     assert any("marked for the reasoner" in line for line in decision.trace) is expected
 
@@ -194,9 +196,12 @@ def test_ambiguity_thresholds() -> None:
     protos = PrototypeSet.load_default()
     always = Classifier(protos, ambiguous_confidence=1.0)
     never = Classifier(protos, ambiguous_confidence=0.0, ambiguous_margin=0.0)
-    for text in ("12", "4+7", "L14"):
+    for text in ("12", "6+12", "1+2+5+26"):
         assert always.classify(acts(text)).ambiguous
         assert not never.classify(acts(text)).ambiguous
+    for text in ("4", "4+7", "L14"):  # contested between the pooled datasets or with FACS: always ambiguous
+        decision = never.classify(acts(text))
+        assert decision.ambiguous and any(line.startswith("contested: ") for line in decision.trace), text
     with pytest.raises(ValueError):
         Classifier(protos, ambiguous_margin=1.5)
 
@@ -211,23 +216,48 @@ def test_labels_restrict_the_output() -> None:
 
 
 def test_stage_names(rules_only: Classifier) -> None:
-    protos = PrototypeSet.load_default()
+    protos = PrototypeSet.load_default("prototypes_casme2.json")  # one dataset: its conventions decide
     assert rules_only.classify(acts("4")).stage is Stage.RULES
     assert Classifier(protos, use_rules=False).classify(acts("1+2")).stage is Stage.PROTOTYPE
-    assert Classifier(protos).classify(acts("1+2")).stage is Stage.RULES  # rules decisive, prototypes agree
+    assert Classifier(protos).classify(acts("1+2+5")).stage is Stage.RULES  # rules decisive, prototypes agree
     assert Classifier(protos).classify(acts("17")).stage is Stage.PROTOTYPE  # CASME II's convention, learned
+    pooled = Classifier()  # the shipped pool: AU17 alone is contested, no convention decides
+    decision = pooled.classify(acts("17"))
+    assert decision.stage is Stage.RULES and decision.ambiguous
 
 
-def test_subject_context_can_decide() -> None:
-    protos = PrototypeSet.fit(samples({"surprise": [("1+2", 10)], "others": [("1", 10)]}))
+def test_subject_context_settles_an_ambiguous_decision() -> None:
+    protos = PrototypeSet.fit(samples({"surprise": [("1+2", 3), ("2", 3)], "others": [("1", 10), ("1+2", 2)]}))
     classifier = Classifier(protos, labels=(Emotion.SURPRISE, Emotion.OTHERS))
-    assert classifier.classify(acts("1+2")).label is Emotion.SURPRISE
+    plain = classifier.classify(acts("1+2"))
+    assert plain.label is Emotion.SURPRISE and plain.ambiguous
     context = SubjectContext()
     for _ in range(40):  # AU2 in every frame outside episodes: a habit
         context.observe([AU(2)])
     decision = classifier.classify(acts("1+2"), context)
     assert decision.label is Emotion.OTHERS and decision.stage is Stage.CONTEXT
     assert any(line.startswith("subject context: AU2 weighs") for line in decision.trace)
+
+
+def test_subject_context_never_flips_a_clear_smile() -> None:
+    """Issue 12: a subject who smiles a lot still smiles; the context may
+    lower the confidence, never turn a clear smile into "others"."""
+    classifier = Classifier()
+    smile = acts("12")
+    plain = classifier.classify(smile)
+    assert plain.label is Emotion.HAPPINESS and not plain.ambiguous
+    context = SubjectContext()
+    for _ in range(100):  # smiling in every frame outside episodes
+        context.observe([AU(12)])
+    assert context.habitual_weight(12) < 0.5
+    decision = classifier.classify(smile, context)
+    assert decision.label is Emotion.HAPPINESS
+    assert decision.confidence < plain.confidence and decision.ambiguous  # lowered: the reasoner may look
+    assert decision.stage is not Stage.CONTEXT
+    assert any("decision without it was clear: happiness kept" in line for line in decision.trace)
+    # Without the guard the habitual weights alone would not say happiness.
+    from microexpr.classify.evidence import Evidence
+    assert classifier._fuse(Evidence.from_activations(smile, context)).label is not Emotion.HAPPINESS
 
 
 def test_alternatives_keep_the_most_confident_reading(shipped: Classifier) -> None:
@@ -350,8 +380,23 @@ def test_fit_prototypes_refuses_a_smoothing_that_is_not_a_positive_number(
     assert not out.exists()  # inf used to be written as "m": Infinity, which is not JSON
 
 
-def test_shipped_prototypes_have_provenance(casme2_xlsx: Path) -> None:
+def test_shipped_prototypes_are_pooled_over_named_datasets(casme2_csv: Path) -> None:
+    from microexpr.harmonise import table_fingerprint
     protos = PrototypeSet.load_default()
+    assert len(protos.components) == 3
+    names = [c.name for c in protos.components]
+    assert any("CASME II" in n for n in names) and any("CAS(ME)3" in n for n in names) and any("MMEW" in n for n in names)
+    weighted = [c.weight * c.rows for c in protos.components]  # each dataset the same total weight
+    assert max(weighted) - min(weighted) < 1e-6
+    table = read_labels(casme2_csv)
+    own = protos.without(table_fingerprint(table))
+    assert own is not None and len(own.components) == 2 and all("CASME II" not in c.name for c in own.components)
+    assert ("4",) in protos.contested  # lone AU4: others in CASME II, disgust in CAS(ME)3
+    assert protos.contest(("12",)) is None
+
+
+def test_shipped_prototypes_have_provenance(casme2_xlsx: Path) -> None:
+    protos = PrototypeSet.load_default("prototypes_casme2.json")  # the casme2 profile's set
     table = read_labels(casme2_xlsx)
     prov = protos.provenance
     assert prov["sha256"] == table.sha256 and prov["file"] == casme2_xlsx.name
@@ -367,7 +412,7 @@ def test_fit_prototypes_command(tmp_path: Path, casme2_csv: Path, capsys: pytest
     assert main(["fit-prototypes", str(casme2_csv), "-o", str(out), "--dataset", "CASME II (CSV)"]) == 0
     assert "wrote" in capsys.readouterr().out
     fitted = PrototypeSet.load(out)
-    shipped = PrototypeSet.load_default()
+    shipped = PrototypeSet.load_default("prototypes_casme2.json")
     assert fitted.provenance["dataset"] == "CASME II (CSV)"
     assert fitted.provenance["sha256"] != shipped.provenance["sha256"]  # a different file ...
     assert {e: p.au_counts for e, p in fitted.classes.items()} == {e: p.au_counts for e, p in shipped.classes.items()}

@@ -357,6 +357,20 @@ def test_reload_plan_splits_live_and_restart_keys(write, tmp_path: Path) -> None
     assert cfg.plan_reload(old, old).changed is False
 
 
-def test_every_engine_key_is_live() -> None:
-    assert {f"engine.{k}" for k in cfg.EngineConfig.model_fields} <= cfg.LIVE_KEYS
+def test_every_engine_threshold_is_live() -> None:
+    engine = {f"engine.{k}" for k in cfg.EngineConfig.model_fields}
+    rebuild = {f"engine.{k}" for k in cfg.RESTART_ENGINE_KEYS}
+    assert rebuild == {"engine.label_profile", "engine.prototypes"}
+    assert engine - rebuild <= cfg.LIVE_KEYS and not rebuild & cfg.LIVE_KEYS
     assert not any(key.startswith(("source.", "model.", "tracker.")) for key in cfg.LIVE_KEYS)
+
+
+def test_label_profile_and_prototypes_are_validated(tmp_path: Path) -> None:
+    good = tmp_path / "p.json"
+    good.write_text("{}", encoding="utf-8")
+    assert cfg.EngineConfig(label_profile="casme2", prototypes=str(good)).prototypes == good
+    assert cfg.EngineConfig(prototypes="").prototypes is None
+    with pytest.raises(ValueError, match="label_profile"):
+        cfg.EngineConfig(label_profile="samm")
+    with pytest.raises(ValueError, match="no prototypes file"):
+        cfg.EngineConfig(prototypes=str(tmp_path / "missing.json"))

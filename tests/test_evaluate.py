@@ -289,7 +289,7 @@ def test_eval_with_fixed_prototypes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["eval", str(path), "--json", "--protocol", "5class", "--prototypes", "shipped"]) == 0
     method = json.loads(capsys.readouterr().out)["protocols"]["5class"]["methods"]["classifier-fixed"]
     assert "CASME II" in method["description"] and "not refitted" in method["description"]
-    assert method["prototypes"]["sha256"]
+    assert "3 datasets pooled" in method["description"] and method["prototypes"]["dataset"]
     own = tmp_path / "own.json"
     assert main(["fit-prototypes", str(path), "-o", str(own)]) == 0
     assert main(["eval", str(path), "--json", "--protocol", "5class", "--prototypes", str(own)]) == 0

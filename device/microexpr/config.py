@@ -196,6 +196,20 @@ class EngineConfig(_Section):
     ambiguous_margin: float = Field(0.15, ge=0, le=1)
     #: Robust z-score over the subject's baseline an AU needs to count as evidence.
     min_evidence_z: float = Field(3.0, ge=0, le=50)
+    #: Whose label conventions the classifier follows (classify/profiles.py):
+    #: "generic" (all labels, prototypes pooled over datasets) or "casme2"
+    #: (CASME II's five classes and its own prototypes). Needs a restart.
+    label_profile: Literal["generic", "casme2"] = "generic"
+    #: A ``microexpr fit-prototypes`` file used instead of the profile's
+    #: packaged prototypes; "" = the profile's. Needs a restart.
+    prototypes: OptionalPath = None
+
+    @field_validator("prototypes")
+    @classmethod
+    def _prototypes_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no prototypes file at {value}")
+        return value
 
 
 class MqttConfig(_Section):
@@ -649,11 +663,13 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------
 # Reload (SIGHUP)
 
+#: ``[engine]`` keys that rebuild the classifier: read once at start.
+RESTART_ENGINE_KEYS = frozenset({"label_profile", "prototypes"})
 #: Keys the daemon applies without a restart. Everything else (the source,
 #: the model, the tracker, the broker connection, the outbox, the reasoner's
 #: worker set-up, the device id) is read once at start.
 LIVE_KEYS: frozenset[str] = frozenset(
-    {f"engine.{name}" for name in EngineConfig.model_fields}
+    {f"engine.{name}" for name in EngineConfig.model_fields if name not in RESTART_ENGINE_KEYS}
     | {
         "logging.level",
         "mqtt.stats_interval_s",

@@ -47,6 +47,7 @@ from microexpr.classify.evidence import Evidence
 from microexpr.classify.prototypes import DEFAULT_M, PrototypeSet, Sample
 from microexpr.errors import DataError, ExitCode
 from microexpr.facs import AU, AUActivation, Emotion
+from microexpr.harmonise import table_fingerprint
 from microexpr.labels import LabelRow, LabelTable
 
 log = logging.getLogger(__name__)
@@ -428,12 +429,24 @@ def _fixed(table: LabelTable, rows: Sequence[LabelRow], labels: Sequence[Emotion
            notes: list[str]) -> MethodResult:
     protos = settings.fixed_prototypes
     assert protos is not None
+    fingerprint = table_fingerprint(table)
+    if protos.components:
+        # A pooled set names its datasets: the one being scored is left out.
+        kept = protos.without(fingerprint, table.sha256)
+        if kept is not None and kept is not protos:
+            notes.append("classifier-fixed: the pooled prototypes' component fitted on this very table is left out "
+                         f"({', '.join(kept.provenance.get('left_out', []))}): nothing fitted on it is used")
+            protos = kept
     classifier = settings.classifier(protos, labels)
     preds = tuple(classifier.classify_readings(_readings(r)).label for r in rows)
     prov = protos.provenance
-    source = f"{prov.get('dataset', '?')} ({prov.get('file', '?')}, {_count_text(prov.get('rows'))} rows)"
+    if protos.components:
+        source = (f"{len(protos.components)} datasets pooled ({'; '.join(c.name for c in protos.components)}, "
+                  f"{sum(int(c.rows) for c in protos.components)} rows)")
+    else:
+        source = f"{prov.get('dataset', '?')} ({prov.get('file', '?')}, {_count_text(prov.get('rows'))} rows)"
     description = f"classifier with fixed prototypes fitted on {source}, not refitted"
-    if prov.get("sha256") == table.sha256:
+    if prov.get("sha256") == table.sha256 or prov.get("fingerprint") == fingerprint:
         notes.append("classifier-fixed: the prototypes were fitted on this very file, so its score is a training "
                      "fit, not a generalisation score")
     return MethodResult("classifier-fixed", description, score([r.emotion for r in rows], preds, labels), preds,

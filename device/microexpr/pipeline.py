@@ -165,24 +165,28 @@ def _new_context() -> SubjectContext | None:
     return SubjectContext()
 
 
-def default_classifier(*, ambiguous_confidence: float | None = None, ambiguous_margin: float | None = None) -> EpisodeClassifier | None:
-    """The shipped classifier; rules only (with a warning) when the fitted
-    prototypes are missing from the package; None when the stage is absent."""
+def default_classifier(*, ambiguous_confidence: float | None = None, ambiguous_margin: float | None = None,
+                       label_profile: str = "generic", prototypes: Path | None = None) -> EpisodeClassifier | None:
+    """The shipped classifier for a label profile (``[engine] label_profile``,
+    optionally with a fit-prototypes file); rules only (with a warning) when
+    the prototypes cannot be loaded; None when the stage is absent."""
     try:
         from microexpr.classify.decide import Classifier
+        from microexpr.classify.profiles import get_profile
     except ImportError as exc:
         log.warning("classifier unavailable (%s): episodes are spotted but not labelled", exc)
         return None
-    kwargs = {}
+    kwargs: dict[str, float] = {}
     if ambiguous_confidence is not None:
         kwargs["ambiguous_confidence"] = ambiguous_confidence
     if ambiguous_margin is not None:
         kwargs["ambiguous_margin"] = ambiguous_margin
+    profile = get_profile(label_profile)
     try:
-        return Classifier(**kwargs)
+        return profile.classifier(prototypes, **kwargs)
     except DataError as exc:
         log.warning("%s: classifying with the FACS rules only", exc)
-        return Classifier(use_prototypes=False, **kwargs)
+        return Classifier(use_prototypes=False, labels=profile.labels, **kwargs)
 
 
 class Pipeline:
@@ -228,6 +232,8 @@ class Pipeline:
         ambiguous_margin: float | None = None,
         classify: bool = True,
         config: PipelineConfig | None = None,
+        label_profile: str = "generic",
+        prototypes: Path | None = None,
         **tracker_options: object,
     ) -> Pipeline:
         """Open the tracker (verified model) and build the whole chain.
@@ -248,7 +254,8 @@ class Pipeline:
         if overrides:
             spot = replace(spot, **overrides)  # type: ignore[arg-type]
             config = replace(config, spotter=spot)
-        classifier = default_classifier(ambiguous_confidence=ambiguous_confidence, ambiguous_margin=ambiguous_margin) if classify else None
+        classifier = default_classifier(ambiguous_confidence=ambiguous_confidence, ambiguous_margin=ambiguous_margin,
+                                        label_profile=label_profile, prototypes=prototypes) if classify else None
         tracker = create_tracker(backend, model_path=model_path, **tracker_options)  # type: ignore[arg-type]
         return cls(tracker, classifier=classifier, config=config)
 

@@ -1032,6 +1032,8 @@ def build_pipeline(config: Config) -> Pipeline:
         min_evidence_z=engine.min_evidence_z,
         ambiguous_confidence=engine.ambiguous_confidence,
         ambiguous_margin=engine.ambiguous_margin,
+        label_profile=engine.label_profile,
+        prototypes=engine.prototypes,
         **tracker_options,
     )
 

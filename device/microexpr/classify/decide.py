@@ -26,6 +26,23 @@ because coders without such a label filed those episodes under "others".
 A decision is **ambiguous** — sent to the reasoner, still labelled locally —
 when its confidence is below ``ambiguous_confidence`` (default 0.5) or its
 margin over the runner-up is below ``ambiguous_margin`` (default 0.15).
+
+**Contested configurations.** Prototypes pooled over several datasets
+(``PrototypeSet.pool``) know where their datasets disagree: a configuration
+they label differently (a lone AU4: "others" in CASME II, "disgust" in
+CAS(ME)³), or one where the pooled data contradict a firm FACS pattern
+(AU4+AU7: "disgust" in CASME II and MMEW, the anger brow and lids in FACS).
+There no dataset's convention may decide: when the rules lead by
+``CONTESTED_RULES_LEAD`` the label is theirs alone (the FACS-grounded one,
+at the rules' own, low, confidence), otherwise the prototypes count for at
+most ``CONTESTED_DATA_WEIGHT``; the decision is always ambiguous (routed to
+the reasoner), with the disagreement in the trace.
+
+**Subject context never flips a clear decision.** A habitual AU may lower
+the confidence of a decision; if the decision without the context was clear
+(not ambiguous) its label stays (a clear smile is not turned into "others"
+because the subject smiles a lot). Only an already ambiguous decision may be
+settled by the context (stage ``context``).
 """
 
 from __future__ import annotations
@@ -38,7 +55,7 @@ from enum import StrEnum
 
 from microexpr.classify.context import SubjectContext
 from microexpr.classify.evidence import Evidence
-from microexpr.classify.prototypes import PrototypeScores, PrototypeSet
+from microexpr.classify.prototypes import PrototypeScores, PrototypeSet, config_text
 from microexpr.classify.rules import RuleResult, evaluate_rules
 from microexpr.facs import AUActivation, Emotion
 
@@ -56,6 +73,17 @@ DEFAULT_DATA_PRIOR = 2.0
 #: RULES_DECISIVE_LEAD (used to name the deciding stage, not to skip stages).
 RULES_DECISIVE = 0.75
 RULES_DECISIVE_LEAD = 0.25
+#: A FACS pattern this strong contradicting the pooled data makes the
+#: configuration contested (only for prototypes pooled over datasets).
+FACS_FIRM = 0.4
+#: ... and leading the data's label among the rules by this much.
+CONFLICT_LEAD = 0.1
+#: A contested configuration takes the rules' label when they lead by this.
+CONTESTED_RULES_LEAD = 0.05
+#: ... as long as the data saw the configuration this many times.
+CONFLICT_MIN_SUPPORT = 3.0
+#: Share of the prototypes in the mixture for a contested configuration.
+CONTESTED_DATA_WEIGHT = 0.25
 
 
 class Stage(StrEnum):
@@ -94,6 +122,8 @@ class _Fused:
     moved: tuple[tuple[Emotion, float, str], ...] = ()
     #: None of the episode's AUs was in the prototypes' fitted data.
     unknown_aus: bool = False
+    #: Why the configuration is contested (the pooled datasets disagree), or None.
+    contest: str | None = None
 
     @property
     def ranked(self) -> list[tuple[Emotion, float]]:
@@ -115,12 +145,22 @@ def _share_others(
     Coders who could not say "contempt" (CASME II has no such label) filed
     contempt under "others"; so for prototypes fitted without an emotion,
     their "others" probability is really "others or that emotion". It is
-    split in proportion to the rules' opinion. Without a fitted "others" the
-    unfitted emotions get nothing from the prototypes (the rules still speak).
+    split in proportion to the rules' opinion. Without a fitted "others"
+    (tables such as CAS(ME)³ part A or MMEW as distributed, which have none)
+    the prototypes' opinion holds only *given* a label they know: the
+    unfitted candidates ("others" itself, CASME II's "repression") take their
+    share of π and the fitted ones keep the rest.
     """
     unfitted = [e for e in candidates if e not in q]
-    if not unfitted or Emotion.OTHERS not in q:
+    if not unfitted:
         return q
+    if Emotion.OTHERS not in q:
+        unknown = min(1.0, sum(pi.get(e, 0.0) for e in unfitted))
+        total = sum(q.values())
+        out = {e: v * (1.0 - unknown) for e, v in q.items()}
+        for e in unfitted:
+            out[e] = total * pi.get(e, 0.0)
+        return out
     pool = [Emotion.OTHERS, *unfitted]
     weight = sum(pi.get(e, 0.0) for e in pool)
     if weight <= 0.0:
@@ -222,13 +262,38 @@ class Classifier:
     def classify(self, activations: Sequence[AUActivation], context: SubjectContext | None = None) -> Decision:
         ev = Evidence.from_activations(activations, context)
         fused = self._fuse(ev)
-        stage_override: Stage | None = None
-        before: Emotion | None = None
-        if context is not None and any(u.habitual < 1.0 for u in ev.units.values()):
-            before = self._fuse(Evidence.from_activations(activations)).label
-            if before is not fused.label:
-                stage_override = Stage.CONTEXT
-        return self._decision(ev, fused, context, stage_override, before)
+        if context is None or not any(u.habitual < 1.0 for u in ev.units.values()):
+            return self._decision(ev, fused, context, None, None)
+        plain_ev = Evidence.from_activations(activations)
+        plain = self._decision(plain_ev, self._fuse(plain_ev), None, None, None)
+        if plain.label is fused.label:
+            return self._decision(ev, fused, context, None, None)
+        if plain.ambiguous:
+            # Unclear without the context: the subject's habits may settle it.
+            return self._decision(ev, fused, context, Stage.CONTEXT, plain.label)
+        return self._kept_despite_context(plain, ev, fused, context)
+
+    def _kept_despite_context(self, plain: Decision, ev: Evidence, fused: _Fused,
+                              context: SubjectContext) -> Decision:
+        """A clear decision keeps its label under the subject context; only its
+        confidence drops to what the label keeps once the habitual AUs weigh less."""
+        with_context = dict(fused.ranked)
+        confidence = min(plain.confidence, with_context.get(plain.label, 0.0))
+        rivals = [(e, p) for e, p in fused.ranked if e is not plain.label]
+        runner_up, second = rivals[0] if rivals else (None, 0.0)
+        margin = max(0.0, confidence - second)
+        ambiguous = confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
+        habitual = "; ".join(f"AU{u.au.value} weighs {u.habitual:.2f}" for u in ev.units.values() if u.habitual < 1.0)
+        note = (f"subject context ({habitual}) would favour {fused.label.value}, but the decision without it was "
+                f"clear: {plain.label.value} kept, confidence {plain.confidence:.2f} → {confidence:.2f}")
+        trace = [*plain.trace, note]
+        if ambiguous and not plain.ambiguous:
+            trace.append("ambiguous after the subject context: marked for the reasoner")
+        scores = tuple(sorted(((e, round(confidence if e is plain.label else p, 4)) for e, p in fused.ranked),
+                              key=lambda kv: (-kv[1], _ORDER[kv[0]])))
+        return dataclasses.replace(plain, confidence=round(confidence, 4), margin=round(margin, 4),
+                                   runner_up=runner_up, scores=scores, trace=tuple(trace),
+                                   ambiguous=plain.ambiguous or ambiguous)
 
     def classify_readings(
         self, readings: Sequence[Sequence[AUActivation]], context: SubjectContext | None = None
@@ -269,6 +334,7 @@ class Classifier:
         q: dict[Emotion, float] = {}
         moved: tuple[tuple[Emotion, float, str], ...] = ()
         unknown = False
+        contest: str | None = None
         if self.prototypes is not None:
             # With the rules on, scored over every fitted emotion so that the
             # FACS decisions can hand on what they take away (``_hand_on``);
@@ -301,13 +367,59 @@ class Classifier:
                 # speaks rather than the commonest fitted label.
                 data_prior = 0.0
                 pattern = max(rule_scores.values(), default=0.0)
+            if Emotion.OTHERS in candidates and Emotion.OTHERS not in self.prototypes.classes:
+                # Fitted on tables without "others" (CAS(ME)³ part A, MMEW as
+                # distributed), the prototypes cannot say "none of these":
+                # the rules' "others" speaks for them.
+                pattern = max(rule_scores.values(), default=0.0)
             rule_prior = self.rule_prior * pattern
             denominator = support + data_prior + rule_prior
             data_weight = (support + data_prior) / denominator if denominator > 0 else 1.0
+            contest = self._contest(proto, rule_scores, q_mix, candidates)
+            if contest is not None:
+                # No dataset's convention decides: the FACS-grounded label
+                # does; the data only break a tie among the rules.
+                ranked_rules = sorted(rule_scores.values(), reverse=True)
+                lead = ranked_rules[0] - (ranked_rules[1] if len(ranked_rules) > 1 else 0.0)
+                data_weight = 0.0 if lead >= CONTESTED_RULES_LEAD else min(data_weight, CONTESTED_DATA_WEIGHT)
             probs = {e: data_weight * q_mix.get(e, 0.0) + (1.0 - data_weight) * pi[e] for e in candidates}
         norm = sum(probs.values()) or 1.0
         probs = {e: v / norm for e, v in probs.items()}
-        return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight, moved, unknown)
+        return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight, moved, unknown, contest)
+
+    @staticmethod
+    def _unknown_to_both(fused: _Fused) -> bool:
+        """No FACS pattern among the allowed labels (not even "others": the
+        label set has none) and a configuration the fitted data never saw:
+        the label is the prototypes' AU-by-AU extrapolation alone, which is
+        no ground for a confident decision."""
+        return (fused.rules is not None and fused.proto is not None and fused.proto.support <= 0.0
+                and bool(fused.proto.key) and max(fused.rule_scores.values(), default=0.0) <= 0.0)
+
+    def _contest(self, proto: PrototypeScores, rule_scores: dict[Emotion, float], q_mix: dict[Emotion, float],
+                 candidates: Sequence[Emotion]) -> str | None:
+        """Why this configuration is contested, for prototypes pooled over datasets."""
+        if self.prototypes is None or len(self.prototypes.components) < 2:
+            return None
+        disagreement = self.prototypes.contest(proto.key)
+        if disagreement is not None:
+            return f"the datasets label {config_text(proto.key)} differently ({disagreement})"
+        if not q_mix or not rule_scores:
+            return None
+        facs, strength = max(rule_scores.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))
+        data = max(q_mix.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))[0]
+        if strength < FACS_FIRM or data is facs or strength - rule_scores.get(data, 0.0) < CONFLICT_LEAD:
+            return None
+        what = "no FACS emotion pattern fits" if facs is Emotion.OTHERS else f"FACS reads it as {facs.value}"
+        if proto.support < CONFLICT_MIN_SUPPORT:
+            # Barely or never seen: the datasets' AU-by-AU extrapolation
+            # carries their conventions for its parts (AU4+AU7+AU43 inherits
+            # CASME II's "AU4+AU7 is disgust"); it does not outvote FACS.
+            return (f"{what} ({facs.value} {strength:.2f}); the pooled datasets saw {config_text(proto.key)} "
+                    f"{proto.support:.0f} time(s) and extrapolate {data.value} from its parts")
+        seen = ", ".join(f"{e.value} {n:.0f}" for e, n in sorted(proto.seen.items(), key=lambda kv: -kv[1]) if n > 0)
+        return (f"{what} ({facs.value} {strength:.2f}), while the pooled datasets say {data.value} for "
+                f"{config_text(proto.key)} (seen {seen})")
 
     # -- the decision and its trace ----------------------------------------------------
 
@@ -339,13 +451,14 @@ class Classifier:
             stage = stage_override
         elif fused.rules is None:
             stage = Stage.PROTOTYPE
-        elif fused.proto is None:
+        elif fused.proto is None or fused.data_weight <= 0.0:
             stage = Stage.RULES
         elif label is rules_top and (rules_decisive or label is not proto_top):
             stage = Stage.RULES
         else:
             stage = Stage.PROTOTYPE
-        ambiguous = confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
+        ambiguous = (confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
+                     or fused.contest is not None or self._unknown_to_both(fused))
         trace = self._trace(ev, fused, context, label, confidence, runner_up, margin, stage, rules_top, proto_top,
                             before, ambiguous)
         return Decision(
@@ -432,8 +545,15 @@ class Classifier:
         versus = f" over {runner_up.value}" if runner_up is not None else ""
         lines.append(f"→ {label.value}{versus} (confidence {confidence:.2f}, margin {margin:.2f}, "
                      f"stage {stage.value}): {why}")
+        if fused.contest is not None:
+            lines.append(f"contested: {fused.contest}; no dataset's convention decides (the FACS label; the "
+                         f"prototypes weigh {fused.data_weight:.2f})")
         if ambiguous:
             low = []
+            if fused.contest is not None:
+                low.append("contested configuration")
+            if self._unknown_to_both(fused):
+                low.append("neither a FACS pattern nor the fitted data know this configuration")
             if confidence < self.ambiguous_confidence:
                 low.append(f"confidence {confidence:.2f} < {self.ambiguous_confidence:.2f}")
             if margin < self.ambiguous_margin:

@@ -124,20 +124,148 @@ def _count(n: float) -> str:
     return str(int(n)) if float(n).is_integer() else f"{n:.1f}"
 
 
+#: A dataset needs this many rows of one AU configuration before its
+#: majority label for it counts as that dataset's convention.
+CONTEST_MIN_ROWS = 3.0
+#: ... and a dataset whose coders give its majority label to fewer than half
+#: of its rows of a configuration has no convention for it: the
+#: configuration is contested too (CAS(ME)³'s lone AU14: anger 36, sadness
+#: 23, happiness 21).
+CONTEST_SPLIT = 0.5
+
+
+@dataclass(frozen=True)
+class Component:
+    """One dataset inside a pooled prototype set, fitted on its own rows."""
+
+    name: str
+    #: ``harmonise.table_fingerprint`` of the rows it was fitted on: lets
+    #: ``microexpr eval`` leave it out when it scores that very table.
+    fingerprint: str
+    prototypes: PrototypeSet
+    weight: float = 1.0  #: what each of its rows counts in the pool
+
+    @property
+    def rows(self) -> float:
+        return self.prototypes.total
+
+    @property
+    def labels(self) -> tuple[Emotion, ...]:
+        return self.prototypes.emotions
+
+
 @dataclass(frozen=True)
 class PrototypeSet:
     classes: Mapping[Emotion, ClassPrototype]
     m: float = DEFAULT_M
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: The datasets a pooled set was built from (empty for one dataset).
+    components: tuple[Component, ...] = ()
+
+    # -- pooling ---------------------------------------------------------------
+
+    @classmethod
+    def pool(
+        cls,
+        components: Sequence[tuple[str, str, PrototypeSet]],
+        *,
+        m: float = DEFAULT_M,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> PrototypeSet:
+        """Merge per-dataset prototypes, each dataset weighted to the same
+        total (the mean row count), so that one large table does not dictate
+        the conventions: every row of dataset d counts mean_rows / rows_d."""
+        if not components:
+            raise DataError("no datasets to pool prototypes from")
+        sizes = [p.total for _n, _f, p in components]
+        mean = sum(sizes) / len(sizes)
+        parts = tuple(Component(name, fp, p, mean / size) for (name, fp, p), size in zip(components, sizes,
+                                                                                           strict=True))
+        counts: dict[Emotion, float] = {}
+        au_counts: dict[Emotion, dict[AU, float]] = {}
+        configs: dict[Emotion, dict[tuple[str, ...], float]] = {}
+        for part in parts:
+            for emotion, proto in part.prototypes.classes.items():
+                counts[emotion] = counts.get(emotion, 0.0) + part.weight * proto.count
+                per_au = au_counts.setdefault(emotion, {})
+                for au, n in proto.au_counts.items():
+                    per_au[au] = per_au.get(au, 0.0) + part.weight * n
+                per_config = configs.setdefault(emotion, {})
+                for key, n in proto.configs.items():
+                    per_config[key] = per_config.get(key, 0.0) + part.weight * n
+        classes = {e: ClassPrototype(e, counts[e], dict(sorted(au_counts[e].items())), dict(configs[e]))
+                   for e in Emotion if e in counts}
+        return cls(classes, float(m), dict(provenance or {}), parts)
+
+    def without(self, fingerprint: str, sha256: str | None = None) -> PrototypeSet | None:
+        """The pool re-merged without the dataset with this row fingerprint
+        (or fitted on the file with this sha256): the set itself when none
+        matches; None when nothing would be left."""
+        kept = [c for c in self.components
+                if c.fingerprint != fingerprint and (sha256 is None or c.prototypes.provenance.get("sha256") != sha256)]
+        if len(kept) == len(self.components):
+            return self
+        if not kept:
+            return None
+        provenance = dict(self.provenance)
+        provenance["left_out"] = [c.name for c in self.components if all(c is not k for k in kept)]
+        return PrototypeSet.pool([(c.name, c.fingerprint, c.prototypes) for c in kept], m=self.m,
+                                 provenance=provenance)
+
+    @functools.cached_property
+    def contested(self) -> dict[tuple[str, ...], dict[str, dict[Emotion, float]]]:
+        """AU configurations the pooled datasets label differently.
+
+        A configuration is contested when two datasets with at least
+        ``CONTEST_MIN_ROWS`` rows of it have different majority labels (a lone
+        AU4 is "others" in CASME II and "disgust" in CAS(ME)³), or when one
+        dataset splits it with no label reaching ``CONTEST_SPLIT``. Value: the
+        label counts per dataset, for the trace.
+        """
+        if len(self.components) < 2:
+            return {}
+        keys = {key for c in self.components for p in c.prototypes.classes.values() for key in p.configs}
+        out: dict[tuple[str, ...], dict[str, dict[Emotion, float]]] = {}
+        for key in keys:
+            per_dataset: dict[str, dict[Emotion, float]] = {}
+            majorities: set[Emotion] = set()
+            split = False
+            for c in self.components:
+                seen = {e: p.configs.get(key, 0.0) for e, p in c.prototypes.classes.items()}
+                seen = {e: n for e, n in seen.items() if n > 0}
+                total = sum(seen.values())
+                if total < CONTEST_MIN_ROWS:
+                    continue
+                per_dataset[c.name] = dict(sorted(seen.items(), key=lambda kv: -kv[1]))
+                top = max(seen.values())
+                majorities |= {e for e, n in seen.items() if n == top}
+                split = split or top / total < CONTEST_SPLIT
+            if len(majorities) > 1 or split:
+                out[key] = per_dataset
+        return out
+
+    def contest(self, key: tuple[str, ...]) -> str | None:
+        """How the datasets disagree about this configuration, or None."""
+        per_dataset = self.contested.get(tuple(key))
+        if not per_dataset:
+            return None
+        return "; ".join(f"{name}: " + ", ".join(f"{e.value} {_count(n)}" for e, n in labels.items())
+                         for name, labels in per_dataset.items())
 
     # -- fitting ---------------------------------------------------------------
 
     @classmethod
     def fit(
-        cls, samples: Iterable[Sample], *, m: float = DEFAULT_M, provenance: Mapping[str, Any] | None = None
+        cls,
+        samples: Iterable[Sample],
+        *,
+        m: float = DEFAULT_M,
+        provenance: Mapping[str, Any] | None = None,
+        weight: float = 1.0,
     ) -> PrototypeSet:
         """Count AU frequencies per emotion. A row coded with ``or`` adds each
-        of its n readings with weight 1/n."""
+        of its n readings with weight 1/n; every row counts ``weight``
+        episodes (pooling gives each dataset the same total weight)."""
         counts: dict[Emotion, float] = {}
         au_counts: dict[Emotion, dict[AU, float]] = {}
         configs: dict[Emotion, dict[tuple[str, ...], float]] = {}
@@ -145,8 +273,8 @@ class PrototypeSet:
             readings = list(readings)
             if not readings:
                 continue
-            share = 1.0 / len(readings)
-            counts[emotion] = counts.get(emotion, 0.0) + 1.0
+            share = weight / len(readings)
+            counts[emotion] = counts.get(emotion, 0.0) + weight
             per_au = au_counts.setdefault(emotion, {})
             per_config = configs.setdefault(emotion, {})
             for activations in readings:
@@ -209,6 +337,16 @@ class PrototypeSet:
     # -- files -----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
+        out = self._body_json()
+        if self.components:
+            out["datasets"] = [
+                {"name": c.name, "fingerprint": c.fingerprint, "weight": round(c.weight, 6),
+                 **c.prototypes.to_json()}
+                for c in self.components
+            ]
+        return out
+
+    def _body_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "m": self.m,
@@ -288,7 +426,24 @@ class PrototypeSet:
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise bad("provenance", "must be an object")
-        return cls(classes, float(m), provenance)
+        datasets = data.get("datasets")
+        if datasets is None:
+            return cls(classes, float(m), provenance)
+        if not isinstance(datasets, list) or len(datasets) < 2:
+            raise bad("datasets", "must be a list of at least two per-dataset prototype sets")
+        parts = []
+        for i, item in enumerate(datasets):
+            if not isinstance(item, dict):
+                raise bad(f"datasets.{i}", "must be an object")
+            name, fingerprint = item.get("name"), item.get("fingerprint")
+            if not isinstance(name, str) or not name or not isinstance(fingerprint, str) or not fingerprint:
+                raise bad(f"datasets.{i}", "needs a non-empty 'name' and 'fingerprint'")
+            parts.append((name, fingerprint, cls.from_json(
+                {k: v for k, v in item.items() if k not in ("name", "fingerprint", "weight")},
+                f"{source}: datasets.{i}")))
+        # The pool is re-merged from its datasets: the top-level classes are
+        # for people reading the file.
+        return cls.pool(parts, m=float(m), provenance=provenance)
 
     @classmethod
     def load(cls, path: str | Path) -> PrototypeSet:
@@ -311,19 +466,21 @@ class PrototypeSet:
         return cls.from_json(data, str(path))
 
     @classmethod
-    def load_default(cls) -> PrototypeSet:
-        """The prototypes shipped with the package (fitted on CASME II)."""
-        return _default()
+    def load_default(cls, name: str = "prototypes.json") -> PrototypeSet:
+        """Prototypes shipped with the package: ``prototypes.json`` (pooled
+        over CASME II, CAS(ME)³ part A and MMEW) unless another packaged
+        file (``prototypes_casme2.json``, the CASME II profile) is named."""
+        return _default(name)
 
 
-@functools.lru_cache(maxsize=1)
-def _default() -> PrototypeSet:
-    resource = importlib.resources.files("microexpr") / "data" / "prototypes.json"
+@functools.lru_cache(maxsize=4)
+def _default(name: str) -> PrototypeSet:
+    resource = importlib.resources.files("microexpr") / "data" / name
     try:
         text = resource.read_text(encoding="utf-8")
     except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"shipped prototypes missing from the package ({exc}); reinstall microexpr") from None
-    return PrototypeSet.from_json(json.loads(text), "microexpr/data/prototypes.json")
+        raise DataError(f"shipped prototypes {name} missing from the package ({exc}); reinstall microexpr") from None
+    return PrototypeSet.from_json(json.loads(text), f"microexpr/data/{name}")
 
 
 def provenance_for(
@@ -366,4 +523,4 @@ def _num(value: float) -> float | int:
     return int(value) if float(value).is_integer() else round(float(value), 6)
 
 
-__all__ = ["ClassPrototype", "PrototypeScores", "PrototypeSet", "Sample", "provenance_for"]
+__all__ = ["ClassPrototype", "Component", "PrototypeScores", "PrototypeSet", "Sample", "provenance_for"]

@@ -37,7 +37,7 @@ CRYING_CUES: tuple[tuple[AU, str], ...] = (
     (AU.EYES_CLOSED, "eyes closed (AU43)"),
 )
 #: AUs that tighten or hold the lips and chin: the face of suppression.
-CONTROL_AUS = (AU.DIMPLER, AU.LIP_CORNER_DEPRESSOR, AU.CHIN_RAISER, AU.LIP_TIGHTENER, AU.LIP_PRESSOR)
+CONTROL_AUS = (AU.LIP_CORNER_DEPRESSOR, AU.CHIN_RAISER, AU.LIP_TIGHTENER, AU.LIP_PRESSOR)
 #: FACS intensities as the parser and the AU stage give them: B and C.
 INTENSITY_B = 0.4
 INTENSITY_C = 0.6
@@ -123,7 +123,7 @@ def evaluate_rules(ev: Evidence) -> RuleResult:
         rule_group(c)
     for discriminator in (_fear_vs_surprise, _fear_vs_anger, _disgust_vs_sadness, _smile_companions,
                           _anger_not_disgust, _repression_vs_anger, _sadness_vs_repression,
-                          _contempt_needs_one_side, _contempt_not_smile, _crying):
+                          _contempt_needs_one_side, _contempt_not_smile, _crying, _happiness_needs_smile):
         discriminator(c)
     raw: dict[Emotion, float] = {}
     for h in c.hits:
@@ -167,11 +167,17 @@ def _surprise(c: _Collector) -> None:
     opening = ev.any_of(5, 25, 26, 27)
     c.hit("surprise.full", Emotion.SURPRISE, 0.9, min(brows, opening),
           "AU1+AU2 with the eyes or mouth opening (AU5/AU25/AU26/AU27): the surprise prototype")
-    c.hit("surprise.brows", Emotion.SURPRISE, 0.8, brows, "AU1+AU2: inner and outer brows raised together")
+    # EMFACS surprise is 1+2 with 5B and/or 26/27; the brows alone are a
+    # partial display and the commonest conversational signal (emphasis,
+    # questioning, greeting: Ekman 1979, "About brows"), so weak on their own.
+    c.hit("surprise.brows", Emotion.SURPRISE, 0.3 + 0.5 * ev.any_of(5, 25, 26, 27), brows,
+          "AU1+AU2: inner and outer brows raised together (without AU5/AU26/AU27 a partial display, often a "
+          "conversational brow flash)")
     c.hit("surprise.eyes-jaw", Emotion.SURPRISE, 0.75, ev.all_of(5) * ev.any_of(26, 27),
           "AU5 with AU26/AU27: eyes widened and jaw dropped")
-    c.hit("surprise.outer-brow", Emotion.SURPRISE, 0.5, ev.w(2), "AU2: outer brow raised")
-    c.hit("surprise.inner-brow", Emotion.SURPRISE, 0.35, ev.w(1),
+    # One brow action alone is weaker still (and counted only without the other).
+    c.hit("surprise.outer-brow", Emotion.SURPRISE, 0.3, min(ev.w(2), ev.none_of(1)), "AU2: outer brow raised")
+    c.hit("surprise.inner-brow", Emotion.SURPRISE, 0.35, min(ev.w(1), ev.none_of(2)),
           "AU1: inner brow raised (surprise or sadness brow)")
     c.hit("surprise.mouth-open", Emotion.SURPRISE, 0.35, ev.any_of(25, 26, 27) * ev.none_of(9, 10, 12, 20),
           "AU25/AU26/AU27: lips part or jaw drops, part of the surprise prototype")
@@ -199,13 +205,19 @@ def _sadness(c: _Collector) -> None:
     # With AU2 the brows rise as a whole: 1+2+4 is the fear brow, not the sad one.
     c.hit("sadness.brow", Emotion.SADNESS, 0.55, min(ev.all_of(1, 4), ev.none_of(2)),
           "AU1+AU4 without AU2: the oblique sad brow")
-    c.hit("sadness.inner-brow", Emotion.SADNESS, 0.35, ev.w(1), "AU1: inner brow raised (sadness or surprise brow)")
+    c.hit("sadness.inner-brow", Emotion.SADNESS, 0.35, min(ev.w(1), ev.none_of(2)),
+          "AU1: inner brow raised (sadness or surprise brow)")
     # AU15 is sadness's mouth in EMFACS (1+4+15, 6+15, 11+15; disgust uses it
     # only beside AU9+AU16). Alone it is weak evidence (Ekman & Friesen 1975
     # show the sad mouth with an uninvolved brow), but more than "no pattern":
     # with no repression label it is sadness, and ambiguous.
     c.hit("sadness.corners-down", Emotion.SADNESS, 0.45, ev.w(15),
           "AU15: lip corners pulled down, the sad mouth on its own")
+    # The raised chin joins the sad mouth in EMFACS sadness variants
+    # (1+4+15+17, 6+15+17); alone it is weak, below "no pattern" wherever
+    # "others" or repression is a label.
+    c.hit("sadness.chin", Emotion.SADNESS, 0.3, min(ev.w(17), ev.none_of(4, 9, 10, 12, 23, 24)),
+          "AU17: chin raised, part of the sad mouth (weak on its own)")
 
 
 def _disgust(c: _Collector) -> None:
@@ -224,8 +236,18 @@ def _anger(c: _Collector) -> None:
           "AU4 with AU5/AU7 and AU23/AU24: lowered brows, glaring or tightened lids, pressed lips")
     c.hit("anger.brow-lids", Emotion.ANGER, 0.65, ev.all_of(4, 5, 7),
           "AU4+AU5+AU7: lowered brows with raised and tightened lids (the anger glare)")
-    c.hit("anger.partial", Emotion.ANGER, 0.45, brow_lid,
-          "AU4 with AU5/AU7: the anger brow and lids without the pressed lips")
+    # Anger shown in brows and lids with the mouth held still is a partial
+    # anger display (Ekman & Friesen 1975, ch. 7); 4+7, 4+5 and 4+5+7 are
+    # the anger objective class (Davison et al. 2018, from the FACS
+    # Investigator's Guide). With AU9/AU10 it is disgust (4+9, 4+7+10).
+    c.hit("anger.partial", Emotion.ANGER, 0.7, min(brow_lid, ev.none_of(9, 10)),
+          "AU4 with AU5/AU7: the anger brow and lids without the pressed lips (a partial anger display)")
+    # No rule for a lone AU4: the lowered brow alone is in no EMFACS display
+    # (anger needs AU4 with AU5/AU7 and AU23/AU24 or AU17) and is as often
+    # concentration or perplexity (Ekman & Friesen 1975).
+    # The tightened lower lids alone: the anger eyes of the partial displays.
+    c.hit("anger.lids", Emotion.ANGER, 0.45, min(ev.w(7), ev.none_of(1, 2, 4, 6, 9, 10, 12)),
+          "AU7 alone: lids tightened, the anger eyes (weak on their own)")
     c.hit("anger.brow-lips", Emotion.ANGER, 0.5, min(ev.w(4), lips), "AU4 with AU23/AU24: lowered brows, lips pressed")
 
 
@@ -360,6 +382,16 @@ def _contempt_not_smile(c: _Collector) -> None:
         c.adjust("pair.contempt-not-smile", Emotion.HAPPINESS, 1.0 - 0.7 * cue,
                  "AU12 with AU14 on one side: the lip corner tightened and slightly raised is contempt "
                  "(Ekman & Friesen 1986), not a smile")
+
+
+def _happiness_needs_smile(c: _Collector) -> None:
+    """Every EMFACS happiness prototype and variant has AU12 (6+12, 12C/D;
+    FACS 1978 joy 6+12+25): cheeks raised without the lip corners pulled up
+    (6+15, a sadness variant) are not a smile."""
+    missing = 1.0 - c.ev.w(12)
+    if missing > 0.0:
+        c.adjust("pair.happiness-needs-au12", Emotion.HAPPINESS, 1.0 - 0.7 * missing,
+                 "no AU12: every EMFACS happiness display pulls the lip corners up")
 
 
 def crying_cues(ev: Evidence) -> list[str]:
