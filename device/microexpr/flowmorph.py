@@ -122,6 +122,9 @@ class MorphClip:
 
     ``frames``: all frames of the source video (BGR). The flow from the
     smile frame to the reference neutral frame is computed once.
+    ``phase_s`` starts the back-and-forth of the base frames that far in
+    (where in its sway the face is when the stream starts decides which
+    frame becomes the spotter's neutral reference).
     ``face_points``/``smile_points``: the tracker's landmarks in the
     reference and smile frames, used only to take the head's rigid motion
     out (a similarity on ``stable_points``) and to keep the flow on the face;
@@ -132,8 +135,9 @@ class MorphClip:
                  *, neutral: tuple[int, int] = NEUTRAL_FRAMES, smile: int = SMILE_FRAME,
                  reference: int = REFERENCE_FRAME, base_fps: float = 30.0,
                  face_points: np.ndarray | None = None, smile_points: np.ndarray | None = None,
-                 stable_points: Sequence[int] = ()) -> None:
+                 stable_points: Sequence[int] = (), phase_s: float = 0.0) -> None:
         self.fps = float(fps)
+        self.phase_s = phase_s
         self.frame_count = max(1, int(round(duration_s * fps)))
         self.events = tuple(events)
         self.distortion = distortion
@@ -193,7 +197,7 @@ class MorphClip:
 
     def render(self, index: int) -> np.ndarray:
         t = index / self.fps
-        image = self._base(t)
+        image = self._base(t + self.phase_s)
         a = np.float32(self.level(t))
         if a > 0:
             image = cv2.remap(image, self._xx + a * self._flow[..., 0], self._yy + a * self._flow[..., 1],
