@@ -9,9 +9,12 @@ is spatially blocky and temporally structured, unlike Gaussian sensor
 noise.
 
 What the local OpenCV can write (checked, OpenCV 5.0 with its bundled
-FFmpeg): MJPEG in .avi through OpenCV's own MJPEG writer, whose JPEG
-quality can be set (``VIDEOWRITER_PROP_QUALITY``, set after opening: the
-open-time parameter is ignored); MPEG-4 Part 2 (``mp4v``) in .mp4 through
+FFmpeg): MJPEG as per-frame ``cv2.imencode`` JPEGs at a chosen quality
+(a folder of .jpg: what the webcam sends, decoded by the same libjpeg),
+or in .avi through FFmpeg's MJPG writer at its default quality (OpenCV's
+own MJPEG writer takes ``VIDEOWRITER_PROP_QUALITY`` only when set after
+opening, and its scale is not libjpeg's: "70" gave a third of libjpeg
+70's error at 2.4x the size); MPEG-4 Part 2 (``mp4v``) in .mp4 through
 FFmpeg, whose bitrate cannot be set from OpenCV (neither a writer
 parameter nor ``OPENCV_FFMPEG_WRITER_OPTIONS`` changed it: 0.84 Mbit/s at
 640x360 on the real clip either way), so the achieved bitrate is measured
@@ -37,12 +40,17 @@ log = logging.getLogger(__name__)
 
 class Codec(StrEnum):
     LOSSLESS = "lossless"  #: PNG folder: the control
-    MJPEG = "mjpeg"  #: .avi, OpenCV's MJPEG writer at a set JPEG quality
+    #: every frame ``cv2.imencode``d at a set JPEG quality (libjpeg's scale),
+    #: kept as a folder of .jpg: the bytes a USB webcam's MJPEG stream carries
+    MJPEG = "mjpeg"
+    #: .avi through OpenCV's FFmpeg MJPG writer at its default quality
+    #: (≈ libjpeg quality 50 on the real clip: same error, 3.9 Mbit/s)
+    MJPEG_AVI = "mjpeg_avi"
     MP4V = "mp4v"  #: .mp4, MPEG-4 Part 2 through FFmpeg (bitrate as OpenCV sets it)
 
     @property
     def suffix(self) -> str:
-        return {Codec.LOSSLESS: "", Codec.MJPEG: ".avi", Codec.MP4V: ".mp4"}[self]
+        return {Codec.LOSSLESS: "", Codec.MJPEG: "", Codec.MJPEG_AVI: ".avi", Codec.MP4V: ".mp4"}[self]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,32 +77,34 @@ def write_video(frames: Iterable[np.ndarray], path: Path, fps: float, codec: Cod
     LOSSLESS makes a folder of PNGs). ``quality``: JPEG quality 1-100 for
     MJPEG (default 80)."""
     path = Path(path)
-    out = path.with_suffix(codec.suffix) if codec is not Codec.LOSSLESS else path.with_suffix("")
+    out = path.with_suffix(codec.suffix)
     count = 0
-    if codec is Codec.LOSSLESS:
+    if codec in (Codec.LOSSLESS, Codec.MJPEG):
+        q = None if codec is Codec.LOSSLESS else int(quality if quality is not None else 80)
+        if q is not None and not 1 <= q <= 100:
+            raise ValueError(f"JPEG quality must be 1..100, got {q}")
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
+        size = 0
         for count, image in enumerate(frames, start=1):
-            cv2.imwrite(str(out / f"{count - 1:06d}.png"), image)
-        size = sum(p.stat().st_size for p in out.iterdir())
-        return WrittenVideo(out, codec, None, count, fps, size)
+            if q is None:
+                ok, buf = cv2.imencode(".png", image)
+            else:
+                ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])
+            if not ok:
+                raise RuntimeError(f"{out}: cannot encode frame {count - 1}")
+            (out / f"{count - 1:06d}{'.png' if q is None else '.jpg'}").write_bytes(buf.tobytes())
+            size += len(buf)
+        return WrittenVideo(out, codec, q, count, fps, size)
     writer: cv2.VideoWriter | None = None
     q = None
     try:
         for image in frames:
             if writer is None:
                 h, w = image.shape[:2]
-                if codec is Codec.MJPEG:
-                    q = int(quality if quality is not None else 80)
-                    if not 1 <= q <= 100:
-                        raise ValueError(f"JPEG quality must be 1..100, got {q}")
-                    writer = cv2.VideoWriter(str(out), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-                    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, q)
-                    if int(writer.get(cv2.VIDEOWRITER_PROP_QUALITY)) != q:
-                        raise RuntimeError(f"{out}: the MJPEG writer did not take quality {q}")
-                else:
-                    writer = cv2.VideoWriter(str(out), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                fourcc = "MJPG" if codec is Codec.MJPEG_AVI else "mp4v"
+                writer = cv2.VideoWriter(str(out), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
                 if not writer.isOpened():
                     raise RuntimeError(f"{out}: cannot open a {codec.value} video writer")
             writer.write(image)
