@@ -25,7 +25,10 @@ Per frame:
    temples) is the alignment's remaining error — the tracker's mesh lags a
    moving head by a frame or so, which as a 1° roll error would move the
    chin region by ~0.02 IOD. A similarity fitted (robustly) to those flows
-   is subtracted from the whole field.
+   and to the 18 region means (trimmed: the few regions a muscle moves
+   fall out; the whole face moving as one piece is never a muscle, but a
+   codec snapping the mesh at a key frame is) is subtracted from the whole
+   field.
 4. **Region means**: mean (dx, dy) and mean magnitude of the flow over
    landmark-anchored regions (inner/outer brows, glabella, upper/lower lids,
    cheeks, nose wings, upper lip, mouth corners, lower lip, chin), in IOD

@@ -30,7 +30,9 @@ The spotter reads one ``Evidence`` per frame (``baseline.py``) and emits an
   which the head rotated more than ``max_*_change_deg`` (rigid head
   motion, even when too slow for the gate), or whose only
   moving regions are the lids while a blink/gaze flag was up (blinks, gaze
-  shifts), is dropped and counted in ``rejected``.
+  shifts), or whose AUs are one-sided on both sides at once (no muscle
+  does that; codec artefacts do: ``Rejection.SIDE_MIX``), is dropped and
+  counted in ``rejected``.
 
 All parameters are in seconds or robust-z units; none in frames.
 """
