@@ -131,3 +131,19 @@ def test_morphed_micro_smiles_are_found_and_named_happiness(pipeline, source, tm
     labels = [s.decision.label.value for s in spotted if s.decision is not None]
     assert labels == ["happiness", "happiness"], [("+".join(map(str, s.episode.activations)), s.decision.label.value)
                                                   for s in spotted if s.decision]
+
+
+def test_synth_cli_writes_mjpeg_avi_and_refuses_a_mismatched_suffix(media_dir: Path, model_path: Path,
+                                                                     tmp_path: Path) -> None:
+    from microexpr.cli import main
+
+    bad = main(["synth", str(media_dir / "astronaut.png"), "-o", str(tmp_path / "x.mp4"), "--codec", "mjpeg",
+                "--duration", "0.2", "--model", str(model_path)])
+    assert bad == 2 and not (tmp_path / "x.mp4").exists()
+    out = tmp_path / "x.avi"
+    ok = main(["synth", str(media_dir / "astronaut.png"), "-o", str(out), "--codec", "mjpeg", "--duration", "0.3",
+               "-e", "12@0.05/0.2", "--model", str(model_path)])
+    assert ok == 0
+    with open_source(out) as src:
+        assert sum(1 for _ in src) == 9
+    assert out.with_suffix(".json").exists()
