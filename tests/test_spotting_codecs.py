@@ -147,3 +147,18 @@ def test_synth_cli_writes_mjpeg_avi_and_refuses_a_mismatched_suffix(media_dir: P
     with open_source(out) as src:
         assert sum(1 for _ in src) == 9
     assert out.with_suffix(".json").exists()
+
+
+def test_side_mix_is_one_sided_aus_on_both_sides() -> None:
+    from microexpr.facs import AU, AUActivation, Side
+    from microexpr.spotting import _side_mix
+
+    def acts(*items: tuple[AU, Side]) -> tuple[AUActivation, ...]:
+        return tuple(AUActivation(au, side, 0.5) for au, side in items)
+
+    # issue 12's codec artefact: right brow up, left dimple in
+    assert _side_mix(acts((AU.OUTER_BROW_RAISER, Side.RIGHT), (AU.DIMPLER, Side.LEFT)))
+    # contempt (one-sided AU14), a lopsided smile (AU6 both + R12), a smile
+    assert not _side_mix(acts((AU.DIMPLER, Side.LEFT),))
+    assert not _side_mix(acts((AU.CHEEK_RAISER, Side.BOTH), (AU.LIP_CORNER_PULLER, Side.RIGHT)))
+    assert not _side_mix(acts((AU.CHEEK_RAISER, Side.BOTH), (AU.LIP_CORNER_PULLER, Side.BOTH)))

@@ -13,7 +13,7 @@ FFmpeg): MJPEG as per-frame ``cv2.imencode`` JPEGs at a chosen quality
 (a folder of .jpg: what the webcam sends, decoded by the same libjpeg),
 or in .avi through FFmpeg's MJPG writer at its default quality (OpenCV's
 own MJPEG writer takes ``VIDEOWRITER_PROP_QUALITY`` only when set after
-opening, and its scale is not libjpeg's: "70" gave a third of libjpeg
+opening, and its scale is not libjpeg's: "70" gave three quarters of libjpeg
 70's error at 2.4x the size); MPEG-4 Part 2 (``mp4v``) in .mp4 through
 FFmpeg, whose bitrate cannot be set from OpenCV (neither a writer
 parameter nor ``OPENCV_FFMPEG_WRITER_OPTIONS`` changed it: 0.84 Mbit/s at
