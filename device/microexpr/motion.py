@@ -25,7 +25,10 @@ Per frame:
    temples) is the alignment's remaining error — the tracker's mesh lags a
    moving head by a frame or so, which as a 1° roll error would move the
    chin region by ~0.02 IOD. A similarity fitted (robustly) to those flows
-   is subtracted from the whole field.
+   and to the 18 region means (trimmed: the few regions a muscle moves
+   fall out; the whole face moving as one piece is never a muscle, but a
+   codec snapping the mesh at a key frame is) is subtracted from the whole
+   field.
 4. **Region means**: mean (dx, dy) and mean magnitude of the flow over
    landmark-anchored regions (inner/outer brows, glabella, upper/lower lids,
    cheeks, nose wings, upper lip, mouth corners, lower lip, chin), in IOD
@@ -234,6 +237,9 @@ class MotionConfig:
     dis_patch_stride: int = 4
     dis_refine_iters: int = 0
     blur_sigma_px: float = 0.0
+    #: Fit the residual rigid motion on the anchors *and* the 18 region
+    #: centres (trimmed): see docs/spotting.md "Motion".
+    rigid_from_regions: bool = True
 
 
 def _robust_similarity(src: np.ndarray, dst: np.ndarray, rounds: int = 2) -> np.ndarray:
@@ -301,6 +307,7 @@ class MotionAnalyzer:
         self._weights: np.ndarray | None = None  # (n_regions, H*W)
         self._anchor_weights: np.ndarray | None = None  # (n_anchors, H*W)
         self._anchor_pts: np.ndarray | None = None
+        self._centres: np.ndarray | None = None  # (n_regions, 2) weighted centres in the crop
         self._gx: np.ndarray | None = None
         self._gy: np.ndarray | None = None
         self._signs: np.ndarray = np.ones(len(REGIONS))
@@ -386,6 +393,7 @@ class MotionAnalyzer:
         self._gx = np.ascontiguousarray(xx.ravel(), dtype=np.float32)
         self._gy = np.ascontiguousarray(yy.ravel(), dtype=np.float32)
         self._weights = weights
+        self._centres = np.stack([weights @ self._gx, weights @ self._gy], axis=1).astype(np.float64)
         # dx sign: away from the midline for lateral regions; the crop's +x
         # is toward the subject's left.
         self._signs = np.array([-1.0 if r.side is Side.RIGHT else 1.0 for r in REGIONS])
@@ -425,9 +433,16 @@ class MotionAnalyzer:
         # busy machine (measured 4 ms vs 0.1 ms)
         fx = np.ascontiguousarray(flow[..., 0]).ravel()
         fy = np.ascontiguousarray(flow[..., 1]).ravel()
-        # residual rigid motion, measured by the flow at the anchors
+        # residual rigid motion, measured by the flow at the anchors and, when
+        # ``rigid_from_regions``, at every region's centre too (trimmed fit:
+        # a muscle moves a few regions, which fall out as outliers)
         anchor_flow = np.stack([self._anchor_weights @ fx, self._anchor_weights @ fy], axis=1)
-        rigid = _robust_similarity(self._anchor_pts, self._anchor_pts + anchor_flow)
+        if self.config.rigid_from_regions and self._centres is not None:
+            region_flow = np.stack([self._weights @ fx, self._weights @ fy], axis=1)
+            pts_fit = np.concatenate([self._anchor_pts, self._centres])
+            rigid = _robust_similarity(pts_fit, pts_fit + np.concatenate([anchor_flow, region_flow]))
+        else:
+            rigid = _robust_similarity(self._anchor_pts, self._anchor_pts + anchor_flow)
         lin = (rigid[:, :2] - np.eye(2)).astype(np.float32)
         gx, gy = self._gx, self._gy
         fx -= gx * lin[0, 0] + gy * lin[0, 1] + np.float32(rigid[0, 2])

@@ -30,7 +30,9 @@ The spotter reads one ``Evidence`` per frame (``baseline.py``) and emits an
   which the head rotated more than ``max_*_change_deg`` (rigid head
   motion, even when too slow for the gate), or whose only
   moving regions are the lids while a blink/gaze flag was up (blinks, gaze
-  shifts), is dropped and counted in ``rejected``.
+  shifts), or whose AUs are one-sided on both sides at once (no muscle
+  does that; codec artefacts do: ``Rejection.SIDE_MIX``), is dropped and
+  counted in ``rejected``.
 
 All parameters are in seconds or robust-z units; none in frames.
 """
@@ -100,6 +102,10 @@ class Rejection(StrEnum):
     BLINK = "blink"
     GAZE = "gaze"
     TOO_SHORT = "too_short"
+    #: AUs named one-sided on *both* sides (e.g. R2+L14): no muscle pulls one
+    #: side here and the other side there at once; codec blocks and residual
+    #: rigid motion do.
+    SIDE_MIX = "side_mix"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +154,8 @@ class SpotterConfig:
     #: expression (the real smile: 1.35° of yaw over 1.9 s).
     pose_sway_dps: float = 1.0
     hold_rebase_s: float = 10.0  #: after a cap, ask for a new reference after this long
+    #: Drop episodes whose AUs are one-sided on both sides (``Rejection.SIDE_MIX``).
+    reject_side_mix: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.off_z <= self.on_z:
@@ -390,6 +398,13 @@ class Spotter:
                     log.debug("episode %.3f-%.3f s rejected: lids only, %s", t_on, t_off, reason.value)
                     return None
         on, off = frames[onset], frames[offset]
+        activations = activations_at(_apex_evidence(frames[onset:offset + 1], smooth[onset:offset + 1]), c)
+        mixed = _side_mix(activations)
+        if mixed and c.reject_side_mix:
+            self.rejected[Rejection.SIDE_MIX] += 1
+            log.debug("episode %.3f-%.3f s rejected: one-sided AUs on both sides (%s)", t_on, t_off,
+                      "+".join(str(a) for a in activations))
+            return None
         duration = off.timestamp - on.timestamp
         kind = EpisodeKind.MICRO if duration <= c.micro_max_s + 1e-9 and not truncated else EpisodeKind.MACRO
         return Episode(
@@ -401,7 +416,7 @@ class Spotter:
             apex_ts=ap.timestamp,
             offset_ts=off.timestamp,
             kind=kind,
-            activations=activations_at(_apex_evidence(frames[onset:offset + 1], smooth[onset:offset + 1]), c),
+            activations=activations,
             onset_intensity=MappingProxyType(dict(on.intensity)),
             apex_intensity=MappingProxyType(dict(ap.intensity)),
             offset_intensity=MappingProxyType(dict(off.intensity)),
@@ -519,6 +534,19 @@ def _apex_evidence(span: Sequence[Evidence], activity: np.ndarray, plateau: floa
         au_z=mean("au_z"), au_z_left=mean("au_z_left"), au_z_right=mean("au_z_right"),
         blink=all(e.blink for e in frames),
     )
+
+
+def _side_mix(activations: Sequence[AUActivation]) -> bool:
+    """True when some AUs are named left-only and others right-only.
+
+    One-sided actions exist (AU12 or AU14 on one side: contempt, EMFACS;
+    a unilateral brow raise), but a face does not pull the right brow up
+    and the left dimple in at once (AU2R+AU4L+AU12R+AU14L, the codec
+    artefacts of issue 12). An AU named on both sides (``Side.BOTH``)
+    with another one-sided AU is allowed (AU6+R12: a smile stronger on one
+    side)."""
+    sides = {a.side for a in activations}
+    return Side.LEFT in sides and Side.RIGHT in sides
 
 
 def _side(left: float, right: float, threshold: float, ratio: float) -> Side:

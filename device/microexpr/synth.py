@@ -57,6 +57,7 @@ from microexpr.capture import Frame, open_source
 from microexpr.errors import ConfigError, DataError, ExitCode, MicroexprError, NoFaceError, SourceError
 from microexpr.facs import AU, AUActivation, Side
 from microexpr.tracking.base import Face, FaceTracker
+from microexpr.videocodec import Codec
 
 log = logging.getLogger(__name__)
 
@@ -884,9 +885,10 @@ def _staged(*targets: Path) -> Iterator[tuple[Path, ...]]:
 
 
 def write_clip(spec: SynthSpec, tracker: FaceTracker, out_video: Path, out_truth: Path | None = None,
-               progress: ProgressFn | None = None) -> GroundTruth:
-    """Render ``spec`` to ``out_video`` (mp4, codec mp4v) and its ground
-    truth to ``out_truth`` (default: the video's path with ``.json``).
+               progress: ProgressFn | None = None, codec: Codec = Codec.MP4V) -> GroundTruth:
+    """Render ``spec`` to ``out_video`` (mp4, codec mp4v; or ``Codec.MJPEG_AVI``:
+    a webcam's MJPEG in .avi) and its ground truth to ``out_truth``
+    (default: the video's path with ``.json``).
 
     Both are written to temporary files beside them and renamed into place
     together at the end, so a failure (an unwritable truth folder, a full
@@ -896,10 +898,13 @@ def write_clip(spec: SynthSpec, tracker: FaceTracker, out_video: Path, out_truth
     out_video, out_truth = check_outputs(spec.source, out_video, out_truth)
     with _staged(out_video, out_truth) as (tmp_video, tmp_truth):
         renderer = Renderer(spec, tracker)
-        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps,
+        if codec not in (Codec.MP4V, Codec.MJPEG_AVI):
+            raise ValueError(f"write_clip writes one video file: mp4v or mjpeg_avi, not {codec.value}")
+        fourcc = "MJPG" if codec is Codec.MJPEG_AVI else "mp4v"
+        writer = cv2.VideoWriter(str(tmp_video), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), spec.fps,
                                  (renderer.width, renderer.height))
         if not writer.isOpened():
-            raise MicroexprError(f"{out_video}: cannot open a video writer (mp4v)", exit_code=ExitCode.IO_ERROR)
+            raise MicroexprError(f"{out_video}: cannot open a video writer ({fourcc})", exit_code=ExitCode.IO_ERROR)
         try:
             for frame in renderer:
                 writer.write(frame.image)

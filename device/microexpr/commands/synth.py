@@ -24,7 +24,7 @@ EVENT is WHAT@START/DURATION[*INTENSITY][,hold=S], times in seconds:
   gaze@2.5/0.1*-1    gaze shift toward the subject's right that stays (distractor)
   turn@3.0/0.4       head turn (yaw-like perspective, roll, shift) that stays; *-1 turns back
 AUs: 1 2 4 5 6 7 9 10 12 14 15 17 20 23 24 25 26, with L/R prefixes for one side.
-Writes the video (mp4, codec mp4v) and its ground truth (JSON: onset/apex/offset
+Writes the video (mp4, codec mp4v; or --codec mjpeg: .avi) and its ground truth (JSON: onset/apex/offset
 frames and seconds, AUs, kind micro|macro|blink|gaze|head_turn, expect_episode).
 Generated clips are test material: keep them out of version control.
 """
@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("media", metavar="MEDIA", type=Path, help="a real face: an image, or a video (see --frames)")
-    parser.add_argument("-o", "--output", metavar="CLIP.mp4", type=Path, required=True, help="video to write (.mp4)")
+    parser.add_argument("-o", "--output", metavar="CLIP.mp4", type=Path, required=True,
+                        help="video to write (.mp4; .avi with --codec mjpeg)")
+    parser.add_argument("--codec", choices=("mp4v", "mjpeg"), default="mp4v",
+                        help="mp4v (MPEG-4 Part 2, .mp4, default) or mjpeg (a webcam's MJPEG, .avi)")
     parser.add_argument("--truth", metavar="FILE.json", type=Path,
                         help="ground truth to write (default: the video's path with .json)")
     parser.add_argument("-e", "--event", metavar="EVENT", action="append", default=[],
@@ -76,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
     from microexpr.synth import SynthSpec, check_outputs, parse_event, write_clip
     from microexpr.tracking import create_tracker
 
-    if args.output.suffix.lower() != ".mp4":
-        raise MicroexprError(f"--output {args.output}: must end in .mp4 (written with the mp4v codec)",
+    from microexpr.videocodec import Codec
+
+    codec = Codec.MJPEG_AVI if args.codec == "mjpeg" else Codec.MP4V
+    if args.output.suffix.lower() != codec.suffix:
+        raise MicroexprError(f"--output {args.output}: must end in {codec.suffix} (written with the {args.codec} codec)",
                              exit_code=ExitCode.USAGE)
     if not 0.0 < args.apex_fraction < 1.0:
         raise MicroexprError(f"--apex-fraction: must be between 0 and 1 exclusive, got {args.apex_fraction}",
@@ -110,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with create_tracker(model_path=args.model) as tracker:
-            truth = write_clip(spec, tracker, args.output, args.truth, progress=progress)
+            truth = write_clip(spec, tracker, args.output, args.truth, progress=progress, codec=codec)
     finally:
         if bar is not None:
             bar.close()
