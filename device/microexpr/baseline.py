@@ -313,21 +313,34 @@ class _RobustStats:
     def __init__(self, size: int, config: BaselineConfig) -> None:
         self.config = config
         self.samples: deque[tuple[float, np.ndarray]] = deque()
+        #: seconds of neutral face each sample stands for
+        self.weights: deque[float] = deque()
         self.median = np.zeros(size)
         self.scale = np.ones(size)
         self.computed_at = -math.inf
         self.dirty = False
+        #: The stream's typical frame interval (set by the baseline).
+        self.frame_dt = 0.0
 
     def add(self, t: float, x: np.ndarray) -> None:
+        # each sample stands for one frame interval of neutral face (less
+        # if frames came faster); thinning hands a dropped sample's share to
+        # its kept neighbour
+        prev = self.samples[-1][0] if self.samples else None
+        step = self.frame_dt if self.frame_dt > 0 else 0.0
         self.samples.append((t, x))
+        self.weights.append(min(step, t - prev) if prev is not None and step > 0 else step)
         self.dirty = True
         while self.samples and t - self.samples[0][0] > self.config.window_s:
             self.samples.popleft()
+            self.weights.popleft()
         if len(self.samples) > self.config.max_samples:
             # thin the older half: keep every other one
-            items = list(self.samples)
+            items, weights = list(self.samples), list(self.weights)
             half = len(items) // 2
+            kept = [sum(weights[i:min(i + 2, half)]) for i in range(0, half, 2)]
             self.samples = deque(items[:half:2] + items[half:])
+            self.weights = deque(kept + weights[half:])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -345,13 +358,26 @@ class _RobustStats:
         self.median[columns] -= shift
         self.dirty = True
 
+    def _covered_s(self) -> float:
+        """Seconds of neutral face the samples stand for: one frame interval
+        each (``frame_dt``), not the span between the first and the last.
+        The span counts the gaps: a face that rests 0.4 s between smiles
+        (the looped real clip) kept one sample per loop, 25 samples "covered"
+        30 s, the prior lost its weight and the scale shrank to the spread of
+        near-identical frames — resting frames then read as z 5-10, were
+        never admitted again and kept the spotter from re-arming (silence)."""
+        if len(self.samples) < 2:
+            return 0.0
+        span = self.samples[-1][0] - self.samples[0][0]
+        return min(span, float(sum(self.weights))) if self.frame_dt > 0 else span
+
     def refresh(self, t: float, priors: np.ndarray, floors: np.ndarray, force: bool = False) -> None:
         if not self.dirty or (not force and t - self.computed_at < self.config.refresh_s):
             return
         data = np.stack([x for _, x in self.samples])
         self.median = np.median(data, axis=0)
         mad = 1.4826 * np.median(np.abs(data - self.median), axis=0)
-        span = self.samples[-1][0] - self.samples[0][0] if len(self.samples) > 1 else 0.0
+        span = self._covered_s()
         w = self.config.prior_s
         shrunk = np.sqrt((span * mad**2 + w * priors**2) / max(span + w, 1e-9))
         self.scale = np.maximum(shrunk, floors)
@@ -380,6 +406,7 @@ class SubjectBaseline:
         self._start_t: float | None = None
         self._smooth: np.ndarray | None = None
         self._last_t: float | None = None
+        self._dts: deque[float] = deque(maxlen=31)
         self._pending: deque[tuple[float, np.ndarray]] = deque()
         self._poses: deque[tuple[float, np.ndarray]] = deque()
         self._gate_until = -math.inf
@@ -492,6 +519,8 @@ class SubjectBaseline:
             self._smooth = raw.copy()
         else:
             dt = max(t - self._last_t, 1e-6)
+            self._dts.append(dt)
+            self._stats.frame_dt = float(np.median(self._dts))
             alpha = 1.0 - math.exp(-dt / c.smooth_s)
             self._smooth += alpha * (raw - self._smooth)
         self._last_t = t

@@ -444,7 +444,11 @@ class Pipeline:
             spotted = state.spotter.update(evidence)
             if state.spotter.take_rebase_request():
                 state.motion.rebase()
-            if state.context is not None and not state.spotter.busy and evidence.ready and not evidence.gated:
+            # Only frames at rest are "outside episodes": the tail of a
+            # released expression and a hold after a cap are the expression
+            # itself (fed to the context, a looped smile became "habitual"
+            # AU12 and was classified `others`).
+            if state.context is not None and state.spotter.at_rest and evidence.ready and not evidence.gated:
                 state.context.observe(activations_at(evidence, self.config.spotter))
             t5 = ns()
             episodes.extend(closing)

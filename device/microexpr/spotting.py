@@ -197,11 +197,20 @@ class Spotter:
         self._wants_rebase = False
         self._armed = True
         self._calm_since: float | None = None
+        #: regions of the last episode (its carrier and those strong at its apex)
+        self._released: frozenset[Region] = frozenset()
 
     @property
     def busy(self) -> bool:
         """An episode is open (or the face has not settled after a cap)."""
         return self._state is not _State.IDLE
+
+    @property
+    def at_rest(self) -> bool:
+        """Idle and re-armed: no episode open, and the face came back to rest
+        after the last one (not in the tail of a released expression, nor
+        holding one after a cap)."""
+        return self._state is _State.IDLE and self._armed
 
     def take_rebase_request(self) -> bool:
         """True once when the neutral reference should be renewed: after an
@@ -222,7 +231,7 @@ class Spotter:
                 # after an episode the face must come back to rest (below
                 # off_z for release_s) before a new one can open: the tail of
                 # a released expression is not a new expression
-                if ev.activity >= c.off_z:
+                if ev.activity >= c.off_z and not self._released_quiet(ev):
                     self._calm_since = None
                 elif self._calm_since is None:
                     self._calm_since = t
@@ -267,6 +276,9 @@ class Spotter:
                 episode = self._close(op, t, truncated=False)
                 self._state = _State.IDLE
                 self._open = None
+                self._released = frozenset(
+                    {op.carrier} if op.carrier is not None else set()) | frozenset(
+                    Region(r) for r in (episode.regions if episode is not None else ()))
                 self._armed = ev.activity < c.off_z
                 self._calm_since = t if self._armed else None
                 # frames after the offset seed the next pre-roll
@@ -309,6 +321,16 @@ class Spotter:
                 out.append(episode)
         self.reset()
         return out
+
+    def _released_quiet(self, ev: Evidence) -> bool:
+        """The regions that carried the last episode are all back below
+        ``off_z``: its tail is over, even if another region sits a little
+        above ``off_z`` (a resting face read a little off its baseline).
+        Without this, a re-arm needed *every* region quiet, and on the looped
+        real clip a brow resting at z 4-6 kept the spotter disarmed for good."""
+        if not self._released or not ev.region_z:
+            return False
+        return all(ev.region_z.get(r, 0.0) < self.config.off_z for r in self._released)
 
     def _prev_t(self, ev: Evidence) -> float:
         """Start of the frame interval ``ev`` represents (its predecessor's time)."""
