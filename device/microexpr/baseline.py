@@ -150,6 +150,9 @@ FULL_SCALE_IOD: Mapping[RegionGroup, float] = MappingProxyType({
     RegionGroup.BROWS: 0.07, RegionGroup.LIDS: 0.04, RegionGroup.CHIN: 0.06,
 })
 
+#: Estimator AUs that do not make an expression (lids: blinks, gaze).
+_NOT_EXPRESSION = frozenset({AU.BLINK, AU.EYES_CLOSED, AU.UPPER_LID_RAISER, AU.LID_TIGHTENER})
+
 #: Regions whose movement a blink or a gaze shift explains.
 LID_REGIONS = frozenset(r for r in REGIONS if r.group is RegionGroup.LIDS)
 #: Regions a blink also moves a little (left out of the activity during one).
@@ -268,6 +271,17 @@ class Evidence:
     pose: HeadPose | None = None
     neutral: bool = False  #: this frame was queued for the neutral statistics
     rebase: bool = False  #: asks the motion stage for a new neutral reference
+
+    @property
+    def expression_rise(self) -> float:
+        """The estimator's largest rise over the subject's neutral among the
+        AUs that make expressions (lids left out: blinks and gaze move them).
+        The blendshapes are calibrated on real faces, so a rise of FACS
+        "trace" (0.25) or more says the face is not at its resting state —
+        what tells a held expression from a stale motion reference (posture,
+        light), which moves pixels and no AU."""
+        rises = [v for m in (self.rise_left, self.rise_right) for a, v in m.items() if a not in _NOT_EXPRESSION]
+        return max(rises, default=0.0)
 
     @property
     def top_region(self) -> Region | None:

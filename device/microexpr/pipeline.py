@@ -36,7 +36,8 @@ from microexpr.capture import Frame
 from microexpr.errors import DataError
 from microexpr.facs import AU, AUActivation
 from microexpr.motion import MotionAnalyzer, MotionConfig, MotionFrame
-from microexpr.spotting import Episode, Spotter, SpotterConfig, activations_at
+from microexpr.spotting import Episode, Rejection, Spotter, SpotterConfig, activations_at
+from microexpr.suppression import Suppression, SuppressionLog
 from microexpr.tracking.base import FaceObservation, FaceTracker
 
 if TYPE_CHECKING:
@@ -128,6 +129,14 @@ class _Subject:
     ready_once: bool = False
     #: Started over from a face at rest: never watched again.
     rest_checked: bool = False
+    #: The strongest spotting region is above ``on_z`` (until it falls below
+    #: ``off_z``): one candidate per crossing for the suppression counts.
+    above_on: bool = False
+    #: A new motion reference was asked for while the face showed an
+    #: expression: taken once it is back at rest.
+    rebase_deferred: bool = False
+    #: The spotter's rejection counts already recorded.
+    rejected_seen: dict[Rejection, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +154,22 @@ class PipelineConfig:
     #: while its resting face is being learnt (before its first evidence) —
     #: any of ``entry_aus`` at FACS "marked" (C, 0.5 on the estimator's 0..1
     #: scale, which comes from population-calibrated blendshapes) or more —
-    #: is watched for ``rest_watch_s``: once all of
+    #: is watched for ``rest_watch_s`` (by default for as long as it takes:
+    #: a laugh or a cry may last minutes): once all of
     #: them stay below ``rest_max_intensity`` (trace level) for
     #: ``rest_hold_s``, the subject starts over from that resting face and
     #: the episode the release opened is dropped, not emitted. A face that
-    #: never relaxes (a habitual expression) is left as it is.
-    entry_aus: tuple[AU, ...] = (AU.UPPER_LIP_RAISER, AU.LIP_CORNER_PULLER, AU.LIP_STRETCHER, AU.JAW_DROP)
+    #: never relaxes (a habitual expression) is left as it is. AU15 is there
+    #: for a face first seen crying (corners pulled down, EMFACS sadness).
+    entry_aus: tuple[AU, ...] = (AU.UPPER_LIP_RAISER, AU.LIP_CORNER_PULLER, AU.LIP_CORNER_DEPRESSOR,
+                                 AU.LIP_STRETCHER, AU.JAW_DROP)
     entry_min_intensity: float = 0.5
     rest_max_intensity: float = 0.25
     rest_hold_s: float = 0.2
-    rest_watch_s: float = 10.0
+    rest_watch_s: float = math.inf
+    #: A new motion reference (the resting face) is never taken while an
+    #: expressive AU is this far (FACS trace) above the subject's neutral.
+    rebase_max_rise: float = 0.25
 
 
 def _new_context() -> SubjectContext | None:
@@ -214,6 +229,9 @@ class Pipeline:
         self._pending: tuple[PipelineConfig, float, float] | None = None
         self._pending_lock = threading.Lock()
         self.frames = 0
+        #: Candidate episodes dropped, withheld or relabelled, per reason
+        #: (the daemon's ``stats.suppressed``), logged at a bounded rate.
+        self.suppressed = SuppressionLog()
 
     @classmethod
     def create(
@@ -325,6 +343,11 @@ class Pipeline:
                 decision = self.classifier.classify(ep.activations, state.context)
             elif self.classifier is not None:
                 decision = self.classifier.classify((), state.context)
+            if decision is None:
+                self.suppressed.record(Suppression.UNLABELLED, ep.emitted_ts, "no classifier in this build")
+            elif getattr(decision.stage, "value", decision.stage) == "context":
+                self.suppressed.record(Suppression.CONTEXT, ep.emitted_ts,
+                                       f"episode at {ep.onset_ts:.2f} s labelled {decision.label.value} by the subject context")
             out.append(SpottedEpisode(ep, decision, state.context))
             log.info(
                 "episode %s %.3f-%.3f s (apex %.3f) %s%s",
@@ -425,6 +448,9 @@ class Pipeline:
                              face.subject_id)
             elif self._came_to_rest(state, au, frame.timestamp):
                 dropped = state.spotter.busy
+                if dropped:
+                    self.suppressed.record(Suppression.FIRST_SIGHT, frame.timestamp,
+                                           f"subject {face.subject_id} came to rest: the release of its first expression is not an episode")
                 del self._subjects[face.subject_id]
                 state = self._subject(face.subject_id, at_rest=True)
                 log.info("subject %d came to rest: starting over from this face%s", face.subject_id,
@@ -438,12 +464,10 @@ class Pipeline:
             t3 = ns()
             evidence = state.baseline.update(motion_frame, au, face, busy=state.spotter.busy)
             state.ready_once = state.ready_once or evidence.ready
-            if evidence.rebase:
-                state.motion.rebase()
             t4 = ns()
             spotted = state.spotter.update(evidence)
-            if state.spotter.take_rebase_request():
-                state.motion.rebase()
+            self._count_suppressed(state, evidence)
+            self._renew_reference(state, evidence, state.spotter.take_rebase_request())
             # Only frames at rest are "outside episodes": the tail of a
             # released expression and a hold after a cap are the expression
             # itself (fed to the context, a looped smile became "habitual"
@@ -457,6 +481,54 @@ class Pipeline:
         timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings)
 
+    def _renew_reference(self, state: _Subject, ev: Evidence, spotter_asks: bool) -> None:
+        """Take a new motion reference when the baseline or the spotter asks
+        — but never while the face shows an expression over its neutral
+        (``Evidence.expression_rise`` ≥ ``rebase_max_rise``): the reference
+        is the resting face, and a smile held through a head turn or a
+        long hold must not become it. A deferred renewal happens at the
+        first frame the face is back at rest."""
+        if not (ev.rebase or spotter_asks or state.rebase_deferred):
+            return
+        if ev.ready and ev.expression_rise >= self.config.rebase_max_rise:
+            if not state.rebase_deferred:
+                log.debug("subject %d: new reference deferred, the face shows an expression (rise %.2f)",
+                          state.subject_id, ev.expression_rise)
+            state.rebase_deferred = True
+            return
+        state.rebase_deferred = False
+        state.motion.rebase()
+
+    def _count_suppressed(self, state: _Subject, ev: Evidence) -> None:
+        """Record what kept a movement from becoming an episode this frame:
+        a spotter rejection, or an onset crossing the spotter could not take
+        (head gated, not re-armed after the last episode, a capped
+        expression still held)."""
+        spotter = state.spotter
+        for reason, n in spotter.rejected.items():
+            for _ in range(n - state.rejected_seen.get(reason, 0)):
+                self.suppressed.record(Suppression(reason.value), ev.timestamp, "rejected by the spotter")
+            state.rejected_seen[reason] = n
+        c = self.config.spotter
+        top = ev.top_region
+        level = ev.region_z.get(top, 0.0) if (top is not None and ev.ready) else 0.0
+        if level < c.off_z:
+            state.above_on = False
+            return
+        if level < c.on_z or state.above_on:
+            return
+        state.above_on = True
+        if spotter.active:
+            return
+        if ev.gated:
+            self.suppressed.record(Suppression.GATED, ev.timestamp,
+                                   f"head moving ({ev.head_speed_dps:.0f} °/s) or {ev.pose_drift_deg:.1f}° from the reference pose")
+        elif spotter.holding:
+            self.suppressed.record(Suppression.HELD, ev.timestamp, "an expression capped at max_episode_s is still held")
+        elif not spotter.at_rest:
+            self.suppressed.record(Suppression.NOT_REARMED, ev.timestamp,
+                                   f"{top.value if top else 'a region'} rose before the face came back to rest")
+
     def finish(self) -> tuple[SpottedEpisode, ...]:
         """End of stream: emit every episode still open."""
         if self._pending is not None:
@@ -464,6 +536,7 @@ class Pipeline:
         out: list[SpottedEpisode] = []
         for state in self._subjects.values():
             out.extend(self._decide(state, state.spotter.finish()))
+        self.suppressed.flush()
         return tuple(out)
 
     def run(self, frames: Iterable[Frame]) -> list[SpottedEpisode]:

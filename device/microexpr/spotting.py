@@ -147,7 +147,16 @@ class SpotterConfig:
     #: …plus this much per second of episode: people sway during a held
     #: expression (the real smile: 1.35° of yaw over 1.9 s).
     pose_sway_dps: float = 1.0
-    hold_rebase_s: float = 10.0  #: after a cap, ask for a new reference after this long
+    #: After a cap the spotter holds until the capped expression's regions
+    #: are back at rest, however long that takes: a smile held for minutes
+    #: is one (truncated) episode, never repeated, and never becomes the
+    #: resting face. Only when the regions stay displaced this long while
+    #: the estimator sees no AU above the subject's neutral
+    #: (``Evidence.expression_rise`` below ``hold_rest_rise``, FACS trace)
+    #: is the motion reference taken to be stale (posture, light) and
+    #: renewed.
+    hold_rebase_s: float = 10.0
+    hold_rest_rise: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.off_z <= self.on_z:
@@ -211,6 +220,16 @@ class Spotter:
         after the last one (not in the tail of a released expression, nor
         holding one after a cap)."""
         return self._state is _State.IDLE and self._armed
+
+    @property
+    def holding(self) -> bool:
+        """After a truncated (capped) episode, waiting for the face to settle."""
+        return self._state is _State.HOLD
+
+    @property
+    def active(self) -> bool:
+        """An episode is open."""
+        return self._state is _State.ACTIVE
 
     def take_rebase_request(self) -> bool:
         """True once when the neutral reference should be renewed: after an
@@ -289,25 +308,44 @@ class Spotter:
                 episode = self._close(op, t, truncated=True)
                 if episode is not None:
                     out.append(episode)
+                self._released = frozenset(
+                    {op.carrier} if op.carrier is not None else set()) | frozenset(
+                    Region(r) for r in (episode.regions if episode is not None else ()))
                 self._state = _State.HOLD
                 self._open = None
                 self._hold_since = t
                 self._quiet_since = None
             return out
 
-        # HOLD: wait for the face to settle below off_z
-        if ev.activity < c.off_z:
+        # HOLD: wait for the capped expression to be over
+        if not ev.ready or ev.gated:
+            # no evidence either way (head moving, stale pose, face lost);
+            # a pose that stays stale is the baseline's to renew, which it
+            # does only once the spotter lets go (the pipeline then defers
+            # the new reference until the face is at rest)
+            self._quiet_since = None
+            if t - self._hold_since >= c.hold_rebase_s:
+                self._state = _State.IDLE
+                self._armed, self._calm_since = False, None  # the held expression is not a new one
+                self._history.clear()
+            return out
+        if ev.activity < c.off_z or self._released_quiet(ev):
             if self._quiet_since is None:
                 self._quiet_since = t
-            if t - self._quiet_since >= c.effective_release_s:
+            if t - self._quiet_since >= c.effective_release_s - 1e-9:
                 self._state = _State.IDLE
+                self._armed = True
                 self._history.clear()
         else:
             self._quiet_since = None
-            if t - self._hold_since >= c.hold_rebase_s:
-                log.info("expression held %.0f s after a capped episode: taking it as the new neutral", t - self._hold_since)
+            if ev.expression_rise >= c.hold_rest_rise:
+                self._hold_since = t  # still an expression: keep holding, never absorb it
+            elif t - self._hold_since >= c.hold_rebase_s:
+                log.info("regions displaced %.0f s after a capped episode with no AU above neutral: "
+                         "the motion reference is stale, renewing it", t - self._hold_since)
                 self._wants_rebase = True
                 self._state = _State.IDLE
+                self._armed, self._calm_since = False, None
                 self._history.clear()
         return out
 
