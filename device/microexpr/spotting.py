@@ -399,6 +399,8 @@ class Spotter:
         onset = apex
         while onset > 0 and carrier[onset] > level:
             onset -= 1
+        if ts[apex] - ts[onset] > c.micro_max_s:
+            onset = _rise_start(ts, carrier, onset, apex, c.floor_z)
         offset = apex
         while offset < len(frames) - 1 and carrier[offset] > level:
             offset += 1
@@ -579,6 +581,35 @@ def _apex_evidence(span: Sequence[Evidence], activity: np.ndarray, plateau: floa
         au_z=mean("au_z"), au_z_left=mean("au_z_left"), au_z_right=mean("au_z_right"),
         blink=all(e.blink for e in frames),
     )
+
+
+def _rise_start(ts: np.ndarray, carrier: np.ndarray, onset: int, apex: int, floor_z: float) -> int:
+    """Where a slow rise began. The boundary level (15 % of a large peak)
+    is reached late on a slow rise: a 1.5 s smile rising to z ≈ 80 crosses
+    z 12 about 0.4 s after it began (measured: onset 0.40-0.47 s late).
+    The rise from the boundary to half the peak is extrapolated back to
+    zero displacement — exact for a linear rise, ~0.2 s late for a
+    raised-cosine one — but never before the last frame at the noise level
+    (``floor_z``): the movement cannot have begun while the region was at
+    rest. Used for rises longer than a micro-expression only."""
+    peak = float(carrier[apex])
+    half = onset
+    while half < apex and carrier[half] < 0.5 * peak:
+        half += 1
+    if half <= onset or ts[half] <= ts[onset]:
+        return onset
+    slope = float(carrier[half] - carrier[onset]) / float(ts[half] - ts[onset])
+    if slope <= 0:
+        return onset
+    start_t = float(ts[onset]) - float(carrier[onset]) / slope
+    quiet = onset
+    while quiet > 0 and carrier[quiet] > floor_z:
+        quiet -= 1
+    earliest = max(start_t, float(ts[quiet]))
+    new = onset
+    while new > quiet and ts[new - 1] >= earliest - 1e-9:
+        new -= 1
+    return new
 
 
 def _side(left: float, right: float, threshold: float, ratio: float) -> Side:
