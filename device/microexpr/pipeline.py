@@ -24,11 +24,14 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from microexpr.aus import AUEstimator, AUFrame
 from microexpr.baseline import BaselineConfig, Evidence, SubjectBaseline
@@ -172,6 +175,58 @@ class PipelineConfig:
     rebase_max_rise: float = 0.25
 
 
+class _InputWatch:
+    """Says (at a bounded rate) when the input changes character: the
+    frame rate changes, or frames repeat exactly (a frozen camera, or a
+    decoder concealing undecodable frames — FFmpeg repeats the last good
+    MJPEG frame). Every stage works in seconds, so neither breaks the
+    engine; both explain odd results."""
+
+    #: A rate is reported again once the median interval moved this much.
+    RATE_CHANGE = 0.3
+    LOG_INTERVAL_S = 60.0
+
+    def __init__(self) -> None:
+        self._dts: deque[float] = deque(maxlen=15)
+        self._last_t: float | None = None
+        self._rate_dt: float | None = None
+        self._previous: np.ndarray | None = None
+        self._repeats = 0
+        self._repeats_logged_at = -math.inf
+
+    def observe(self, frame: Frame) -> bool:
+        """Record one frame; True when it repeats the previous one exactly."""
+        t = frame.timestamp
+        if self._last_t is not None and t > self._last_t:
+            self._dts.append(t - self._last_t)
+            if len(self._dts) == self._dts.maxlen:
+                dt = float(np.median(self._dts))
+                if self._rate_dt is None:
+                    self._rate_dt = dt
+                elif abs(dt - self._rate_dt) > self.RATE_CHANGE * self._rate_dt:
+                    log.info("input frame rate changed from %.1f to %.1f fps at %.2f s (timings are in seconds: "
+                             "the engine follows)", 1.0 / self._rate_dt, 1.0 / dt, t)
+                    self._rate_dt = dt
+        self._last_t = t
+        image = frame.image
+        sample = image[::7, ::7] if isinstance(image, np.ndarray) and image.ndim >= 2 else None
+        # every 7th pixel of every 7th row: exact equality of ~1/49 of the
+        # image is a repeat (sensor noise alone changes that many pixels)
+        repeated = (sample is not None and self._previous is not None and self._previous.shape == sample.shape
+                    and bool(np.array_equal(sample, self._previous)))
+        if sample is not None:
+            self._previous = sample.copy()
+        if repeated:
+            self._repeats += 1
+            if t - self._repeats_logged_at >= self.LOG_INTERVAL_S or t < self._repeats_logged_at:
+                log.info("%d input frame(s) repeated the one before exactly (a frozen camera, or undecodable frames "
+                         "the decoder replaced by the last good one); next line in %.0f s at most",
+                         self._repeats, self.LOG_INTERVAL_S)
+                self._repeats_logged_at = t
+                self._repeats = 0
+        return repeated
+
+
 def _new_context() -> SubjectContext | None:
     try:
         from microexpr.classify.context import SubjectContext
@@ -232,6 +287,10 @@ class Pipeline:
         #: Candidate episodes dropped, withheld or relabelled, per reason
         #: (the daemon's ``stats.suppressed``), logged at a bounded rate.
         self.suppressed = SuppressionLog()
+        #: Frames identical to the one before (a frozen camera, or a decoder
+        #: concealing undecodable frames by repeating the last good one).
+        self.repeated_frames = 0
+        self._input = _InputWatch()
 
     @classmethod
     def create(
@@ -288,6 +347,7 @@ class Pipeline:
         """Forget every subject (a new stream starts); the tracker stays."""
         self._subjects.clear()
         self.estimator.reset()
+        self._input = _InputWatch()
 
     # -- state
     def _subject(self, subject_id: int, *, at_rest: bool = False) -> _Subject:
@@ -332,7 +392,8 @@ class Pipeline:
                 out.extend(self._decide(state, state.spotter.finish()))
                 del self._subjects[sid]
                 self.estimator.reset(sid)
-                log.debug("subject %d lost for more than %.1f s: state dropped", sid, self.config.lost_reset_s)
+                log.info("subject %d not seen for %.1f s: its resting face is learnt again when a face returns",
+                         sid, now - state.last_seen)
         return out
 
     def _decide(self, state: _Subject, episodes: Sequence[Episode]) -> list[SpottedEpisode]:
@@ -425,6 +486,8 @@ class Pipeline:
         au = self.estimator.estimate(obs)
         t2 = ns()
         self.frames += 1
+        if self._input.observe(frame):
+            self.repeated_frames += 1
         face = obs.face
         episodes: list[SpottedEpisode] = []
         motion_frame: MotionFrame | None = None
