@@ -128,6 +128,8 @@ class _Subject:
     #: watching for the face to come to rest; when it does, since when.
     watch_until: float = -math.inf
     rest_since: float | None = None
+    #: The strongest entry AU when the watch began.
+    entry_level: float = 0.0
     #: The baseline has given evidence once: its resting face is learnt.
     ready_once: bool = False
     #: Started over from a face at rest: never watched again.
@@ -494,9 +496,17 @@ class Pipeline:
         evidence: Evidence | None = None
         t3 = t4 = t5 = t6 = t2
         if face is None:
+            # an episode the face's disappearance ends is emitted (it used
+            # to be dropped here: a smile held until the face left the frame
+            # was never reported)
+            ended: list[tuple[_Subject, list[Episode]]] = []
             for state in self._subjects.values():
-                state.spotter.update(Evidence(state.subject_id, frame.index, frame.timestamp, False, False, False, 0.0, 0.0))
+                gone = Evidence(state.subject_id, frame.index, frame.timestamp, False, False, False, 0.0, 0.0)
+                ended.append((state, state.spotter.update(gone)))
+                self._count_suppressed(state, gone)
             t5 = ns()
+            for state, closed in ended:
+                episodes.extend(self._decide(state, closed))
             closing = self._forget_lost(frame.timestamp)
             t6 = ns()
             episodes.extend(closing)
@@ -507,6 +517,7 @@ class Pipeline:
                 if state.watch_until == -math.inf and any(
                         au.intensity.get(a, 0.0) >= self.config.entry_min_intensity for a in self.config.entry_aus):
                     state.watch_until = frame.timestamp + self.config.rest_watch_s
+                    state.entry_level = max(au.intensity.get(a, 0.0) for a in self.config.entry_aus)
                     log.info("subject %d first seen mid-expression: its resting face is taken when it relaxes",
                              face.subject_id)
             elif self._came_to_rest(state, au, frame.timestamp):
@@ -539,10 +550,32 @@ class Pipeline:
                 state.context.observe(activations_at(evidence, self.config.spotter))
             t5 = ns()
             episodes.extend(closing)
-            episodes.extend(self._decide(state, spotted))
+            episodes.extend(self._decide(state, self._drop_releases(state, spotted)))
             t6 = ns()
         timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings)
+
+    def _drop_releases(self, state: _Subject, spotted: list[Episode]) -> list[Episode]:
+        """While a subject first seen mid-expression is watched, its
+        resting face is that expression: a movement toward rest (at its
+        apex, the entry display at least ``rest_max_intensity`` weaker than
+        when the face was first seen) reads as corners "pulled down" (AU15,
+        "repression") or a jaw closing, and is not an expression. Such
+        episodes are dropped and counted; movements with the display still
+        on (a new expression over it) are emitted as usual."""
+        if not spotted or state.rest_checked or state.watch_until == -math.inf:
+            return spotted
+        c = self.config
+        kept = []
+        for ep in spotted:
+            at_apex = max((ep.apex_intensity.get(a, 0.0) for a in c.entry_aus), default=0.0)
+            if ep.emitted_ts <= state.watch_until and at_apex <= state.entry_level - c.rest_max_intensity:
+                self.suppressed.record(Suppression.FIRST_SIGHT, ep.emitted_ts,
+                                       f"subject {state.subject_id}: episode at {ep.onset_ts:.2f} s moves toward rest from "
+                                       "the expression it was first seen in")
+                continue
+            kept.append(ep)
+        return kept
 
     def _renew_reference(self, state: _Subject, ev: Evidence, spotter_asks: bool) -> None:
         """Take a new motion reference when the baseline or the spotter asks
