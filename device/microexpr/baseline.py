@@ -32,7 +32,8 @@ Rules that keep the evidence honest:
   (``motion_prior_iod`` = 0.002 IOD, the per-region jitter measured on the
   real clip's neutral frames) with the weight of ``prior_s`` seconds of
   data: ``scale² = (T·mad_scale² + prior_s·prior²) / (T + prior_s)`` for
-  ``T`` seconds of neutral history. Weights are in seconds, not samples, so
+  ``T`` seconds of neutral history (one frame interval per sample: sparse
+  samples do not count the gaps between them). Weights are in seconds, not samples, so
   200 fps does not count as more evidence than 30 fps. After a minute the
   subject's own noise dominates; it never goes below the floors
   (``motion_floor_iod``, about the noise of a still image with sensor
