@@ -399,6 +399,14 @@ class Spotter:
         onset = apex
         while onset > 0 and carrier[onset] > level:
             onset -= 1
+        if level >= 2 * c.floor_z:
+            # A strong expression: one region's flow jitters inside it (the
+            # looped real smile's left corner fell from z 61 to below 9 for a
+            # frame, 0.6 s into the smile, and the onset was put there). The
+            # strongest region stays far above the level until the rise
+            # began, and at rest it sits at ~2.5 z, far below a level ≥ 6.
+            while onset > 0 and smooth[onset] > level:
+                onset -= 1
         if ts[apex] - ts[onset] > c.micro_max_s:
             onset = _rise_start(ts, carrier, onset, apex, c.floor_z)
         offset = apex
