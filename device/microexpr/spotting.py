@@ -186,6 +186,8 @@ class _Open:
     #: the region carrying the movement (largest z at the peak so far)
     carrier: Region | None = None
     carrier_peak: float = 0.0
+    #: region z-scores at the peak
+    peak_regions: Mapping[Region, float] = field(default_factory=dict)
 
 
 class Spotter:
@@ -278,6 +280,7 @@ class Spotter:
             op.frames.append(ev)
             if ev.activity > op.peak:
                 op.peak = ev.activity
+                op.peak_regions = ev.region_z
                 if ev.top_region is not None:
                     op.carrier, op.carrier_peak = ev.top_region, ev.region_z.get(ev.top_region, ev.activity)
             # The episode lasts while the region carrying it stays above the
@@ -295,9 +298,7 @@ class Spotter:
                 episode = self._close(op, t, truncated=False)
                 self._state = _State.IDLE
                 self._open = None
-                self._released = frozenset(
-                    {op.carrier} if op.carrier is not None else set()) | frozenset(
-                    Region(r) for r in (episode.regions if episode is not None else ()))
+                self._released = self._moved(op)
                 self._armed = ev.activity < c.off_z
                 self._calm_since = t if self._armed else None
                 # frames after the offset seed the next pre-roll
@@ -308,9 +309,7 @@ class Spotter:
                 episode = self._close(op, t, truncated=True)
                 if episode is not None:
                     out.append(episode)
-                self._released = frozenset(
-                    {op.carrier} if op.carrier is not None else set()) | frozenset(
-                    Region(r) for r in (episode.regions if episode is not None else ()))
+                self._released = self._moved(op)
                 self._state = _State.HOLD
                 self._open = None
                 self._hold_since = t
@@ -359,6 +358,17 @@ class Spotter:
                 out.append(episode)
         self.reset()
         return out
+
+    def _moved(self, op: _Open) -> frozenset[Region]:
+        """The regions that carried an episode: its carrier and those at
+        ``on_z`` and a quarter of the peak or more at the peak (not the lids;
+        a broad smile drags every region past ``on_z / 2``, the brows to z
+        3-5, so a lower bar would name the whole face)."""
+        bar = max(self.config.on_z, 0.25 * op.peak)
+        moved = {r for r, z in op.peak_regions.items() if z >= bar and r not in LID_REGIONS}
+        if op.carrier is not None:
+            moved.add(op.carrier)
+        return frozenset(moved)
 
     def _released_quiet(self, ev: Evidence) -> bool:
         """The regions that carried the last episode are all back below
