@@ -101,7 +101,7 @@ def test_suppression_log_counts_every_candidate_and_logs_once_a_minute(caplog: p
 
 def test_a_looped_smile_is_reported_every_loop_to_the_end(model_path: Path, clip: list[np.ndarray]) -> None:
     """The clip looped as ``replay:`` plays it, joined mid-smile (frame 50):
-    before the fix this stream fell silent after ~70 s (the baseline's
+    before the fix such streams fell silent after 18-22 s (the baseline's
     scale collapsed on sparse neutral samples and the spotter never
     re-armed), and the subject context learned the unreported smiles as
     habitual. Here 39 s: one episode per smile after the first loop, none
@@ -155,9 +155,9 @@ def test_a_smile_held_half_a_minute_does_not_become_the_resting_face(model_path:
                                                                       clip: list[np.ndarray]) -> None:
     """Held 25 s (past the cap and the old 10 s "new neutral"), then two
     seconds at rest, then one more smile. Before: the held smile became the
-    neutral reference, its release and every later rest came out as ~30
-    AU15/AU14 "repression"/"contempt"/"surprise" episodes and the last smile
-    was missed. Now: the held smile once (truncated), the next smile once."""
+    neutral reference, its release and every later rest came out as
+    AU15/AU14 "repression"/"contempt"/"surprise" episodes (37 on a 60 s
+    hold) and the last smile was missed. Now: the held smile once (truncated), the next smile once."""
     seq = _held(25.0) + [5, 6, 7, 8, 9, 10, 11, 12, 13, 14] * 6 + list(range(72))
     spotted, _ = _feed(model_path, [clip[i] for i in seq])
     assert len(spotted) == 2, _describe(spotted)
