@@ -227,7 +227,7 @@ def test_config_is_checked() -> None:
 def test_old_reference_is_renewed_at_a_quiet_moment_and_recentred() -> None:
     s = Stream(30.0, noise=0.001)
     # a slow posture drift of the chin region, within the neutral range
-    evs = [s.step({Region.CHIN: (0.0, 0.004 * min(k / 900.0, 1.0))}) for k in range(int(65 * 30))]
+    evs = [s.step({Region.CHIN: (0.0, 0.004 * min(k / 900.0, 1.0))}) for k in range(int(70 * 30))]
     rebases = [e.timestamp for e in evs if e.rebase]
     assert rebases[0] <= 0.25  # the first reference, after the tracker settled
     later = [t for t in rebases if t > 1.0]

@@ -39,6 +39,7 @@ from microexpr.health import Health
 from microexpr.models import provision
 from microexpr.notify import Notifier
 from microexpr.service import Service
+from microexpr.suppression import Suppression
 
 pytestmark = pytest.mark.integration
 
@@ -334,6 +335,7 @@ def test_live_daemon_notify_events_reasoner_reload_and_sigterm(
     assert "total" in stats["latency_ms"] and "tracker" in stats["latency_ms"]
     assert any(line.startswith("STATUS=ok") and "fps" in line for line in notify.lines())
     assert stats["reasoner"] is not None
+    assert set(stats["suppressed"]) == {r.value for r in Suppression}  # why episodes were withheld, per reason
 
     # The ambiguous episode went to the (local) OpenAI API; its refinement is
     # published on event/refined with the same event id.

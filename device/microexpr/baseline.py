@@ -32,7 +32,8 @@ Rules that keep the evidence honest:
   (``motion_prior_iod`` = 0.002 IOD, the per-region jitter measured on the
   real clip's neutral frames) with the weight of ``prior_s`` seconds of
   data: ``scale² = (T·mad_scale² + prior_s·prior²) / (T + prior_s)`` for
-  ``T`` seconds of neutral history. Weights are in seconds, not samples, so
+  ``T`` seconds of neutral history (one frame interval per sample: sparse
+  samples do not count the gaps between them). Weights are in seconds, not samples, so
   200 fps does not count as more evidence than 30 fps. After a minute the
   subject's own noise dominates; it never goes below the floors
   (``motion_floor_iod``, about the noise of a still image with sensor
@@ -149,6 +150,9 @@ FULL_SCALE_IOD: Mapping[RegionGroup, float] = MappingProxyType({
     RegionGroup.MOUTH: 0.15, RegionGroup.CHEEKS: 0.07, RegionGroup.NOSE: 0.06,
     RegionGroup.BROWS: 0.07, RegionGroup.LIDS: 0.04, RegionGroup.CHIN: 0.06,
 })
+
+#: Estimator AUs that do not make an expression (lids: blinks, gaze).
+_NOT_EXPRESSION = frozenset({AU.BLINK, AU.EYES_CLOSED, AU.UPPER_LID_RAISER, AU.LID_TIGHTENER})
 
 #: Regions whose movement a blink or a gaze shift explains.
 LID_REGIONS = frozenset(r for r in REGIONS if r.group is RegionGroup.LIDS)
@@ -270,6 +274,17 @@ class Evidence:
     rebase: bool = False  #: asks the motion stage for a new neutral reference
 
     @property
+    def expression_rise(self) -> float:
+        """The estimator's largest rise over the subject's neutral among the
+        AUs that make expressions (lids left out: blinks and gaze move them).
+        The blendshapes are calibrated on real faces, so a rise of FACS
+        "trace" (0.25) or more says the face is not at its resting state —
+        what tells a held expression from a stale motion reference (posture,
+        light), which moves pixels and no AU."""
+        rises = [v for m in (self.rise_left, self.rise_right) for a, v in m.items() if a not in _NOT_EXPRESSION]
+        return max(rises, default=0.0)
+
+    @property
     def top_region(self) -> Region | None:
         """The region with the largest z among those that spot (not the lids)."""
         spotting = [r for r in self.region_z if r not in LID_REGIONS]
@@ -313,21 +328,34 @@ class _RobustStats:
     def __init__(self, size: int, config: BaselineConfig) -> None:
         self.config = config
         self.samples: deque[tuple[float, np.ndarray]] = deque()
+        #: seconds of neutral face each sample stands for
+        self.weights: deque[float] = deque()
         self.median = np.zeros(size)
         self.scale = np.ones(size)
         self.computed_at = -math.inf
         self.dirty = False
+        #: The stream's typical frame interval (set by the baseline).
+        self.frame_dt = 0.0
 
     def add(self, t: float, x: np.ndarray) -> None:
+        # each sample stands for one frame interval of neutral face (less
+        # if frames came faster); thinning hands a dropped sample's share to
+        # its kept neighbour
+        prev = self.samples[-1][0] if self.samples else None
+        step = self.frame_dt if self.frame_dt > 0 else 0.0
         self.samples.append((t, x))
+        self.weights.append(min(step, t - prev) if prev is not None and step > 0 else step)
         self.dirty = True
         while self.samples and t - self.samples[0][0] > self.config.window_s:
             self.samples.popleft()
+            self.weights.popleft()
         if len(self.samples) > self.config.max_samples:
             # thin the older half: keep every other one
-            items = list(self.samples)
+            items, weights = list(self.samples), list(self.weights)
             half = len(items) // 2
+            kept = [sum(weights[i:min(i + 2, half)]) for i in range(0, half, 2)]
             self.samples = deque(items[:half:2] + items[half:])
+            self.weights = deque(kept + weights[half:])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -345,13 +373,26 @@ class _RobustStats:
         self.median[columns] -= shift
         self.dirty = True
 
+    def _covered_s(self) -> float:
+        """Seconds of neutral face the samples stand for: one frame interval
+        each (``frame_dt``), not the span between the first and the last.
+        The span counts the gaps: a face that rests 0.4 s between smiles
+        (the looped real clip) kept one sample per loop, 25 samples "covered"
+        30 s, the prior lost its weight and the scale shrank to the spread of
+        near-identical frames — resting frames then read as z 5-10, were
+        never admitted again and kept the spotter from re-arming (silence)."""
+        if len(self.samples) < 2:
+            return 0.0
+        span = self.samples[-1][0] - self.samples[0][0]
+        return min(span, float(sum(self.weights))) if self.frame_dt > 0 else span
+
     def refresh(self, t: float, priors: np.ndarray, floors: np.ndarray, force: bool = False) -> None:
         if not self.dirty or (not force and t - self.computed_at < self.config.refresh_s):
             return
         data = np.stack([x for _, x in self.samples])
         self.median = np.median(data, axis=0)
         mad = 1.4826 * np.median(np.abs(data - self.median), axis=0)
-        span = self.samples[-1][0] - self.samples[0][0] if len(self.samples) > 1 else 0.0
+        span = self._covered_s()
         w = self.config.prior_s
         shrunk = np.sqrt((span * mad**2 + w * priors**2) / max(span + w, 1e-9))
         self.scale = np.maximum(shrunk, floors)
@@ -380,6 +421,7 @@ class SubjectBaseline:
         self._start_t: float | None = None
         self._smooth: np.ndarray | None = None
         self._last_t: float | None = None
+        self._dts: deque[float] = deque(maxlen=31)
         self._pending: deque[tuple[float, np.ndarray]] = deque()
         self._poses: deque[tuple[float, np.ndarray]] = deque()
         self._gate_until = -math.inf
@@ -492,6 +534,8 @@ class SubjectBaseline:
             self._smooth = raw.copy()
         else:
             dt = max(t - self._last_t, 1e-6)
+            self._dts.append(dt)
+            self._stats.frame_dt = float(np.median(self._dts))
             alpha = 1.0 - math.exp(-dt / c.smooth_s)
             self._smooth += alpha * (raw - self._smooth)
         self._last_t = t

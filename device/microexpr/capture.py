@@ -178,6 +178,8 @@ class VideoFileSource(FrameSource):
         self._size = (width, height)
         self._index = 0
         self._closed = False
+        #: Frames skipped because they could not be decoded.
+        self.undecodable = 0
         self._cap = self._open()
         container_fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if fps is None and not (math.isfinite(container_fps) and 0 < container_fps <= 1000):
@@ -209,10 +211,21 @@ class VideoFileSource(FrameSource):
             image, self._pending = self._pending, None
         else:
             ok, image = self._cap.read()
+            # An undecodable frame inside a file of known length is skipped
+            # (its index, hence the timing of the frames after it, is kept):
+            # a file whose frames are mostly corrupt still gives its good ones.
+            while (not ok or image is None) and self.frame_count is not None and self._index < self.frame_count - 1:
+                self._index += 1
+                self.undecodable += 1
+                if self.undecodable == 1 or self.undecodable in (10, 100, 1000, 10000):
+                    log.warning("%s: frame %d cannot be decoded: skipped (%d so far; the rest of the file is still read)",
+                                self.path, self._index - 1, self.undecodable)
+                ok, image = self._cap.read()
             if not ok or image is None:
                 if not self._loop or self._index == 0:
-                    if self.frame_count is not None and self._index < self.frame_count - 1:
-                        log.warning("%s: decoding stopped at frame %d of %d", self.path, self._index, self.frame_count)
+                    if self.undecodable:
+                        log.warning("%s: %d of %d frames could not be decoded and were skipped", self.path,
+                                    self.undecodable, self.frame_count or self._index)
                     return None
                 self._cap.release()
                 self._cap = self._open()

@@ -318,6 +318,9 @@ class Stats:
     events: int
     health: str
     reasoner: ReasonerStats | None = None
+    #: Candidate episodes dropped, withheld or relabelled since start, per
+    #: reason (``suppression.Suppression``): why the device is silent.
+    suppressed: Mapping[str, int] = field(default_factory=dict)
     time: str = field(default_factory=utc_now_iso)
     schema_version: str = SCHEMA_VERSION
 
@@ -342,6 +345,7 @@ class Stats:
             "queues": {name: int(depth) for name, depth in self.queues.items()},
             "outbox": {"depth": int(self.outbox_depth), "dropped": int(self.outbox_dropped)},
             "events": int(self.events),
+            "suppressed": {name: int(n) for name, n in self.suppressed.items()},
             "health": self.health,
             "reasoner": None
             if self.reasoner is None

@@ -24,11 +24,14 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from microexpr.aus import AUEstimator, AUFrame
 from microexpr.baseline import BaselineConfig, Evidence, SubjectBaseline
@@ -36,7 +39,8 @@ from microexpr.capture import Frame
 from microexpr.errors import DataError
 from microexpr.facs import AU, AUActivation
 from microexpr.motion import MotionAnalyzer, MotionConfig, MotionFrame
-from microexpr.spotting import Episode, Spotter, SpotterConfig, activations_at
+from microexpr.spotting import Episode, Rejection, Spotter, SpotterConfig, activations_at
+from microexpr.suppression import Suppression, SuppressionLog
 from microexpr.tracking.base import FaceObservation, FaceTracker
 
 if TYPE_CHECKING:
@@ -124,10 +128,20 @@ class _Subject:
     #: watching for the face to come to rest; when it does, since when.
     watch_until: float = -math.inf
     rest_since: float | None = None
+    #: The strongest entry AU when the watch began.
+    entry_level: float = 0.0
     #: The baseline has given evidence once: its resting face is learnt.
     ready_once: bool = False
     #: Started over from a face at rest: never watched again.
     rest_checked: bool = False
+    #: The strongest spotting region is above ``on_z`` (until it falls below
+    #: ``off_z``): one candidate per crossing for the suppression counts.
+    above_on: bool = False
+    #: A new motion reference was asked for while the face showed an
+    #: expression: taken once it is back at rest.
+    rebase_deferred: bool = False
+    #: The spotter's rejection counts already recorded.
+    rejected_seen: dict[Rejection, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +159,74 @@ class PipelineConfig:
     #: while its resting face is being learnt (before its first evidence) —
     #: any of ``entry_aus`` at FACS "marked" (C, 0.5 on the estimator's 0..1
     #: scale, which comes from population-calibrated blendshapes) or more —
-    #: is watched for ``rest_watch_s``: once all of
+    #: is watched for ``rest_watch_s`` (by default for as long as it takes:
+    #: a laugh or a cry may last minutes): once all of
     #: them stay below ``rest_max_intensity`` (trace level) for
     #: ``rest_hold_s``, the subject starts over from that resting face and
     #: the episode the release opened is dropped, not emitted. A face that
-    #: never relaxes (a habitual expression) is left as it is.
-    entry_aus: tuple[AU, ...] = (AU.UPPER_LIP_RAISER, AU.LIP_CORNER_PULLER, AU.LIP_STRETCHER, AU.JAW_DROP)
+    #: never relaxes (a habitual expression) is left as it is. AU15 is there
+    #: for a face first seen crying (corners pulled down, EMFACS sadness).
+    entry_aus: tuple[AU, ...] = (AU.UPPER_LIP_RAISER, AU.LIP_CORNER_PULLER, AU.LIP_CORNER_DEPRESSOR,
+                                 AU.LIP_STRETCHER, AU.JAW_DROP)
     entry_min_intensity: float = 0.5
     rest_max_intensity: float = 0.25
     rest_hold_s: float = 0.2
-    rest_watch_s: float = 10.0
+    rest_watch_s: float = math.inf
+    #: A new motion reference (the resting face) is never taken while an
+    #: expressive AU is this far (FACS trace) above the subject's neutral.
+    rebase_max_rise: float = 0.25
+
+
+class _InputWatch:
+    """Says (at a bounded rate) when the input changes character: the
+    frame rate changes, or frames repeat exactly (a frozen camera, or a
+    decoder concealing undecodable frames — FFmpeg repeats the last good
+    MJPEG frame). Every stage works in seconds, so neither breaks the
+    engine; both explain odd results."""
+
+    #: A rate is reported again once the median interval moved this much.
+    RATE_CHANGE = 0.3
+    LOG_INTERVAL_S = 60.0
+
+    def __init__(self) -> None:
+        self._dts: deque[float] = deque(maxlen=15)
+        self._last_t: float | None = None
+        self._rate_dt: float | None = None
+        self._previous: np.ndarray | None = None
+        self._repeats = 0
+        self._repeats_logged_at = -math.inf
+
+    def observe(self, frame: Frame) -> bool:
+        """Record one frame; True when it repeats the previous one exactly."""
+        t = frame.timestamp
+        if self._last_t is not None and t > self._last_t:
+            self._dts.append(t - self._last_t)
+            if len(self._dts) == self._dts.maxlen:
+                dt = float(np.median(self._dts))
+                if self._rate_dt is None:
+                    self._rate_dt = dt
+                elif abs(dt - self._rate_dt) > self.RATE_CHANGE * self._rate_dt:
+                    log.info("input frame rate changed from %.1f to %.1f fps at %.2f s (timings are in seconds: "
+                             "the engine follows)", 1.0 / self._rate_dt, 1.0 / dt, t)
+                    self._rate_dt = dt
+        self._last_t = t
+        image = frame.image
+        sample = image[::7, ::7] if isinstance(image, np.ndarray) and image.ndim >= 2 else None
+        # every 7th pixel of every 7th row: exact equality of ~1/49 of the
+        # image is a repeat (sensor noise alone changes that many pixels)
+        repeated = (sample is not None and self._previous is not None and self._previous.shape == sample.shape
+                    and bool(np.array_equal(sample, self._previous)))
+        if sample is not None:
+            self._previous = sample.copy()
+        if repeated:
+            self._repeats += 1
+            if t - self._repeats_logged_at >= self.LOG_INTERVAL_S or t < self._repeats_logged_at:
+                log.info("%d input frame(s) repeated the one before exactly (a frozen camera, or undecodable frames "
+                         "the decoder replaced by the last good one); next line in %.0f s at most",
+                         self._repeats, self.LOG_INTERVAL_S)
+                self._repeats_logged_at = t
+                self._repeats = 0
+        return repeated
 
 
 def _new_context() -> SubjectContext | None:
@@ -218,6 +290,13 @@ class Pipeline:
         self._pending: tuple[PipelineConfig, float, float] | None = None
         self._pending_lock = threading.Lock()
         self.frames = 0
+        #: Candidate episodes dropped, withheld or relabelled, per reason
+        #: (the daemon's ``stats.suppressed``), logged at a bounded rate.
+        self.suppressed = SuppressionLog()
+        #: Frames identical to the one before (a frozen camera, or a decoder
+        #: concealing undecodable frames by repeating the last good one).
+        self.repeated_frames = 0
+        self._input = _InputWatch()
 
     @classmethod
     def create(
@@ -277,6 +356,7 @@ class Pipeline:
         """Forget every subject (a new stream starts); the tracker stays."""
         self._subjects.clear()
         self.estimator.reset()
+        self._input = _InputWatch()
 
     # -- state
     def _subject(self, subject_id: int, *, at_rest: bool = False) -> _Subject:
@@ -321,7 +401,8 @@ class Pipeline:
                 out.extend(self._decide(state, state.spotter.finish()))
                 del self._subjects[sid]
                 self.estimator.reset(sid)
-                log.debug("subject %d lost for more than %.1f s: state dropped", sid, self.config.lost_reset_s)
+                log.info("subject %d not seen for %.1f s: its resting face is learnt again when a face returns",
+                         sid, now - state.last_seen)
         return out
 
     def _decide(self, state: _Subject, episodes: Sequence[Episode]) -> list[SpottedEpisode]:
@@ -332,6 +413,11 @@ class Pipeline:
                 decision = self.classifier.classify(ep.activations, state.context)
             elif self.classifier is not None:
                 decision = self.classifier.classify((), state.context)
+            if decision is None:
+                self.suppressed.record(Suppression.UNLABELLED, ep.emitted_ts, "no classifier in this build")
+            elif getattr(decision.stage, "value", decision.stage) == "context":
+                self.suppressed.record(Suppression.CONTEXT, ep.emitted_ts,
+                                       f"episode at {ep.onset_ts:.2f} s labelled {decision.label.value} by the subject context")
             out.append(SpottedEpisode(ep, decision, state.context))
             log.info(
                 "episode %s %.3f-%.3f s (apex %.3f) %s%s",
@@ -409,15 +495,25 @@ class Pipeline:
         au = self.estimator.estimate(obs)
         t2 = ns()
         self.frames += 1
+        if self._input.observe(frame):
+            self.repeated_frames += 1
         face = obs.face
         episodes: list[SpottedEpisode] = []
         motion_frame: MotionFrame | None = None
         evidence: Evidence | None = None
         t3 = t4 = t5 = t6 = t2
         if face is None:
+            # an episode the face's disappearance ends is emitted (it used
+            # to be dropped here: a smile held until the face left the frame
+            # was never reported)
+            ended: list[tuple[_Subject, list[Episode]]] = []
             for state in self._subjects.values():
-                state.spotter.update(Evidence(state.subject_id, frame.index, frame.timestamp, False, False, False, 0.0, 0.0))
+                gone = Evidence(state.subject_id, frame.index, frame.timestamp, False, False, False, 0.0, 0.0)
+                ended.append((state, state.spotter.update(gone)))
+                self._count_suppressed(state, gone)
             t5 = ns()
+            for state, closed in ended:
+                episodes.extend(self._decide(state, closed))
             closing = self._forget_lost(frame.timestamp)
             t6 = ns()
             episodes.extend(closing)
@@ -428,10 +524,14 @@ class Pipeline:
                 if state.watch_until == -math.inf and any(
                         au.intensity.get(a, 0.0) >= self.config.entry_min_intensity for a in self.config.entry_aus):
                     state.watch_until = frame.timestamp + self.config.rest_watch_s
+                    state.entry_level = max(au.intensity.get(a, 0.0) for a in self.config.entry_aus)
                     log.info("subject %d first seen mid-expression: its resting face is taken when it relaxes",
                              face.subject_id)
             elif self._came_to_rest(state, au, frame.timestamp):
                 dropped = state.spotter.busy
+                if dropped:
+                    self.suppressed.record(Suppression.FIRST_SIGHT, frame.timestamp,
+                                           f"subject {face.subject_id} came to rest: the release of its first expression is not an episode")
                 del self._subjects[face.subject_id]
                 state = self._subject(face.subject_id, at_rest=True)
                 log.info("subject %d came to rest: starting over from this face%s", face.subject_id,
@@ -445,20 +545,92 @@ class Pipeline:
             t3 = ns()
             evidence = state.baseline.update(motion_frame, au, face, busy=state.spotter.busy)
             state.ready_once = state.ready_once or evidence.ready
-            if evidence.rebase:
-                state.motion.rebase()
             t4 = ns()
             spotted = state.spotter.update(evidence)
-            if state.spotter.take_rebase_request():
-                state.motion.rebase()
-            if state.context is not None and not state.spotter.busy and evidence.ready and not evidence.gated:
+            self._count_suppressed(state, evidence)
+            self._renew_reference(state, evidence, state.spotter.take_rebase_request())
+            # Only frames at rest are "outside episodes": the tail of a
+            # released expression and a hold after a cap are the expression
+            # itself (fed to the context, a looped smile became "habitual"
+            # AU12 and was classified `others`).
+            if state.context is not None and state.spotter.at_rest and evidence.ready and not evidence.gated:
                 state.context.observe(activations_at(evidence, self.config.spotter))
             t5 = ns()
             episodes.extend(closing)
-            episodes.extend(self._decide(state, spotted))
+            episodes.extend(self._decide(state, self._drop_releases(state, spotted)))
             t6 = ns()
         timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings)
+
+    def _drop_releases(self, state: _Subject, spotted: list[Episode]) -> list[Episode]:
+        """While a subject first seen mid-expression is watched, its
+        resting face is that expression: a movement toward rest (at its
+        apex, the entry display at least ``rest_max_intensity`` weaker than
+        when the face was first seen) reads as corners "pulled down" (AU15,
+        "repression") or a jaw closing, and is not an expression. Such
+        episodes are dropped and counted; movements with the display still
+        on (a new expression over it) are emitted as usual."""
+        if not spotted or state.rest_checked or state.watch_until == -math.inf:
+            return spotted
+        c = self.config
+        kept = []
+        for ep in spotted:
+            at_apex = max((ep.apex_intensity.get(a, 0.0) for a in c.entry_aus), default=0.0)
+            if ep.emitted_ts <= state.watch_until and at_apex <= state.entry_level - c.rest_max_intensity:
+                self.suppressed.record(Suppression.FIRST_SIGHT, ep.emitted_ts,
+                                       f"subject {state.subject_id}: episode at {ep.onset_ts:.2f} s moves toward rest from "
+                                       "the expression it was first seen in")
+                continue
+            kept.append(ep)
+        return kept
+
+    def _renew_reference(self, state: _Subject, ev: Evidence, spotter_asks: bool) -> None:
+        """Take a new motion reference when the baseline or the spotter asks
+        — but never while the face shows an expression over its neutral
+        (``Evidence.expression_rise`` ≥ ``rebase_max_rise``): the reference
+        is the resting face, and a smile held through a head turn or a
+        long hold must not become it. A deferred renewal happens at the
+        first frame the face is back at rest."""
+        if not (ev.rebase or spotter_asks or state.rebase_deferred):
+            return
+        if ev.ready and ev.expression_rise >= self.config.rebase_max_rise:
+            if not state.rebase_deferred:
+                log.debug("subject %d: new reference deferred, the face shows an expression (rise %.2f)",
+                          state.subject_id, ev.expression_rise)
+            state.rebase_deferred = True
+            return
+        state.rebase_deferred = False
+        state.motion.rebase()
+
+    def _count_suppressed(self, state: _Subject, ev: Evidence) -> None:
+        """Record what kept a movement from becoming an episode this frame:
+        a spotter rejection, or an onset crossing the spotter could not take
+        (head gated, not re-armed after the last episode, a capped
+        expression still held)."""
+        spotter = state.spotter
+        for reason, n in spotter.rejected.items():
+            for _ in range(n - state.rejected_seen.get(reason, 0)):
+                self.suppressed.record(Suppression(reason.value), ev.timestamp, "rejected by the spotter")
+            state.rejected_seen[reason] = n
+        c = self.config.spotter
+        top = ev.top_region
+        level = ev.region_z.get(top, 0.0) if (top is not None and ev.ready) else 0.0
+        if level < c.off_z:
+            state.above_on = False
+            return
+        if level < c.on_z or state.above_on:
+            return
+        state.above_on = True
+        if spotter.active:
+            return
+        if ev.gated:
+            self.suppressed.record(Suppression.GATED, ev.timestamp,
+                                   f"head moving ({ev.head_speed_dps:.0f} °/s) or {ev.pose_drift_deg:.1f}° from the reference pose")
+        elif spotter.holding:
+            self.suppressed.record(Suppression.HELD, ev.timestamp, "an expression capped at max_episode_s is still held")
+        elif not spotter.at_rest:
+            self.suppressed.record(Suppression.NOT_REARMED, ev.timestamp,
+                                   f"{top.value if top else 'a region'} rose before the face came back to rest")
 
     def finish(self) -> tuple[SpottedEpisode, ...]:
         """End of stream: emit every episode still open."""
@@ -467,6 +639,7 @@ class Pipeline:
         out: list[SpottedEpisode] = []
         for state in self._subjects.values():
             out.extend(self._decide(state, state.spotter.finish()))
+        self.suppressed.flush()
         return tuple(out)
 
     def run(self, frames: Iterable[Frame]) -> list[SpottedEpisode]:

@@ -916,7 +916,21 @@ class Service:
             events=self.metrics.events,
             health=self.health.value.value,
             reasoner=reasoner,
+            suppressed=self._suppressed(),
         )
+
+    def _suppressed(self) -> dict[str, int]:
+        """The pipeline's suppression counts (``stats.suppressed``); empty
+        before the pipeline exists or for a pipeline that keeps none."""
+        counts = getattr(self._pipeline, "suppressed", None)
+        snapshot = getattr(counts, "snapshot", None)
+        if snapshot is None:
+            return {}
+        try:
+            return {str(k): int(v) for k, v in snapshot().items()}
+        except Exception:
+            log.exception("suppression counts unavailable")
+            return {}
 
     def _publish_stats(self) -> None:
         if self._publisher is None:

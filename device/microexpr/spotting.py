@@ -153,7 +153,16 @@ class SpotterConfig:
     #: …plus this much per second of episode: people sway during a held
     #: expression (the real smile: 1.35° of yaw over 1.9 s).
     pose_sway_dps: float = 1.0
-    hold_rebase_s: float = 10.0  #: after a cap, ask for a new reference after this long
+    #: After a cap the spotter holds until the capped expression's regions
+    #: are back at rest, however long that takes: a smile held for minutes
+    #: is one (truncated) episode, never repeated, and never becomes the
+    #: resting face. Only when the regions stay displaced this long while
+    #: the estimator sees no AU above the subject's neutral
+    #: (``Evidence.expression_rise`` below ``hold_rest_rise``, FACS trace)
+    #: is the motion reference taken to be stale (posture, light) and
+    #: renewed.
+    hold_rebase_s: float = 10.0
+    hold_rest_rise: float = 0.25
     #: Drop episodes whose AUs are one-sided on both sides (``Rejection.SIDE_MIX``).
     reject_side_mix: bool = True
 
@@ -185,6 +194,8 @@ class _Open:
     #: the region carrying the movement (largest z at the peak so far)
     carrier: Region | None = None
     carrier_peak: float = 0.0
+    #: region z-scores at the peak
+    peak_regions: Mapping[Region, float] = field(default_factory=dict)
 
 
 class Spotter:
@@ -205,11 +216,30 @@ class Spotter:
         self._wants_rebase = False
         self._armed = True
         self._calm_since: float | None = None
+        #: regions of the last episode (its carrier and those strong at its apex)
+        self._released: frozenset[Region] = frozenset()
 
     @property
     def busy(self) -> bool:
         """An episode is open (or the face has not settled after a cap)."""
         return self._state is not _State.IDLE
+
+    @property
+    def at_rest(self) -> bool:
+        """Idle and re-armed: no episode open, and the face came back to rest
+        after the last one (not in the tail of a released expression, nor
+        holding one after a cap)."""
+        return self._state is _State.IDLE and self._armed
+
+    @property
+    def holding(self) -> bool:
+        """After a truncated (capped) episode, waiting for the face to settle."""
+        return self._state is _State.HOLD
+
+    @property
+    def active(self) -> bool:
+        """An episode is open."""
+        return self._state is _State.ACTIVE
 
     def take_rebase_request(self) -> bool:
         """True once when the neutral reference should be renewed: after an
@@ -230,7 +260,7 @@ class Spotter:
                 # after an episode the face must come back to rest (below
                 # off_z for release_s) before a new one can open: the tail of
                 # a released expression is not a new expression
-                if ev.activity >= c.off_z:
+                if ev.activity >= c.off_z and not self._released_quiet(ev):
                     self._calm_since = None
                 elif self._calm_since is None:
                     self._calm_since = t
@@ -258,6 +288,7 @@ class Spotter:
             op.frames.append(ev)
             if ev.activity > op.peak:
                 op.peak = ev.activity
+                op.peak_regions = ev.region_z
                 if ev.top_region is not None:
                     op.carrier, op.carrier_peak = ev.top_region, ev.region_z.get(ev.top_region, ev.activity)
             # The episode lasts while the region carrying it stays above the
@@ -275,6 +306,7 @@ class Spotter:
                 episode = self._close(op, t, truncated=False)
                 self._state = _State.IDLE
                 self._open = None
+                self._released = self._moved(op)
                 self._armed = ev.activity < c.off_z
                 self._calm_since = t if self._armed else None
                 # frames after the offset seed the next pre-roll
@@ -285,25 +317,42 @@ class Spotter:
                 episode = self._close(op, t, truncated=True)
                 if episode is not None:
                     out.append(episode)
+                self._released = self._moved(op)
                 self._state = _State.HOLD
                 self._open = None
                 self._hold_since = t
                 self._quiet_since = None
             return out
 
-        # HOLD: wait for the face to settle below off_z
-        if ev.activity < c.off_z:
+        # HOLD: wait for the capped expression to be over
+        if not ev.ready or ev.gated:
+            # no evidence either way (head moving, stale pose, face lost);
+            # a pose that stays stale is the baseline's to renew, which it
+            # does only once the spotter lets go (the pipeline then defers
+            # the new reference until the face is at rest)
+            self._quiet_since = None
+            if t - self._hold_since >= c.hold_rebase_s:
+                self._state = _State.IDLE
+                self._armed, self._calm_since = False, None  # the held expression is not a new one
+                self._history.clear()
+            return out
+        if ev.activity < c.off_z or self._released_quiet(ev):
             if self._quiet_since is None:
                 self._quiet_since = t
-            if t - self._quiet_since >= c.effective_release_s:
+            if t - self._quiet_since >= c.effective_release_s - 1e-9:
                 self._state = _State.IDLE
+                self._armed = True
                 self._history.clear()
         else:
             self._quiet_since = None
-            if t - self._hold_since >= c.hold_rebase_s:
-                log.info("expression held %.0f s after a capped episode: taking it as the new neutral", t - self._hold_since)
+            if ev.expression_rise >= c.hold_rest_rise:
+                self._hold_since = t  # still an expression: keep holding, never absorb it
+            elif t - self._hold_since >= c.hold_rebase_s:
+                log.info("regions displaced %.0f s after a capped episode with no AU above neutral: "
+                         "the motion reference is stale, renewing it", t - self._hold_since)
                 self._wants_rebase = True
                 self._state = _State.IDLE
+                self._armed, self._calm_since = False, None
                 self._history.clear()
         return out
 
@@ -317,6 +366,27 @@ class Spotter:
                 out.append(episode)
         self.reset()
         return out
+
+    def _moved(self, op: _Open) -> frozenset[Region]:
+        """The regions that carried an episode: its carrier and those at
+        ``on_z`` and a quarter of the peak or more at the peak (not the lids;
+        a broad smile drags every region past ``on_z / 2``, the brows to z
+        3-5, so a lower bar would name the whole face)."""
+        bar = max(self.config.on_z, 0.25 * op.peak)
+        moved = {r for r, z in op.peak_regions.items() if z >= bar and r not in LID_REGIONS}
+        if op.carrier is not None:
+            moved.add(op.carrier)
+        return frozenset(moved)
+
+    def _released_quiet(self, ev: Evidence) -> bool:
+        """The regions that carried the last episode are all back below
+        ``off_z``: its tail is over, even if another region sits a little
+        above ``off_z`` (a resting face read a little off its baseline).
+        Without this, a re-arm needed *every* region quiet, and on the looped
+        real clip a brow resting at z 4-6 kept the spotter disarmed for good."""
+        if not self._released or not ev.region_z:
+            return False
+        return all(ev.region_z.get(r, 0.0) < self.config.off_z for r in self._released)
 
     def _prev_t(self, ev: Evidence) -> float:
         """Start of the frame interval ``ev`` represents (its predecessor's time)."""
@@ -347,6 +417,16 @@ class Spotter:
         onset = apex
         while onset > 0 and carrier[onset] > level:
             onset -= 1
+        if level >= 2 * c.floor_z:
+            # A strong expression: one region's flow jitters inside it (the
+            # looped real smile's left corner fell from z 61 to below 9 for a
+            # frame, 0.6 s into the smile, and the onset was put there). The
+            # strongest region stays far above the level until the rise
+            # began, and at rest it sits at ~2.5 z, far below a level ≥ 6.
+            while onset > 0 and smooth[onset] > level:
+                onset -= 1
+        if ts[apex] - ts[onset] > c.micro_max_s:
+            onset = _rise_start(ts, carrier, onset, apex, c.floor_z)
         offset = apex
         while offset < len(frames) - 1 and carrier[offset] > level:
             offset += 1
@@ -547,6 +627,35 @@ def _side_mix(activations: Sequence[AUActivation]) -> bool:
     side)."""
     sides = {a.side for a in activations}
     return Side.LEFT in sides and Side.RIGHT in sides
+
+
+def _rise_start(ts: np.ndarray, carrier: np.ndarray, onset: int, apex: int, floor_z: float) -> int:
+    """Where a slow rise began. The boundary level (15 % of a large peak)
+    is reached late on a slow rise: a 1.5 s smile rising to z ≈ 80 crosses
+    z 12 about 0.4 s after it began (measured: onset 0.40-0.47 s late).
+    The rise from the boundary to half the peak is extrapolated back to
+    zero displacement — exact for a linear rise, ~0.2 s late for a
+    raised-cosine one — but never before the last frame at the noise level
+    (``floor_z``): the movement cannot have begun while the region was at
+    rest. Used for rises longer than a micro-expression only."""
+    peak = float(carrier[apex])
+    half = onset
+    while half < apex and carrier[half] < 0.5 * peak:
+        half += 1
+    if half <= onset or ts[half] <= ts[onset]:
+        return onset
+    slope = float(carrier[half] - carrier[onset]) / float(ts[half] - ts[onset])
+    if slope <= 0:
+        return onset
+    start_t = float(ts[onset]) - float(carrier[onset]) / slope
+    quiet = onset
+    while quiet > 0 and carrier[quiet] > floor_z:
+        quiet -= 1
+    earliest = max(start_t, float(ts[quiet]))
+    new = onset
+    while new > quiet and ts[new - 1] >= earliest - 1e-9:
+        new -= 1
+    return new
 
 
 def _side(left: float, right: float, threshold: float, ratio: float) -> Side:
