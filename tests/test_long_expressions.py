@@ -187,7 +187,10 @@ def test_first_seen_mid_smile_recovers_however_long_the_smile(model_path: Path, 
     assert "came to rest" in caplog.text
     # the swing's dips toward rest, read against the smile it was first
     # seen in, are not expressions: dropped and counted
-    assert pipeline.suppressed.count(Suppression.FIRST_SIGHT) >= 1
+    # (since the spotter rejects left/right-mixed AU sets, most dips end there
+    # before the first-sight drop sees them: either way counted, not emitted)
+    dropped = pipeline.suppressed.count(Suppression.FIRST_SIGHT) + pipeline.suppressed.count(Suppression.SIDE_MIX)
+    assert dropped >= 1, pipeline.suppressed.snapshot()
     # (movements within the held smile itself — the played-back mouth opens
     # and closes — are reported against it until the face rests: a limit)
     rest = len(seq) - 72 - 60
