@@ -197,7 +197,13 @@ def test_first_seen_mid_smile_recovers_however_long_the_smile(model_path: Path, 
     after = [s for s in spotted if s.episode.onset_frame >= rest]
     assert [s.decision.label for s in after if s.decision] == [Emotion.HAPPINESS], _describe(spotted)
     assert abs(after[0].episode.onset_frame - (len(seq) - 72 + SMILE_START)) <= 6
-    assert all(s.decision is not None and s.decision.label is not Emotion.OTHERS for s in spotted)
+    # The context may turn an ambiguous call into `others` (the swing's
+    # 1+L2+15 movements inside the held smile, confidence ~0.27), never a
+    # confident one, and never a smile.
+    assert all(s.decision is not None for s in spotted)
+    assert not [s for s in spotted if s.decision.label is Emotion.OTHERS and not s.decision.ambiguous], _describe(spotted)
+    assert all(s.decision.label is Emotion.HAPPINESS for s in spotted
+               if AU.LIP_CORNER_PULLER in {a.au for a in s.episode.activations}), _describe(spotted)
 
 
 # --------------------------------------------------------------------------
