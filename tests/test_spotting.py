@@ -186,10 +186,33 @@ def test_activations_one_sided_and_bilateral() -> None:
 
 def test_activations_drop_weak_spill_and_blinks() -> None:
     ev = _stream(30.0, 0.1, [(0.0, 0.05, 0.1, 10.0)])[1]
-    z = MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.NOSE_WRINKLER: 6.0, AU.BLINK: 40.0})
+    z = MappingProxyType({AU.LIP_CORNER_PULLER: 30.0, AU.UPPER_LIP_RAISER: 6.0, AU.BLINK: 40.0})
     ev = replace(ev, au_z=z, au_z_left=z, au_z_right=z, motion_z_left=z, motion_z_right=z)
     assert [a.au for a in activations_at(ev)] == [AU.LIP_CORNER_PULLER]
-    assert {a.au for a in activations_at(ev, SpotterConfig(relative_min=0.0))} == {AU.LIP_CORNER_PULLER, AU.NOSE_WRINKLER}
+    assert {a.au for a in activations_at(ev, SpotterConfig(relative_min=0.0))} == {AU.LIP_CORNER_PULLER,
+                                                                                   AU.UPPER_LIP_RAISER}
+
+
+def test_nose_wings_lifted_by_a_smile_are_not_named_au9() -> None:
+    """Motion's AU9 beside a lip-corner pull is the smile's lifted nose wings
+    (weak smiles read 9+12 → disgust; a looped one a lone AU9), unless the
+    estimator sees a nose wrinkle of its own; without a corner pull AU9 stays."""
+    ev = _stream(30.0, 0.1, [(0.0, 0.05, 0.1, 10.0)])[1]
+    loose = SpotterConfig(relative_min=0.0)
+    both = MappingProxyType({AU.LIP_CORNER_PULLER: 20.0, AU.NOSE_WRINKLER: 12.0})
+    smile = replace(ev, motion_z_left=both, motion_z_right=both)
+    assert [a.au for a in activations_at(smile, loose)] == [AU.LIP_CORNER_PULLER]
+    # the nose rose twice as far as the corners (below relative_min): still the smile
+    nose = MappingProxyType({AU.LIP_CORNER_PULLER: 6.0, AU.NOSE_WRINKLER: 14.0})
+    lifted = replace(ev, motion_z_left=nose, motion_z_right=nose)
+    assert [a.au for a in activations_at(lifted)] == [AU.LIP_CORNER_PULLER]
+    # no corner pull: a nose wrinkle
+    alone = MappingProxyType({AU.NOSE_WRINKLER: 14.0, AU.LIP_CORNER_PULLER: 1.0})
+    assert [a.au for a in activations_at(replace(ev, motion_z_left=alone, motion_z_right=alone))] == [AU.NOSE_WRINKLER]
+    # the estimator sees the wrinkle too (below its trust level for naming): 9+12
+    seen = MappingProxyType({AU.NOSE_WRINKLER: 0.2})
+    wrinkled = replace(smile, rise_left=seen, rise_right=seen)
+    assert [a.au for a in activations_at(wrinkled, loose)] == [AU.NOSE_WRINKLER, AU.LIP_CORNER_PULLER]
 
 
 def test_strong_expressions_are_named_by_the_estimator_unless_it_contradicts_motion() -> None:

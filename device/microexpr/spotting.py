@@ -572,6 +572,8 @@ def activations_at(ev: Evidence, config: SpotterConfig | None = None) -> tuple[A
     if use_estimator and motion and not set(motion) & set(estimator):
         use_estimator = False
     chosen, threshold = (estimator, c.estimator_relative * top_rise) if use_estimator else (motion, c.min_evidence_z)
+    if not use_estimator:
+        chosen = _smile_nose_lift(chosen, ev, c)
     out: list[AUActivation] = []
     for au, (left, right) in chosen.items():
         side = _side(left, right, threshold, c.side_ratio)
@@ -583,6 +585,31 @@ def activations_at(ev: Evidence, config: SpotterConfig | None = None) -> tuple[A
         out.append(AUActivation(au, side, round(float(min(1.0, max(est, moved))), 3)))
     out.sort(key=lambda a: a.au.value)
     return tuple(out)
+
+
+def _smile_nose_lift(chosen: dict[AU, tuple[float, float]], ev: Evidence, c: SpotterConfig
+                     ) -> dict[AU, tuple[float, float]]:
+    """Motion's AU9 beside a lip-corner pull is the smile's, not a nose wrinkle.
+
+    AU12 (with AU6) raises the infraorbital triangle and deepens the
+    nasolabial furrow, which lifts the nose wings (FACS 2002, appearance
+    changes of AU6 and AU12): on the real smile the nose regions rise as
+    much as the lip corners, on a weak or looped one up to twice as much, so
+    motion alone named AU9+12 or a lone AU9 and the classifier said
+    disgust. So when the lip corners were pulled up and out (AU12's motion
+    z at ``min_evidence_z``, even below ``relative_min`` of the nose's) and
+    the estimator sees no nose wrinkle of its own (its AU9 rise below
+    ``estimator_trust × estimator_relative``), AU9 is dropped and AU12 kept
+    with its own evidence. A nose wrinkle without a corner pull stays AU9."""
+    if AU.NOSE_WRINKLER not in chosen:
+        return chosen
+    corner = (ev.motion_z_left.get(AU.LIP_CORNER_PULLER, 0.0), ev.motion_z_right.get(AU.LIP_CORNER_PULLER, 0.0))
+    wrinkle = max(ev.rise_left.get(AU.NOSE_WRINKLER, 0.0), ev.rise_right.get(AU.NOSE_WRINKLER, 0.0))
+    if max(corner) < c.min_evidence_z or wrinkle >= c.estimator_trust * c.estimator_relative:
+        return chosen
+    out = {au: v for au, v in chosen.items() if au is not AU.NOSE_WRINKLER}
+    out.setdefault(AU.LIP_CORNER_PULLER, corner)
+    return out
 
 
 def _apex_evidence(span: Sequence[Evidence], activity: np.ndarray, plateau: float = 0.9) -> Evidence:
