@@ -190,9 +190,9 @@ def _last_line(capsys: pytest.CaptureFixture[str]) -> str:
     [
         ("subject,filename,onset,apex,offset,emotion\n01,a,1,2,3,happiness\n", 65, ["missing column(s) aus"]),
         ("subject,filename,onset,apex,offset,aus,emotion\n01,a,1,2,3,12,joy\n02,b,1,2,3,4,others\n", 65,
-         ["1 bad row", "row 2 (01/a)", "unknown emotion 'joy'"]),
+         ["at least 2 subjects", "found 1"]),  # the 'joy' row is left out (listed), one subject remains
         ("subject,filename,onset,apex,offset,aus,emotion\n01,a,1,2,3,12,happiness\n02,b,1,2,3,4,\n", 65,
-         ["row 3 (02/b)", "unknown emotion ''"]),
+         ["at least 2 subjects", "found 1"]),  # the row with no emotion is left out (listed)
         ("subject,filename,onset,apex,offset,aus,emotion\n", 65, ["no data rows"]),
         ("", 65, ["empty"]),
         ("subject,filename,onset,apex,offset,aus,emotion\n01,a,1,2,3,12,happiness\n01,b,1,2,3,4,others\n", 65,
@@ -210,20 +210,38 @@ def test_eval_bad_label_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert fragment in line
 
 
-def test_eval_unparseable_rows_are_counted_then_skippable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_unparseable_rows_are_left_out_and_listed_unless_strict(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     rows = [("01", "12", "happiness"), ("01", "12 6", "happiness"), ("02", "4", "others"), ("02", "?", "others"),
             ("03", "1+2", "surprise"), ("03", "4+7", "disgust")]
     path = write_labels(tmp_path / "labels.csv", rows)
-    assert main(["eval", str(path)]) == ExitCode.DATA_ERROR
-    line = _last_line(capsys)
-    assert "2 bad row(s) (2 unparseable AU string(s))" in line
-    assert "row 3 (01/EP01)" in line and "row 5 (02/EP03)" in line
-    assert main(["eval", str(path), "--skip-unparseable", "--json"]) == 0
+    # One odd row never costs a real coding sheet: left out, listed, scored without it.
+    assert main(["eval", str(path), "--json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["source"]["rows"] == 4
     assert [p["row"] for p in report["source"]["problems"] if p["kind"] == "aus"] == [3, 5]
-    assert "2 row(s) with unparseable AU strings left out" in captured.err
+    assert "left out 2 row(s) with unparseable AU string(s)" in captured.err
+    assert "row 3 (01/EP01)" in captured.err and "row 5 (02/EP03)" in captured.err
+    # --strict refuses them, naming the rows; --skip-unparseable exempts AU strings from it.
+    assert main(["eval", str(path), "--strict"]) == ExitCode.DATA_ERROR
+    line = _last_line(capsys)
+    assert "2 bad row(s) (2 unparseable AU string(s))" in line
+    assert "row 3 (01/EP01)" in line and "row 5 (02/EP03)" in line
+    assert main(["eval", str(path), "--strict", "--skip-unparseable", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"]["rows"] == 4
+
+
+def test_eval_unknown_emotion_row_is_left_out_not_the_file(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [("01", "12", "happiness"), ("01", "4", "bemused"), ("02", "4", "others"), ("02", "1+2", "surprise")]
+    path = write_labels(tmp_path / "labels.csv", rows)
+    assert main(["eval", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["source"]["rows"] == 3
+    assert "unknown emotion 'bemused'" in captured.err and "row 3 (01/EP01)" in captured.err
+    assert main(["eval", str(path), "--strict"]) == ExitCode.DATA_ERROR
+    assert "1 bad row(s) (1 unknown emotion(s))" in _last_line(capsys)
 
 
 def test_eval_missing_apex_warns_and_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -230,18 +230,19 @@ def test_row_problems_name_the_rows(tmp_path: Path) -> None:
     table = read_labels(path)
     kinds = {p.line: p.kind for p in table.problems}
     assert kinds == {3: "emotion", 4: "apex-range", 5: "aus", 6: "frame-order"}
-    with pytest.raises(DataError) as exc:
-        table.checked()
-    message = str(exc.value)
-    assert "2 bad row(s)" in message and "row 3 (01/joy)" in message and "row 5 (02/parse)" in message
-    assert "\n" not in message
-    # Skipping unparseable rows still fails on the unknown emotion ...
-    with pytest.raises(DataError, match="1 bad row"):
-        table.checked(skip_unparseable=True)
-    # ... and strict adds the contradicting frames.
+    # By default the unscorable rows are left out and listed, the rest kept.
+    kept = table.checked()
+    assert [r.filename for r in kept.rows] == ["ok", "apex", "order"]
+    assert [p.line for p in kept.unscorable] == [3, 5]
+    # Strict refuses them, with the contradicting frames, in one line.
     with pytest.raises(DataError) as exc:
         table.checked(strict=True)
-    assert "4 bad row(s)" in str(exc.value) and "apex 30 is outside onset..offset 10..20" in str(exc.value)
+    message = str(exc.value)
+    assert "4 bad row(s)" in message and "apex 30 is outside onset..offset 10..20" in message
+    assert "row 3 (01/joy)" in message and "row 5 (02/parse)" in message and "\n" not in message
+    # Strict with skip_unparseable still refuses the unknown emotion.
+    with pytest.raises(DataError, match="3 bad row"):
+        table.checked(strict=True, skip_unparseable=True)
 
 
 def test_frame_contradictions_are_warnings_by_default(tmp_path: Path) -> None:
@@ -275,8 +276,8 @@ def test_skip_unparseable_keeps_the_rest(tmp_path: Path) -> None:
     ])
     table = read_labels(path)
     with pytest.raises(DataError, match="1 unparseable AU string"):
-        table.checked()
-    kept = table.checked(skip_unparseable=True)
+        table.checked(strict=True)
+    kept = table.checked()
     assert [r.filename for r in kept.rows] == ["a", "c"]
     assert [p.where for p in kept.unparseable] == ["row 3 (01/b)"]
 

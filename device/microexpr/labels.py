@@ -474,6 +474,10 @@ _MISSING_APEX = {"", "/", "-", "--", "?", "n/a", "na", "nan", "none", "-1"}
 #: numbers or contradict each other (a typo in the frames says nothing about
 #: the AUs or the label, and scoring from AUs does not use frames).
 STRICT_KINDS = frozenset({"frames", "frame-order", "apex-range"})
+#: Rows that cannot be scored (no subject, an unknown emotion, an AU string
+#: that cannot be read): left out and listed by default, so one odd row of a
+#: real coding sheet never costs the whole file; ``strict`` refuses them.
+ROW_KINDS = frozenset({"subject", "emotion", "aus"})
 #: ``checked`` logs at most this many warnings of one kind (CAS(ME)³ alone has
 #: 309 duplicate rows); the rest are counted in one line.
 WARNINGS_LOGGED_PER_KIND = 20
@@ -536,31 +540,47 @@ class LabelTable:
         return tuple(p for p in self.problems if p.kind in ("aus", "no-aus"))
 
     def errors(self, *, skip_unparseable: bool = False, strict: bool = False) -> tuple[RowProblem, ...]:
-        return tuple(
-            p for p in self.problems
-            if (p.fatal or (strict and p.kind in STRICT_KINDS)) and not (skip_unparseable and p.kind == "aus")
-        )
+        """The problems that refuse the file: by default none of a single row's
+        (those rows are left out, see :meth:`checked`); with ``strict`` the
+        unscorable rows (``ROW_KINDS``; AU strings exempt with
+        ``skip_unparseable``) and contradicting frame numbers."""
+        def refuses(p: RowProblem) -> bool:
+            if p.kind in ROW_KINDS:
+                return strict and not (skip_unparseable and p.kind == "aus")
+            return p.fatal or (strict and p.kind in STRICT_KINDS)
+
+        return tuple(p for p in self.problems if refuses(p))
+
+    @property
+    def unscorable(self) -> tuple[RowProblem, ...]:
+        """Rows left out because they cannot be scored (``ROW_KINDS``)."""
+        return tuple(p for p in self.problems if p.kind in ROW_KINDS)
 
     def warnings(self) -> tuple[RowProblem, ...]:
         return tuple(p for p in self.problems if not p.fatal)
 
     def checked(self, *, skip_unparseable: bool = False, strict: bool = False) -> LabelTable:
-        """Raise ``DataError`` for fatal problems; return the rows fit to score.
+        """Raise ``DataError`` for the problems that refuse the file; return
+        the rows fit to score.
 
-        With ``skip_unparseable`` rows whose AU string cannot be read are left
-        out (and stay listed in ``problems``) instead of failing the run. Rows
-        whose cell reads but names no facial AU (``soft focus`` alone) are
-        always left out with a warning: one such row never fails a file. With
-        ``strict`` bad or contradicting frame numbers fail the run too (by
-        default they are warnings: scoring from coded AUs does not use frames).
+        By default a row that cannot be scored — no subject, an unknown
+        emotion, an AU string that cannot be read — is left out and listed
+        (it stays in ``problems``, and the log names it), so one odd row of
+        a real coding sheet never costs the whole file. Rows whose cell reads
+        but names no facial AU (``soft focus`` alone) are left out the same
+        way. With ``strict`` unscorable rows (AU strings excepted with
+        ``skip_unparseable``) and bad or contradicting frame numbers refuse
+        the file. A file with no scorable row is always refused.
         """
         errors = self.errors(skip_unparseable=skip_unparseable, strict=strict)
         if errors:
             raise DataError(_summarise(self.path, errors))
-        _log_warnings(self.path, self.warnings())
-        bad = {p.line for p in self.unparseable}
-        if bad:
-            log.warning("%s: %d row(s) with unparseable AU strings left out", self.path.name, len(bad))
+        _log_warnings(self.path, self.warnings() + self.unscorable)
+        counts = Counter(p.kind for p in self.unscorable)
+        if counts:
+            log.warning("%s: left out %s", self.path.name,
+                        ", ".join(f"{len({p.line for p in self.unscorable if p.kind == k})} row(s) with "
+                                  f"{_KIND_TEXT.get(k, k)}" for k in sorted(counts)))
         empty = {p.line for p in self.problems if p.kind == "no-aus"}
         if empty:
             log.warning("%s: %d row(s) with no facial AU (only descriptors or non-AU codes) left out",

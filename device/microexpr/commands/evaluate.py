@@ -6,7 +6,8 @@ other tables only, in its own labels (``harmonise.py``).
 
 Exit codes: 0 scored; 2 bad command line (``--reasoner`` or ``--strict``
 with several tables, the same table twice); 65 malformed label file (missing
-columns, unknown emotions, unparseable AU strings unless ``--skip-unparseable``,
+columns, unknown emotions and unparseable AU strings with ``--strict`` (by
+default those rows are left out and listed),
 bad or contradicting frame numbers with ``--strict``, no rows, fewer than 2
 subjects; with several tables: a table with no usable row or no label in
 common with the protocol; odd rows are per-row notes there); 66 label file
@@ -51,10 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write eval.json, eval.md and confusion-matrix PNGs to DIR")
     parser.add_argument("--strict", action="store_true",
-                        help="refuse rows whose frame numbers are not numbers or contradict each other (apex "
-                             "outside onset..offset, offset before onset) instead of warning and keeping them")
+                        help="refuse the file for rows that cannot be scored (unknown emotion, unreadable AU string, no "
+                             "subject) and rows whose frame numbers are not numbers or contradict each other, "
+                             "instead of leaving them out or keeping them with a warning")
     parser.add_argument("--skip-unparseable", action="store_true",
-                        help="leave out rows whose AU string cannot be parsed (they are listed) instead of failing")
+                        help="with --strict: still leave out rows whose AU string cannot be parsed (the default "
+                             "without --strict; they are listed)")
     parser.add_argument("--ambiguous-confidence", type=float, metavar="P",
                         help="a decision below this confidence is ambiguous (default 0.5)")
     parser.add_argument("--ambiguous-margin", type=float, metavar="P",

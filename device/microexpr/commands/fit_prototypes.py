@@ -33,10 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pseudo-episodes smoothing each emotion's AU frequencies towards the pooled ones "
                              f"(default {DEFAULT_M})")
     parser.add_argument("--strict", action="store_true",
-                        help="refuse rows whose frame numbers are not numbers or contradict each other (apex "
-                             "outside onset..offset, offset before onset) instead of warning and keeping them")
+                        help="refuse the file for rows that cannot be scored (unknown emotion, unreadable AU string, no "
+                             "subject) and rows whose frame numbers are not numbers or contradict each other, "
+                             "instead of leaving them out or keeping them with a warning")
     parser.add_argument("--skip-unparseable", action="store_true",
-                        help="leave out rows whose AU string cannot be parsed instead of failing")
+                        help="with --strict: still leave out rows whose AU string cannot be parsed (the default "
+                             "without --strict; they are listed)")
 
 
 def run(args: argparse.Namespace) -> int:
