@@ -21,7 +21,6 @@ scoring (``synth.score_episodes``) applies.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from microexpr.synth import GroundTruth, TruthEvent, TruthKind
+from microexpr.synth import GroundTruth, TruthEvent, TruthKind, raised_cosine
 
 #: single_face.mp4: frames 5-14 are at rest (the head settles in 0-4, the
 #: mouth corners start to move at 16), the smile's apex is near frame 40.
@@ -58,15 +57,7 @@ class MorphEvent:
         return self.offset_s - self.onset_s
 
     def level(self, t: float) -> float:
-        u = t - self.onset_s
-        if u <= 0 or t >= self.offset_s:
-            return 0.0
-        if u < self.rise_s:
-            return 0.5 * (1 - math.cos(math.pi * u / self.rise_s))
-        if u <= self.rise_s + self.hold_s:
-            return 1.0
-        v = (u - self.rise_s - self.hold_s) / self.fall_s
-        return 0.5 * (1 + math.cos(math.pi * v))
+        return raised_cosine(t - self.onset_s, self.rise_s, self.hold_s, self.fall_s)
 
 
 def micro(onset_s: float, duration_s: float, intensity: float) -> MorphEvent:

@@ -206,6 +206,22 @@ class TruthKind(StrEnum):
     HEAD_TURN = "head_turn"  #: distractor
 
 
+def raised_cosine(u: float, rise_s: float, hold_s: float, fall_s: float) -> float:
+    """0..1 level ``u`` seconds after the onset: a raised-cosine rise over
+    ``rise_s``, ``hold_s`` at the apex, a raised-cosine fall over ``fall_s``,
+    0 before and after. Smooth at both ends, as a muscle starts and stops."""
+    if u <= 0.0:
+        return 0.0
+    if u < rise_s:
+        return 0.5 - 0.5 * math.cos(math.pi * u / rise_s)
+    if u <= rise_s + hold_s:
+        return 1.0
+    v = u - rise_s - hold_s
+    if fall_s <= 0.0 or v >= fall_s:
+        return 0.0
+    return 0.5 + 0.5 * math.cos(math.pi * v / fall_s)
+
+
 @dataclass(frozen=True, slots=True)
 class SynthEvent:
     """One scripted movement.
@@ -244,18 +260,9 @@ class SynthEvent:
 
     def level(self, t: float) -> float:
         """0..1 deformation at time ``t`` (raised-cosine rise and fall)."""
-        if t <= self.onset_s:
-            return 0.0
-        if t < self.apex_s:
-            return 0.5 - 0.5 * math.cos(math.pi * (t - self.onset_s) / self.rise_s)
-        if t <= self.apex_s + self.hold_s:
-            return 1.0
-        if self.fall_s <= 0.0:
-            return 1.0 if self.kind in (EventKind.HEAD_TURN, EventKind.GAZE) else 0.0
-        end_hold = self.apex_s + self.hold_s
-        if t < self.offset_s:
-            return 0.5 + 0.5 * math.cos(math.pi * (t - end_hold) / self.fall_s)
-        return 0.0
+        if self.fall_s <= 0.0 and self.kind in (EventKind.HEAD_TURN, EventKind.GAZE) and t > self.apex_s:
+            return 1.0  # turned or looking away for good
+        return raised_cosine(t - self.onset_s, self.rise_s, self.hold_s, self.fall_s)
 
     def truth_kind(self, micro_max_s: float = MICRO_MAX_S) -> TruthKind:
         if self.kind is EventKind.EXPRESSION:
