@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from fixtures.labels import write_labels
 
 from microexpr.cli import main
 from microexpr.errors import ExitCode
@@ -23,17 +24,6 @@ from microexpr.facs import Emotion
 from microexpr.labels import parse_aus, read_labels
 
 H, D, O, S = Emotion.HAPPINESS, Emotion.DISGUST, Emotion.OTHERS, Emotion.SURPRISE
-HEADER = ["subject", "filename", "onset", "apex", "offset", "aus", "emotion"]
-
-
-def write_labels(path: Path, rows: list[tuple[str, str, str]]) -> Path:
-    """rows: (subject, aus, emotion); frames are filled in."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for i, (subject, aus, emotion) in enumerate(rows):
-            writer.writerow([subject, f"EP{i:02d}", 10, 15, 20, aus, emotion])
-    return path
 
 
 # --- metrics ----------------------------------------------------------------------

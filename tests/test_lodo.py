@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
+from fixtures.labels import write_labels
 
 from microexpr import harmonise, lodo
 from microexpr.classify.decide import Classifier
@@ -18,26 +18,15 @@ from microexpr.facs import Emotion
 from microexpr.labels import parse_aus, read_labels
 from microexpr.pipeline import default_classifier
 
-HEADER = ["subject", "filename", "onset", "apex", "offset", "aus", "emotion"]
-
-
-def write_table(path: Path, rows: list[tuple[str, str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for i, (subject, aus, emotion) in enumerate(rows):
-            writer.writerow([subject, f"EP{i:02d}", 10, 15, 20, aus, emotion])
-    return path
-
 
 def _three(tmp_path: Path) -> list[Path]:
-    a = write_table(tmp_path / "a.csv", [
+    a = write_labels(tmp_path / "a.csv", [
         ("1", "12", "happiness"), ("1", "4", "others"), ("2", "6+12", "happiness"), ("2", "4+7", "disgust"),
         ("3", "1+2", "surprise"), ("3", "17", "repression"), ("4", "9", "disgust"), ("4", "1+2+5", "surprise")])
-    b = write_table(tmp_path / "b.csv", [
+    b = write_labels(tmp_path / "b.csv", [
         ("s1", "12", "happy"), ("s1", "4+5+7+23", "anger"), ("s2", "1+2+26", "surprise"), ("s2", "9+10", "disgust"),
         ("s3", "1+4+15", "sad"), ("s3", "4+7+23", "anger")])
-    c = write_table(tmp_path / "c.csv", [
+    c = write_labels(tmp_path / "c.csv", [
         ("x", "6+12", "happiness"), ("x", "10", "disgust"), ("y", "5+26", "surprise"), ("y", "20", "fear"),
         ("z", "1+2+4+20", "fear"), ("z", "12", "happiness")])
     return [a, b, c]
@@ -67,8 +56,8 @@ def test_fingerprint_is_the_rows_not_the_file(casme2_csv: Path, casme2_xlsx: Pat
     # A row this reader cannot parse still counts (by its text): a reader
     # that learns the notation later gives the same fingerprint.
     rows = [("1", "12", "happiness"), ("2", "9", "disgust")]
-    plain = harmonise.table_fingerprint(read_labels(write_table(tmp_path / "p.csv", rows)))
-    odd = harmonise.table_fingerprint(read_labels(write_table(tmp_path / "o.csv", [*rows, ("3", "12+", "happiness")])))
+    plain = harmonise.table_fingerprint(read_labels(write_labels(tmp_path / "p.csv", rows)))
+    odd = harmonise.table_fingerprint(read_labels(write_labels(tmp_path / "o.csv", [*rows, ("3", "12+", "happiness")])))
     assert odd != plain
 
 
@@ -162,14 +151,14 @@ def test_eval_several_tables_scores_each_without_itself(tmp_path: Path, capsys: 
 
 def test_eval_several_tables_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b, c = _three(tmp_path)
-    odd = write_table(tmp_path / "odd.csv", [("1", "12", "happiness"), ("1", "4", "bewildered"),
+    odd = write_labels(tmp_path / "odd.csv", [("1", "12", "happiness"), ("1", "4", "bewildered"),
                                               ("2", "9", "disgust"), ("2", "12+", "happiness")])
     assert main(["eval", str(a), str(odd), "--json"]) == 0  # odd rows are per-row notes, not a refusal
     report = json.loads(capsys.readouterr().out)
     notes = next(r for r in report["results"] if r["dataset"] == "odd.csv")["notes"]
     assert any("row 3" in n and "unknown emotion" in n for n in notes)
     assert any("row 5" in n and "12+" in n for n in notes)
-    only_repression = write_table(tmp_path / "rep.csv", [("1", "17", "repression"), ("2", "15", "repression")])
+    only_repression = write_labels(tmp_path / "rep.csv", [("1", "17", "repression"), ("2", "15", "repression")])
     assert main(["eval", str(a), str(only_repression), "--protocol", "samm5"]) == ExitCode.DATA_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no label in common with protocol samm5" in err[0]
