@@ -523,11 +523,7 @@ class EvalReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
-            "microexpr_version": __version__,
-            "created": self.created,
-            "command": self.command,
-            "machine": machine(),
+            **report_header(SCHEMA, self.created, self.command),
             "source": {
                 "file": self.table.path.name,
                 "sha256": self.table.sha256,
@@ -695,6 +691,12 @@ def write_outputs(report: EvalReport, out_dir: Path) -> list[Path]:
         raise DataError(f"{out_dir}: cannot write evaluation output ({exc.strerror or exc})",
                         exit_code=ExitCode.IO_ERROR) from None
     return written
+
+
+def report_header(schema: str, created: str, command: str) -> dict[str, Any]:
+    """The fields every eval report starts with: what wrote it, when, how and where."""
+    return {"schema": schema, "microexpr_version": __version__, "created": created, "command": command,
+            "machine": machine()}
 
 
 def machine() -> dict[str, Any]:

@@ -49,6 +49,7 @@ from microexpr.evaluate import (
     confusion_text,
     machine,
     paper_overlap,
+    report_header,
     score,
 )
 from microexpr.facs import Emotion
@@ -272,11 +273,7 @@ class LodoReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
-            "microexpr_version": __version__,
-            "created": self.created,
-            "command": self.command,
-            "machine": machine(),
+            **report_header(SCHEMA, self.created, self.command),
             "shipped_prototypes": self.shipped_name,
             "harmonisation": harmonise.describe_json(),
             "datasets": [
