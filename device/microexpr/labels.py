@@ -579,8 +579,7 @@ class LabelTable:
         counts = Counter(p.kind for p in self.unscorable)
         if counts:
             log.warning("%s: left out %s", self.path.name,
-                        ", ".join(f"{len({p.line for p in self.unscorable if p.kind == k})} row(s) with "
-                                  f"{_KIND_TEXT.get(k, k)}" for k in sorted(counts)))
+                        ", ".join(f"{counts[k]} row(s) with {_KIND_TEXT.get(k, k)}" for k in sorted(counts)))
         empty = {p.line for p in self.problems if p.kind == "no-aus"}
         if empty:
             log.warning("%s: %d row(s) with no facial AU (only descriptors or non-AU codes) left out",
