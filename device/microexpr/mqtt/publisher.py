@@ -1,48 +1,28 @@
-"""MQTT publisher: outbox-first delivery, availability, Home Assistant discovery.
+"""The publisher: paho's client, the pump thread that drains the outbox, availability.
 
-Topics, under ``<topic_prefix>/<device_id>/``:
-
-===================  ===  ======  =============================================
-topic                QoS  retain  content
-===================  ===  ======  =============================================
-``availability``     1    yes     ``online`` on connect; ``offline`` as last
-                                  will and on a clean stop
-``event``            cfg  no      one JSON per episode, from the outbox
-``event/refined``    cfg  no      the reasoner's label, same ``event_id``
-``aus``              0    no      throttled AU samples (optional, not stored)
-``stats``            0    yes     periodic health and latency
-===================  ===  ======  =============================================
-
-Delivery: ``publish_event`` only commits the message to the :class:`Outbox`
-and wakes the pump thread, so the caller (the inference thread) never waits
-on the network. The pump hands stored messages to paho while connected,
-keeping at most ``window`` in flight; paho's own network thread
-(``loop_start``) reports each PUBACK through ``on_publish`` and the message is
-deleted from the outbox then, never earlier. After a reconnect paho resends
-what it had in flight and the pump sends the rest, so a message may arrive
-twice but never zero times: subscribers de-duplicate by ``event_id``.
+Delivery is described in :mod:`microexpr.mqtt`: the outbox commit comes
+first, the delete only after the broker's PUBACK.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from microexpr import __version__
 from microexpr.errors import ConfigError, PublishError
 from microexpr.events import Availability, Event, RefinedEvent, Stats, au_stream_payload, dumps
+from microexpr.mqtt.discovery import discovery_messages
+from microexpr.mqtt.topics import MqttSettings, Topics, check_device_id
 from microexpr.outbox import Outbox
 
 if TYPE_CHECKING:  # annotations only: the payload code needs no AU estimator
@@ -50,81 +30,7 @@ if TYPE_CHECKING:  # annotations only: the payload code needs no AU estimator
 
 log = logging.getLogger(__name__)
 
-#: A device id becomes an MQTT topic level and a Home Assistant node id.
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
 StatsSource = Callable[[], Stats]
-
-
-class MqttSettings(Protocol):
-    """What the publisher reads from configuration (``config.MqttConfig``).
-
-    Any object with these attributes will do. Optional ones, read with
-    defaults: ``cert_file``/``key_file`` (client certificate for TLS),
-    ``aus_stream`` (False turns the AU stream off), ``password`` (when absent
-    or empty, the secret ``mqtt_password`` is looked up — systemd credential,
-    then ``$MICROEXPR_MQTT_PASSWORD`` — if a username is set).
-    """
-
-    host: str
-    port: int
-    tls: bool
-    ca_file: str | Path | None
-    client_id: str | None
-    username: str | None
-    topic_prefix: str
-    keepalive_s: int
-    qos: int
-    aus_interval_s: float
-    stats_interval_s: float
-    discovery: bool
-    discovery_prefix: str
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """Every topic this device publishes or listens to."""
-
-    base: str
-    availability: str
-    event: str
-    refined: str
-    aus: str
-    stats: str
-    discovery_status: str
-    discovery_prefix: str
-
-    @classmethod
-    def build(cls, topic_prefix: str, device_id: str, discovery_prefix: str = "homeassistant") -> Topics:
-        prefix = topic_prefix.strip("/")
-        if not prefix or any(c in prefix for c in "#+\0"):
-            raise ConfigError(f"mqtt.topic_prefix: must be a non-empty topic without '#' or '+', got {topic_prefix!r}")
-        discovery = discovery_prefix.strip("/")
-        if not discovery or any(c in discovery for c in "#+\0"):
-            raise ConfigError(
-                f"mqtt.discovery_prefix: must be a non-empty topic without '#' or '+', got {discovery_prefix!r}"
-            )
-        check_device_id(device_id)
-        base = f"{prefix}/{device_id}"
-        return cls(
-            base=base,
-            availability=f"{base}/availability",
-            event=f"{base}/event",
-            refined=f"{base}/event/refined",
-            aus=f"{base}/aus",
-            stats=f"{base}/stats",
-            discovery_status=f"{discovery}/status",
-            discovery_prefix=discovery,
-        )
-
-
-def check_device_id(device_id: str) -> str:
-    if not DEVICE_ID_PATTERN.match(device_id or ""):
-        raise ConfigError(
-            f"device.id: must be 1-64 letters, digits, '-' or '_' (it is an MQTT topic level "
-            f"and a Home Assistant id), got {device_id!r}"
-        )
-    return device_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,90 +40,6 @@ class PublisherStatus:
     outbox_dropped: int
     in_flight: int
     delivered: int
-
-
-# --- Home Assistant discovery -------------------------------------------------
-
-#: (object id, name, state topic attribute, value template, extra config)
-_SENSORS: tuple[tuple[str, str, str, str, Mapping[str, Any]], ...] = (
-    ("emotion", "Emotion", "event", "{{ value_json.emotion }}", {"icon": "mdi:emoticon-outline"}),
-    (
-        "confidence",
-        "Confidence",
-        "event",
-        "{{ (value_json.confidence * 100) | round(0) }}",
-        {"unit_of_measurement": "%", "state_class": "measurement"},
-    ),
-    ("kind", "Expression kind", "event", "{{ value_json.kind }}", {}),
-    ("stage", "Deciding stage", "event", "{{ value_json.stage }}", {"entity_category": "diagnostic"}),
-    (
-        "fps",
-        "Frame rate",
-        "stats",
-        "{{ value_json.fps }}",
-        {"unit_of_measurement": "fps", "state_class": "measurement", "entity_category": "diagnostic"},
-    ),
-    ("health", "Health", "stats", "{{ value_json.health }}", {"entity_category": "diagnostic"}),
-    (
-        "outbox",
-        "Outbox depth",
-        "stats",
-        "{{ value_json.outbox.depth }}",
-        {"state_class": "measurement", "entity_category": "diagnostic"},
-    ),
-    (
-        "uptime",
-        "Uptime",
-        "stats",
-        "{{ value_json.uptime_s | round(0) }}",
-        {"device_class": "duration", "unit_of_measurement": "s", "entity_category": "diagnostic"},
-    ),
-    (
-        "reasoner",
-        "Reasoner",
-        "stats",
-        "{{ value_json.reasoner.state if value_json.reasoner else 'disabled' }}",
-        {"entity_category": "diagnostic"},
-    ),
-)
-
-
-def discovery_messages(topics: Topics, device_id: str, *, sw_version: str = __version__) -> dict[str, str]:
-    """Retained Home Assistant MQTT discovery configs: ``{topic: JSON}``."""
-    device = {
-        "identifiers": [f"microexpr_{device_id}"],
-        "name": f"microexpr {device_id}",
-        "manufacturer": "microexpr",
-        "model": "micro-expression sensor",
-        "sw_version": sw_version,
-    }
-    messages: dict[str, str] = {}
-    for object_id, name, source, template, extra in _SENSORS:
-        state_topic = topics.event if source == "event" else topics.stats
-        config: dict[str, Any] = {
-            "name": name,
-            "unique_id": f"microexpr_{device_id}_{object_id}",
-            "state_topic": state_topic,
-            "value_template": template,
-            "availability_topic": topics.availability,
-            "payload_available": Availability.ONLINE.value,
-            "payload_not_available": Availability.OFFLINE.value,
-            "has_entity_name": True,
-            "device": device,
-            **extra,
-        }
-        if object_id == "emotion":
-            config["json_attributes_topic"] = topics.event
-            config["json_attributes_template"] = (
-                "{{ {'event_id': value_json.event_id, 'confidence': value_json.confidence, "
-                "'stage': value_json.stage, 'aus': value_json.aus | map(attribute='au') | list, "
-                "'explanation': value_json.explanation} | tojson }}"
-            )
-        messages[f"{topics.discovery_prefix}/sensor/{device_id}/{object_id}/config"] = dumps(config)
-    return messages
-
-
-# --- the publisher ------------------------------------------------------------
 
 
 class MqttPublisher:
@@ -601,10 +423,3 @@ class MqttPublisher:
     def _announce(self) -> None:
         for topic, payload in discovery_messages(self.topics, self.device_id).items():
             self._send(topic, payload, qos=1, retain=True)
-
-
-def parse_payload(payload: bytes | str) -> dict[str, Any]:
-    """Decode one JSON payload received from this device (tools and tests)."""
-    text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-    value: dict[str, Any] = json.loads(text)
-    return value

@@ -1,70 +1,45 @@
-"""The daemon: the one place that wires capture, pipeline, outbox, MQTT and reasoner.
+"""The :class:`Service`: owns the daemon's threads and the stages they drive.
 
-Threads (each named, owned by :class:`Service`, sharing one stop event and
-joined with a timeout)::
-
-    capture ──FrameItem/SourceLost/SourceRestored/EndOfStream──▶ inference ─▶ analysis
-      (bounded queue "frames")                                      │ (tracker.overlap)
-                                            Event ─▶ Outbox (SQLite, committed first)
-                                                       │            └─▶ stdout (JSON line)
-                                            mqtt-pump ◀┘  ambiguous ─▶ reasoner-N ─▶ Outbox
-    stats: retained ``stats`` every mqtt.stats_interval_s, STATUS= every few seconds
-    main: signals (TERM/INT stop, HUP reload) and supervision
-
-* **capture** reads the :class:`~microexpr.capture.FrameSource`. A live
-  source already keeps only the latest frame on its own thread, and the
-  ``frames`` queue drops its oldest entry when full, so a slow pipeline sees
-  fresh frames; a file source blocks on the full queue instead (back-pressure:
-  every frame is processed, results do not depend on the machine's speed).
-  Camera loss: retries with exponential backoff from
-  ``source.reconnect_initial_s`` to ``source.reconnect_max_s``, health
-  ``no_camera``; never a crash, never a restart loop.
-* **inference** runs the pipeline (with ``tracker.overlap``, only the
-  tracker: the **analysis** thread of :mod:`microexpr.overlap` runs the
-  other stages on frame t while inference tracks t+1, and does what
-  follows), turns each finished episode into an
-  :class:`~microexpr.events.Event`, commits it to the outbox *before* anything
-  else sees it (a SIGKILL after that loses nothing), prints it, and queues
-  ambiguous ones for the reasoner. It alone pings the systemd watchdog,
-  including while it waits for frames, so a lost camera does not trip the
-  watchdog but a hung stage does.
-* **mqtt-pump** (owned by :class:`~microexpr.mqtt.MqttPublisher`) drains the
-  outbox to the broker; paho's network thread is paho's.
-
-See docs/service.md for signals, health states and shutdown guarantees.
+See :mod:`microexpr.service` for the thread map and docs/service.md for
+signals, health states and shutdown guarantees.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-import os
 import queue
-import re
 import signal
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from microexpr import config as cfg
 from microexpr.capture import Frame, FrameSource, open_source
-from microexpr.classify.decide import Decision
 from microexpr.config import Config
-from microexpr.errors import ConfigError, ExitCode, MicroexprError, SourceError
-from microexpr.events import Event, LatencyStats, ReasonerStats, RefinedEvent, Stats
+from microexpr.errors import ExitCode, MicroexprError, SourceError
+from microexpr.events import Event, RefinedEvent, Stats
 from microexpr.health import Health, HealthState
 from microexpr.mqtt import MqttPublisher, Topics
 from microexpr.notify import Notifier
 from microexpr.outbox import Outbox
-from microexpr.spotting import Episode
+from microexpr.service.build import build_pipeline, logs_on_own_stderr
+from microexpr.service.items import (
+    CaptureItem,
+    Emitted,
+    EndOfStream,
+    FrameItem,
+    SourceLost,
+    SourceRestored,
+    emitted_episodes,
+)
+from microexpr.service.metrics import Metrics
+from microexpr.service.options import RunOptions, is_live_spec, load_run_config, stdout_is_journal
+from microexpr.service.stats import reasoner_stats, suppression_counts
 
 if TYPE_CHECKING:  # heavy imports (mediapipe, openai) stay lazy at run time
     from microexpr.overlap import OverlappedPipeline
@@ -84,238 +59,11 @@ FLUSH_TIMEOUT_S = 3.0
 STATUS_INTERVAL_S = 2.0
 #: Longest the inference loop blocks on an empty queue before it pings the watchdog again.
 MAX_IDLE_WAIT_S = 0.5
-#: Frame-rate window: fps is frames processed over about this many seconds.
-FPS_WINDOW_S = 5.0
-#: Latency samples kept per stage for the percentiles in ``stats``.
-LATENCY_WINDOW = 512
 #: Joins at shutdown: a thread still alive after this is reported and abandoned (daemon threads).
 JOIN_TIMEOUT_S = 5.0
 #: A camera missing at start keeps the unit "activating": each retry extends
 #: systemd's start timeout by the retry delay plus this margin.
 START_TIMEOUT_MARGIN_S = 30.0
-
-_LIVE_SPEC = re.compile(r"\d+|/dev/.+|picamera2(:\d+)?")
-
-
-# --------------------------------------------------------------------------
-# Typed items on the frames queue
-
-
-@dataclass(frozen=True, slots=True)
-class FrameItem:
-    """A frame and when the capture thread got it (``time.monotonic()``)."""
-
-    frame: Frame
-    received: float
-
-
-@dataclass(frozen=True, slots=True)
-class SourceLost:
-    """The camera stopped delivering (or could not be opened); capture is retrying."""
-
-    reason: str
-    retry_in_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRestored:
-    """Frames flow again after a loss."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class EndOfStream:
-    """A file source is done; ``error`` when it stopped on bad data rather than at its end."""
-
-    error: MicroexprError | None = None
-
-
-CaptureItem = FrameItem | SourceLost | SourceRestored | EndOfStream
-
-
-# --------------------------------------------------------------------------
-# Start-up options and configuration
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """What ``microexpr run`` was given on its command line."""
-
-    config_path: Path | None = None
-    source: str | None = None
-    device_id: str | None = None
-    outbox: Path | None = None
-    #: None = automatic: print unless stdout is the systemd journal.
-    print_events: bool | None = None
-    #: ``-v``: debug logging whatever ``logging.level`` says.
-    verbose: bool = False
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RunOptions:
-        return cls(
-            config_path=args.config,
-            source=args.source,
-            device_id=args.device_id,
-            outbox=args.outbox,
-            print_events=args.print_events,
-            verbose=bool(getattr(args, "verbose", False)),
-        )
-
-
-def load_run_config(options: RunOptions) -> Config:
-    """Read, validate and resolve the configuration with the command line on top.
-
-    Overrides go into the parsed file *before* validation, so ``--device-id``
-    is checked like the key and the client id and paths derived from it are
-    right; a reload (SIGHUP) applies the same overrides, so they never show
-    up as "changed".
-    """
-    path = cfg.find_config_file(options.config_path)
-    data: dict[str, Any] = cfg.read_toml(path) if path is not None else {}
-    if options.device_id is not None:
-        data["device_id"] = options.device_id
-    if options.source is not None:
-        _override(data, "source", "uri", options.source)
-    if options.outbox is not None:
-        _override(data, "outbox", "path", str(options.outbox.expanduser().absolute()))
-    origin = str(path) if path is not None else None
-    base_dir = path.absolute().parent if path is not None else None
-    config = cfg.parse_config(data, base_dir=base_dir, origin=origin)
-    if not config.source.uri:
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"source.uri: no source configured{where}; set it or pass --source")
-    return config
-
-
-def _override(data: dict[str, Any], section: str, key: str, value: Any) -> None:
-    table = data.setdefault(section, {})
-    if isinstance(table, dict):  # anything else is reported by validation, naming the section
-        table[key] = value
-
-
-def stdout_is_journal(env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> bool:
-    """True when stdout is connected to the journal (systemd sets
-    ``JOURNAL_STREAM=<dev>:<inode>`` of that stream)."""
-    env = os.environ if env is None else env
-    value = env.get("JOURNAL_STREAM", "")
-    dev, _, ino = value.partition(":")
-    if not (dev.isdigit() and ino.isdigit()):
-        return False
-    try:
-        st = os.fstat((stream or sys.stdout).fileno())
-    except (OSError, ValueError, AttributeError):
-        return False
-    return st.st_dev == int(dev) and st.st_ino == int(ino)
-
-
-def is_live_spec(spec: str) -> bool:
-    """A camera spec (index, device node, Pi camera): a failure to open it is
-    "camera not there yet", retried, not bad input."""
-    return bool(_LIVE_SPEC.fullmatch(spec.strip())) and not Path(spec).is_file()
-
-
-# --------------------------------------------------------------------------
-# Metrics
-
-
-class Metrics:
-    """Counters and latency windows, written by the inference thread and read
-    by the stats thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.started = time.monotonic()
-        self.frames = 0
-        #: Frames in which the tracker found a face (written by one thread: the one that analyses).
-        self.frames_with_face = 0
-        self.events = 0
-        self.errors = 0
-        self.dropped_queue = 0
-        self._done: deque[float] = deque()
-        self._latency: dict[str, deque[float]] = {}
-        self._recent_errors: deque[float] = deque(maxlen=16)
-
-    def frame_done(self, now: float, timings: Mapping[str, float]) -> None:
-        with self._lock:
-            self.frames += 1
-            self._done.append(now)
-            while self._done and now - self._done[0] > FPS_WINDOW_S:
-                self._done.popleft()
-            for stage, seconds in timings.items():
-                window = self._latency.get(stage)
-                if window is None:
-                    window = self._latency[stage] = deque(maxlen=LATENCY_WINDOW)
-                window.append(seconds)
-
-    def frame_failed(self, now: float) -> None:
-        with self._lock:
-            self.errors += 1
-            self._recent_errors.append(now)
-
-    def failing(self, now: float, window_s: float = 5.0) -> bool:
-        """Did the pipeline fail on a frame within the last ``window_s``?"""
-        with self._lock:
-            return bool(self._recent_errors) and now - self._recent_errors[-1] < window_s
-
-    def event_emitted(self) -> None:
-        with self._lock:
-            self.events += 1
-
-    def queue_drop(self) -> None:
-        with self._lock:
-            self.dropped_queue += 1
-
-    def fps(self, now: float) -> float:
-        with self._lock:
-            recent = [t for t in self._done if now - t <= FPS_WINDOW_S]
-        if len(recent) < 2:
-            return 0.0
-        span = recent[-1] - recent[0]
-        return (len(recent) - 1) / span if span > 0 else 0.0
-
-    def latency(self) -> dict[str, LatencyStats]:
-        with self._lock:
-            windows = {stage: list(samples) for stage, samples in self._latency.items()}
-        return {stage: LatencyStats.from_seconds(samples) for stage, samples in windows.items()}
-
-
-# --------------------------------------------------------------------------
-# Pipeline outputs
-
-
-@dataclass(frozen=True, slots=True)
-class Emitted:
-    """One finished episode and its decision, as the service sees it."""
-
-    episode: Episode
-    decision: Decision
-    #: The subject's context (habitual AUs) for the reasoner, when the
-    #: pipeline's output carries one (a ``context`` attribute).
-    context: object | None = None
-
-
-def _pairs(items: Iterable[Any]) -> list[Emitted]:
-    """The pipeline's spotted episodes (``SpottedEpisode``) as :class:`Emitted`.
-
-    An episode without a decision (a build without the classifier stage)
-    cannot become an event: it is logged and skipped.
-    """
-    out: list[Emitted] = []
-    for item in items or ():
-        episode = getattr(item, "episode", None)
-        decision = getattr(item, "decision", None)
-        if not isinstance(episode, Episode):
-            log.error("pipeline returned %s, not an episode: skipped", type(item).__name__)
-        elif not isinstance(decision, Decision):
-            log.warning("episode at frame %d has no decision (no classifier): not published", episode.apex_frame)
-        else:
-            out.append(Emitted(episode, decision, getattr(item, "context", None)))
-    return out
-
-
-# --------------------------------------------------------------------------
-# The service
 
 
 SourceOpener = Callable[[], FrameSource]
@@ -742,7 +490,7 @@ class Service:
         self.metrics.frame_done(now, timings)
         if result.observation.faces:
             self.metrics.frames_with_face += 1
-        for emitted in _pairs(result.episodes):
+        for emitted in emitted_episodes(result.episodes):
             self._emit(emitted)
         self._maybe_publish_aus(result, now)
         if not self._ready:
@@ -779,7 +527,7 @@ class Service:
         except Exception:
             log.exception("finishing the pipeline failed; its pending episodes are lost")
             return
-        for emitted in _pairs(pending):
+        for emitted in emitted_episodes(pending):
             self._emit(emitted)
 
     def _emit(self, emitted: Emitted) -> None:
@@ -887,21 +635,10 @@ class Service:
         now = time.monotonic()
         source = self._source
         dropped = self.metrics.dropped_queue + (source.dropped_frames if source is not None else 0)
-        reasoner = None
         queues = {"frames": self._frames.qsize()}
-        if self._reasoner is not None:
-            try:
-                state = self._reasoner.state()
-                reasoner = ReasonerStats(
-                    state=_word(state.status),
-                    queue_depth=state.queue_depth,
-                    requests_today=state.budget.requests_used,
-                    tokens_today=state.budget.tokens_used,
-                    budget_exhausted=state.budget.exhausted,
-                )
-                queues["reasoner"] = state.queue_depth
-            except Exception:
-                log.exception("reasoner state unavailable")
+        reasoner = reasoner_stats(self._reasoner) if self._reasoner is not None else None
+        if reasoner is not None:
+            queues["reasoner"] = reasoner.queue_depth
         outbox = self._outbox
         return Stats(
             device_id=self.device_id,
@@ -916,21 +653,8 @@ class Service:
             events=self.metrics.events,
             health=self.health.value.value,
             reasoner=reasoner,
-            suppressed=self._suppressed(),
+            suppressed=suppression_counts(self._pipeline),
         )
-
-    def _suppressed(self) -> dict[str, int]:
-        """The pipeline's suppression counts (``stats.suppressed``); empty
-        before the pipeline exists or for a pipeline that keeps none."""
-        counts = getattr(self._pipeline, "suppressed", None)
-        snapshot = getattr(counts, "snapshot", None)
-        if snapshot is None:
-            return {}
-        try:
-            return {str(k): int(v) for k, v in snapshot().items()}
-        except Exception:
-            log.exception("suppression counts unavailable")
-            return {}
 
     def _publish_stats(self) -> None:
         if self._publisher is None:
@@ -1002,86 +726,6 @@ class Service:
         # self.config by the stats and inference threads: nothing to do.
 
 
-#: The reasoner's own status words → the ``reasoner.state`` words docs/mqtt.md documents.
-_REASONER_STATE = {
-    "sending": "working",
-    "no_api_key": "offline",
-    "breaker_open": "circuit_open",
-    "backing_off": "backoff",
-    "rate_limited": "backoff",
-}
-
-
-def _word(text: str) -> str:
-    """A lower-case word for the stats schema (``^[a-z][a-z_]*$``)."""
-    word = re.sub(r"[^a-z_]+", "_", str(text).lower()).strip("_")
-    word = _REASONER_STATE.get(word, word)
-    return word if word and word[0].isalpha() else "unknown"
-
-
-def build_pipeline(config: Config) -> Pipeline:
-    """The real pipeline for ``config``; the model is verified against its pin and loaded here."""
-    from microexpr.models import FACE_LANDMARKER, resolve_model_path
-    from microexpr.pipeline import Pipeline
-
-    explicit = config.model.path
-    if explicit is None and config.model.models_dir is not None:
-        installed = FACE_LANDMARKER.install_path(config.model.models_dir)
-        if installed.exists():
-            explicit = installed
-    tracker_options: dict[str, Any] = {"num_faces": config.tracker.num_faces}
-    if config.tracker.backend == "onnx":
-        tracker_options.update(variant=config.onnx.variant, onnx_dir=config.onnx.models_dir)
-        if config.tracker.threads:
-            tracker_options["threads"] = config.tracker.threads
-        model_path = None
-    else:
-        model_path = resolve_model_path(explicit)
-    engine = config.engine
-    return Pipeline.create(
-        model_path=model_path,
-        backend=config.tracker.backend,
-        micro_max_s=engine.micro_max_s,
-        emit_delay_s=engine.emit_delay_s,
-        min_evidence_z=engine.min_evidence_z,
-        ambiguous_confidence=engine.ambiguous_confidence,
-        ambiguous_margin=engine.ambiguous_margin,
-        label_profile=engine.label_profile,
-        prototypes=engine.prototypes,
-        **tracker_options,
-    )
-
-
-@contextlib.contextmanager
-def _logs_on_own_stderr() -> Iterator[None]:
-    """Point stderr log handlers at a private duplicate of fd 2.
-
-    The tracker briefly redirects fd 2 to /dev/null to hide MediaPipe's
-    native start-up chatter; in a threaded daemon that would also swallow
-    whatever another thread logs meanwhile (e.g. "no mqtt broker answers").
-    Our handlers keep writing to the terminal through their own descriptor.
-    """
-    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
-    private: TextIO | None = None
-    try:
-        fd = os.dup(sys.stderr.fileno())
-        private = os.fdopen(fd, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                            errors="backslashreplace")
-    except (OSError, ValueError, AttributeError):
-        private = None
-    if private is not None:
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-                swapped.append((handler, handler.setStream(private)))
-    try:
-        yield
-    finally:
-        for handler, previous in swapped:
-            handler.setStream(previous)
-        if private is not None:
-            private.close()
-
-
 def run(options: RunOptions) -> int:
     """``microexpr run``: load the configuration, build the service, run it."""
     config = load_run_config(options)
@@ -1094,5 +738,5 @@ def run(options: RunOptions) -> int:
         config_loader=lambda: load_run_config(options),
         keep_log_level=options.verbose,
     )
-    with _logs_on_own_stderr():
+    with logs_on_own_stderr():
         return service.run()
