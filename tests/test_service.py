@@ -376,6 +376,16 @@ def test_live_daemon_notify_events_reasoner_reload_and_sigterm(
         lambda msgs: [m.text for m in msgs if m.topic == f"{base}/availability"][-1:] == ["offline"],
         STOP_S, "offline after SIGTERM",
     )
+    # The last retained stats say "stopped" and no count went backwards
+    # (dropped_frames once fell from 72 to 2: read after the camera was closed).
+    seen = [json.loads(m.text) for m in subscriber.on(f"{base}/stats")]
+    final = make_subscriber(broker, [f"{base}/stats"])
+    final.wait_for(lambda msgs: bool(msgs), EVENT_S, "the last retained stats")
+    last = json.loads(final.on(f"{base}/stats")[-1].text)
+    validate(last, PayloadKind.STATS)
+    assert last["health"] == Health.STOPPED.value
+    assert last["dropped_frames"] >= max(p["dropped_frames"] for p in seen)
+    assert last["frames"] >= max(p["frames"] for p in seen)
     assert "Traceback" not in daemon.stderr()
     # Everything printed is a valid event or refinement.
     for payload in daemon.printed():
@@ -605,7 +615,7 @@ def test_camera_absent_then_lost_then_back(tmp_path: Path, smile_clip: Path, mod
     assert not runner.is_alive()
     assert outcome == [0]
     assert "STOPPING=1" in notifier.lines()
-    assert service.health.value is Health.STOPPING
+    assert service.health.value is Health.STOPPED
 
 
 def test_notifier_failure_never_reaches_the_loops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -620,3 +630,54 @@ def test_notifier_failure_never_reaches_the_loops(tmp_path: Path, monkeypatch: p
     assert notifier.send("STATUS=x") is False
     notifier.watchdog()
     notifier.stopping()
+
+
+# --------------------------------------------------------------------------
+# The last stats after a stop (issue 13 item 5)
+
+
+class _DroppingCamera:
+    """A live source that has dropped frames; its count must survive close()."""
+
+    name = "camera 0"
+    is_live = True
+
+    def __init__(self, dropped: int) -> None:
+        self.dropped_frames = dropped
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.dropped_frames += 1  # the reader thread dropped one more while stopping
+
+
+def test_last_stats_keep_the_closed_cameras_drops_and_say_stopped(tmp_path: Path) -> None:
+    config = parse_config({"device_id": device(), "source": {"uri": "0"}, "mqtt": {"enabled": False},
+                           "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
+    service = Service(config)
+    camera = _DroppingCamera(72)
+    service._source = camera  # type: ignore[assignment]
+    service.metrics.queue_drop()
+    assert service.stats().dropped_frames == 73
+    service._close_source()  # what the shutdown does before the last stats
+    assert camera.closed and service._source is None
+    assert service.stats().dropped_frames == 74
+    assert service.health.set(Health.STOPPING)
+    assert not service.health.set(Health.OK)  # stopping is not undone by a late frame
+    assert service.health.set(Health.STOPPED)
+    assert not service.health.set(Health.STOPPING) and not service.health.set(Health.OK)
+    payload = service.stats().to_payload()
+    validate(payload, PayloadKind.STATS)
+    assert payload["health"] == "stopped"
+
+
+def test_docs_stats_example_has_the_payloads_keys(tmp_path: Path) -> None:
+    """docs/mqtt.md's ``stats`` example shows the keys the daemon sends (it once showed ``queues.episodes``)."""
+    text = (ROOT / "docs" / "mqtt.md").read_text(encoding="utf-8")
+    example = json.loads(re.search(r"<!-- payload: stats -->\s*```json\n(.*?)```", text, flags=re.S).group(1))
+    config = parse_config({"device_id": device(), "mqtt": {"enabled": False},
+                           "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
+    payload = Service(config).stats().to_payload()
+    assert set(example) == set(payload)
+    # "reasoner" is added to queues when the reasoner is on (the example shows it on)
+    assert set(example["queues"]) == set(payload["queues"]) | {"reasoner"}

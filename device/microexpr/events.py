@@ -302,7 +302,7 @@ class Stats:
     """Periodic health and latency of the daemon (retained ``stats`` topic).
 
     ``health`` is a lower-case word; known values: ``starting``, ``ok``,
-    ``degraded``, ``no_camera``, ``stopping``. Queue and latency maps are
+    ``degraded``, ``no_camera``, ``stopping``, ``stopped``. Queue and latency maps are
     keyed by stage name so new stages need no schema change.
     """
 

@@ -19,6 +19,9 @@ class Health(StrEnum):
     DEGRADED = "degraded"  #: frames flow, but the pipeline failed on recent frames
     NO_CAMERA = "no_camera"  #: the camera is lost (or absent at start); reconnecting with backoff
     STOPPING = "stopping"  #: SIGTERM/SIGINT or end of input: flushing and closing
+    #: every thread joined, the pipeline flushed into the outbox: the last
+    #: retained ``stats`` says so, so a dashboard is not left on "stopping"
+    STOPPED = "stopped"
 
 
 class HealthState:
@@ -26,7 +29,8 @@ class HealthState:
 
     ``set`` returns whether the state changed, so the caller can say so once
     (a log line, a STATUS= update) instead of on every frame. STOPPING is
-    final: a late frame or reconnect cannot bring a stopping daemon back.
+    final but for STOPPED: a late frame or reconnect cannot bring a stopping
+    daemon back.
     """
 
     def __init__(self, initial: Health = Health.STARTING) -> None:
@@ -47,7 +51,9 @@ class HealthState:
 
     def set(self, value: Health) -> bool:
         with self._lock:
-            if self._value is value or self._value is Health.STOPPING:
+            if self._value is value or self._value is Health.STOPPED:
+                return False
+            if self._value is Health.STOPPING and value is not Health.STOPPED:
                 return False
             self._value = value
             self._since = time.monotonic()

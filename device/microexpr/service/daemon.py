@@ -112,6 +112,9 @@ class Service:
         self._frames: queue.Queue[CaptureItem] = queue.Queue(maxsize=FRAME_QUEUE_SIZE)
         self._source_lock = threading.Lock()
         self._source: FrameSource | None = None
+        #: Frames the closed source dropped: read before it is closed, so the
+        #: last ``stats`` (published after the camera is closed) still counts them.
+        self._closed_source_dropped = 0
         self._source_live = is_live_spec(config.source.uri)
         self._pipeline: Pipeline | None = None
         #: tracker.overlap: the analysis thread that follows the tracker.
@@ -309,7 +312,8 @@ class Service:
             thread.join(JOIN_TIMEOUT_S)
             if thread.is_alive():
                 log.warning("thread %s did not stop within %g s; abandoning it", thread.name, JOIN_TIMEOUT_S)
-        self._publish_stats()  # a last retained stats message saying "stopping"
+        self.health.set(Health.STOPPED)
+        self._publish_stats()  # the last retained stats: "stopped", with every count final
 
     def _close_source(self) -> None:
         with self._source_lock:
@@ -319,6 +323,8 @@ class Service:
                 source.close()
             except Exception:
                 log.exception("closing source %s failed", source.name)
+            # after close(): a live source's reader thread may drop one more
+            self._closed_source_dropped += int(getattr(source, "dropped_frames", 0) or 0)
 
     # -- capture thread ------------------------------------------------------
 
@@ -634,7 +640,8 @@ class Service:
     def stats(self) -> Stats:
         now = time.monotonic()
         source = self._source
-        dropped = self.metrics.dropped_queue + (source.dropped_frames if source is not None else 0)
+        dropped = (self.metrics.dropped_queue + self._closed_source_dropped
+                   + (source.dropped_frames if source is not None else 0))
         queues = {"frames": self._frames.qsize()}
         reasoner = reasoner_stats(self._reasoner) if self._reasoner is not None else None
         if reasoner is not None:
