@@ -13,7 +13,8 @@
 #   2. system user and group `microexpr`, member of `video` (camera access)
 #   3. /opt/microexpr, /etc/microexpr{,/credentials}, /var/lib/microexpr/models
 #   4. venv /opt/microexpr/venv: runtime requirements, mediapipe --no-deps,
-#      then this checkout --no-deps (the same recipe as the Makefile)
+#      then this checkout --no-deps (the same recipe as the Makefile);
+#      /usr/local/bin/microexpr links to the venv's command (on PATH)
 #   5. the pinned FaceLandmarker model via `microexpr provision-model`
 #   6. /etc/microexpr/config.toml from provisioning/config.example.toml, only if absent
 #   7. empty credential files (0600, root) so LoadCredential= always finds its source
@@ -47,6 +48,7 @@ CREDS=$ETC/credentials
 STATE=/var/lib/microexpr
 MODELS=$STATE/models
 UNIT_DIR=/etc/systemd/system
+BIN_LINK=/usr/local/bin/microexpr
 MOSQUITTO_CONF=/etc/mosquitto/conf.d/microexpr.conf
 APT_PACKAGES=(python3-venv python3-dev libsystemd-dev pkg-config gcc)
 SECRETS=(mqtt_password openai_api_key)
@@ -269,6 +271,19 @@ else
     act "$PY" -m pip install "${pip_opts[@]}" --no-deps --force-reinstall "$SRC"
 fi
 MICROEXPR=$(R "$VENV")/bin/microexpr
+if ((!SKIP_VENV)); then
+    # On PATH for the admin (the "Next:" line and docs/deployment.md run `microexpr`).
+    # The link names the path inside the installed system, not the scratch root.
+    link=$(R "$BIN_LINK")
+    if [[ -L $link && $(readlink "$link") == "$VENV/bin/microexpr" ]]; then
+        note "already linked: $link -> $VENV/bin/microexpr"
+    elif [[ -e $link && ! -L $link ]]; then
+        note "warning: $link exists and is not a link: left alone; run $VENV/bin/microexpr"
+    else
+        [[ -d $(dirname "$link") ]] || act install -d -m 0755 "$(dirname "$link")"
+        act ln -sfn "$VENV/bin/microexpr" "$link"
+    fi
+fi
 
 # ---------------------------------------------------------------- 5. model
 
@@ -287,11 +302,13 @@ fi
 note "6. configuration $ETC/config.toml"
 install_if_absent 0644 "$SRC/provisioning/config.example.toml" "$(R "$ETC/config.toml")" || true
 if ((!DRY_RUN)) && [[ -x $MICROEXPR ]]; then
-    # Read-only: reports problems, never edits the file.
-    if "$MICROEXPR" check-config --config "$(R "$ETC/config.toml")" >/dev/null; then
+    # Read-only: reports problems, never edits the file. Checked as the unit will
+    # run it: its state directory and credentials (inside the root), not root's own.
+    if STATE_DIRECTORY="$(R "$STATE")" CREDENTIALS_DIRECTORY="$(R "$CREDS")" \
+        "$MICROEXPR" check-config --config "$(R "$ETC/config.toml")" >/dev/null; then
         note "configuration is valid"
     else
-        note "warning: $ETC/config.toml has problems (above); the service will refuse to start (exit 78)"
+        note "warning: $ETC/config.toml has problems (above); the service will refuse to start"
     fi
 else
     note "would check: $MICROEXPR check-config --config $(R "$ETC/config.toml")"
@@ -348,4 +365,4 @@ if ((START)); then
 fi
 
 note "done. Next: edit $ETC/config.toml (source.uri, mqtt.host), put secrets in $CREDS/, then"
-note "  microexpr check-config --config $ETC/config.toml && systemctl restart $APP"
+note "  microexpr check-config --config $ETC/config.toml --as-service && systemctl restart $APP"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -16,6 +17,7 @@ from microexpr import config as cfg
 from microexpr import secrets
 from microexpr.cli import main
 from microexpr.errors import ConfigError, ExitCode
+from microexpr.models import FACE_LANDMARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "provisioning" / "config.example.toml"
@@ -113,7 +115,9 @@ def test_example_file_is_the_defaults(tmp_path: Path) -> None:
     env = {"STATE_DIRECTORY": str(tmp_path)}
     from_example = cfg.load_config(EXAMPLE, env=env)
     defaults = cfg.load_config(None, default_path=tmp_path / "absent.toml", env=env)
-    assert from_example == defaults
+    # but for source.uri: the installed example watches the first camera so the unit starts
+    assert from_example.source.uri == "0" and defaults.source.uri == ""
+    assert from_example.model_copy(update={"source": defaults.source}) == defaults
 
 
 def test_example_file_names_every_key() -> None:
@@ -295,10 +299,11 @@ def test_loading_the_config_reads_no_secret(tmp_path: Path, write) -> None:
 
 
 def test_check_config_prints_loadable_toml(write, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
+                                           monkeypatch: pytest.MonkeyPatch, clean_env: None, model_path: Path) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     monkeypatch.setenv("MICROEXPR_MQTT_PASSWORD", "hunter2-do-not-print")
-    path = write('device_id = "lab"\n[mqtt]\nusername = "cam"\nport = 8883\n[engine]\nambiguous_margin = 0.2\n')
+    path = write(f'device_id = "lab"\n[source]\nuri = "0"\n[model]\npath = "{model_path}"\n'
+                 '[mqtt]\nusername = "cam"\nport = 8883\n[engine]\nambiguous_margin = 0.2\n')
     assert main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out
@@ -310,19 +315,24 @@ def test_check_config_prints_loadable_toml(write, tmp_path: Path, capsys: pytest
 
 
 def test_check_config_json(write, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
+                           monkeypatch: pytest.MonkeyPatch, clean_env: None, model_path: Path) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "openai_api_key").write_text("sk-very-secret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    path = write('[reasoner]\nenabled = true\n[mqtt]\nusername = "u"\n')
+    models = tmp_path / "models"  # provisioned the way provision-model lays it out
+    installed = FACE_LANDMARKER.install_path(models)
+    installed.parent.mkdir(parents=True)
+    shutil.copy(model_path, installed)
+    path = write(f'[source]\nuri = "/dev/video0"\n[model]\nmodels_dir = "{models}"\n[reasoner]\nenabled = true\n[mqtt]\nusername = "u"\n')
     assert main(["check-config", "--config", str(path), "--json"]) == 0
     raw = capsys.readouterr().out
     assert "sk-very-secret" not in raw
     report = json.loads(raw)
     assert report["config_file"] == str(path)
     assert report["config"]["reasoner"]["enabled"] is True
-    assert report["config"]["model"]["path"] == ""
+    assert report["config"]["model"]["path"] == ""  # the provisioned one in models_dir
+    assert report["refused"] == [] and report["as_service"] is False
     assert report["secrets"]["openai_api_key"] == {"set": True, "source": "credential", "env_var": "OPENAI_API_KEY"}
     assert report["secrets"]["mqtt_password"]["set"] is False
     assert any(note.startswith("mqtt.username is set but no MQTT password") for note in report["notes"])
@@ -330,11 +340,16 @@ def test_check_config_json(write, capsys: pytest.CaptureFixture[str], tmp_path: 
 
 def test_check_config_without_any_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in defaults name no source: ``run`` refuses them (78) without
+    ``--source``, so check-config does too, and still prints the resolved view."""
     monkeypatch.setattr(cfg, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
-    assert main(["check-config", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    assert main(["check-config", "--json"]) == 78
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["config_file"] is None
     assert report["config"]["mqtt"]["port"] == 1883
+    assert report["refused"][0].startswith("source.uri: no source configured")
+    assert captured.err.startswith("microexpr: error: source.uri: no source configured")
 
 
 # --------------------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,13 @@ def test_scratch_root_install_then_rerun_is_idempotent(tmp_path: Path, model_mir
     assert (root / "etc" / "mosquitto" / "conf.d" / "microexpr.conf").read_text() == BROKER_CONF.read_text()
     assert mode(state) == 0o750
     assert (root / "opt" / "microexpr" / "venv").resolve() == VENV.resolve()
+    # `microexpr` is on PATH: /usr/local/bin links to the venv's command (the path inside the image).
+    link = root / "usr" / "local" / "bin" / "microexpr"
+    assert os.readlink(link) == "/opt/microexpr/venv/bin/microexpr"
+    assert os.access(root / os.readlink(link).lstrip("/"), os.X_OK)
+    next_line = first.strip().splitlines()[-1]
+    assert next_line.startswith("#   microexpr check-config --config /etc/microexpr/config.toml")
+    assert "/usr/local/bin/microexpr" in (ROOT / "docs" / "deployment.md").read_text()
     # The model the unit's daemon will look for, where it will look, verified against the pin.
     model = models.FACE_LANDMARKER.install_path(state / "models")
     assert models.verify_file(model) == models.FACE_LANDMARKER.sha256
@@ -170,3 +179,48 @@ def test_script_is_executable_and_strict() -> None:
     assert "set -euo pipefail" in head
     proc = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.integration
+def test_the_installed_example_config_starts_the_daemon(tmp_path: Path, model_mirror: Path) -> None:
+    """Issue 13: the unit stayed failed (exit 78, no source). The installed example
+    watches camera "0"; with no camera the daemon starts, says which key to change,
+    keeps retrying, and stops cleanly on SIGTERM."""
+    root = tmp_path / "root"
+    root.mkdir()
+    install("--root", root, "--mirror", model_mirror, "--venv-from", VENV)
+    config = root / "etc" / "microexpr" / "config.toml"
+    state = root / "var" / "lib" / "microexpr"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY"}}
+    env.update(STATE_DIRECTORY=str(state), CREDENTIALS_DIRECTORY=str(root / "etc" / "microexpr" / "credentials"),
+               PYTHONPATH=str(ROOT / "device"))
+    command = root / "opt" / "microexpr" / "venv" / "bin" / "microexpr"
+    checked = subprocess.run([command, "check-config", "--config", config], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr
+    log = tmp_path / "daemon.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([command, "run", "--config", config, "--no-print-events"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        wanted = ("source.uri", "first frame processed")  # no camera here (the usual case), or one that answers
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = log.read_text()
+            if "model loaded" in text and any(w in text for w in wanted):
+                break
+            time.sleep(0.3)
+        text = log.read_text()
+        assert proc.poll() is None, f"the daemon exited {proc.returncode}:\n{text[-3000:]}"
+        assert "model loaded" in text, text[-3000:]
+        if "first frame processed" not in text:
+            assert re.search(r"retrying in .*set source\.uri", text), text[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Traceback" not in log.read_text()
+    assert (state / "outbox.sqlite").exists()  # the service's state directory, as the unit gives it

@@ -47,6 +47,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -206,8 +207,11 @@ class EngineConfig(_Section):
 
     @field_validator("prototypes")
     @classmethod
-    def _prototypes_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
+    def _prototypes_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Relative to the config file's folder, like every path key (the
+        # validation context carries it; without one, the working directory).
+        base = (info.context or {}).get("base_dir") if isinstance(info.context, Mapping) else None
+        if value is not None and not (_absolute(value, Path(base)) if base else value.expanduser()).is_file():
             raise ValueError(f"no prototypes file at {value}")
         return value
 
@@ -512,12 +516,15 @@ def _problem(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     return f"{key}: must be {_expected(info)}, got {_shown(_raw(data, loc, error.get('input')))}"
 
 
-def config_problems(data: Mapping[str, Any]) -> list[str]:
-    """Every problem in a parsed file, one line each, in file order (empty = valid)."""
+def config_problems(data: Mapping[str, Any], *, base_dir: Path | None = None) -> list[str]:
+    """Every problem in a parsed file, one line each, in file order (empty = valid).
+
+    ``base_dir`` is the config file's folder: relative paths are checked from there.
+    """
     problems = _refuse_secrets(data)
     secret_keys = {problem.split(":", 1)[0] for problem in problems}
     try:
-        Config.model_validate(data)
+        Config.model_validate(data, context=_context(base_dir))
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             problem = _problem(error, data)
@@ -535,14 +542,18 @@ class ConfigProblems(ConfigError):
         self.problems = problems
 
 
-def validate(data: Mapping[str, Any], *, origin: str | None = None) -> Config:
+def _context(base_dir: Path | None) -> dict[str, Any] | None:
+    return {"base_dir": str(base_dir.absolute())} if base_dir is not None else None
+
+
+def validate(data: Mapping[str, Any], *, origin: str | None = None, base_dir: Path | None = None) -> Config:
     """Validate a parsed file (without resolving); raise the first problem as ``ConfigError``."""
-    problems = config_problems(data)
+    problems = config_problems(data, base_dir=base_dir)
     if problems:
         more = f" (+{len(problems) - 1} more; run `microexpr check-config`)" if len(problems) > 1 else ""
         where = f" [{origin}]" if origin else ""
         raise ConfigProblems(f"{problems[0]}{more}{where}", tuple(problems))
-    return Config.model_validate(data)
+    return Config.model_validate(data, context=_context(base_dir))
 
 
 # --------------------------------------------------------------------------
@@ -575,6 +586,27 @@ def _absolute(path: Path | None, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+#: ``source.uri`` values that name a camera, not a path: an index, a device
+#: node, the Pi camera. They are never made relative to anything.
+CAMERA_SPEC = re.compile(r"\d+|/dev/.+|picamera2(:\d+)?")
+
+
+def resolve_source_uri(uri: str, base: Path) -> str:
+    """``source.uri`` with a relative file, folder or ``replay:FILE`` taken from ``base``.
+
+    The same rule as every other path key (base = the config file's folder;
+    for ``run --source`` the working directory, where the user typed it).
+    Camera specs (:data:`CAMERA_SPEC`) and "" are returned unchanged.
+    """
+    text = uri.strip()
+    if not text or CAMERA_SPEC.fullmatch(text) or "://" in text or text.lower().startswith("picamera"):
+        return uri  # a URL or a misspelt camera is refused by the source in the user's own spelling
+    if text.startswith("replay:"):
+        inner = text.removeprefix("replay:")
+        return f"replay:{_absolute(Path(inner), base)}" if inner else uri
+    return str(_absolute(Path(text), base))
+
+
 def resolve(config: Config, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Fill the machine-dependent defaults; relative paths are taken from ``base_dir``
     (the config file's folder, else the working directory)."""
@@ -588,6 +620,8 @@ def resolve(config: Config, *, base_dir: Path | None = None, env: Mapping[str, s
     return config.model_copy(
         update={
             "device_id": device_id,
+            "source": config.source.model_copy(update={"uri": resolve_source_uri(config.source.uri, base)}),
+            "engine": config.engine.model_copy(update={"prototypes": _absolute(config.engine.prototypes, base)}),
             "model": config.model.model_copy(
                 update={"path": _absolute(config.model.path, base), "models_dir": models_dir}
             ),
@@ -631,7 +665,7 @@ def parse_config(
     origin: str | None = None,
 ) -> Config:
     """Validate and resolve an already-parsed mapping."""
-    return resolve(validate(data, origin=origin), base_dir=base_dir, env=env)
+    return resolve(validate(data, origin=origin, base_dir=base_dir), base_dir=base_dir, env=env)
 
 
 def load_config(

@@ -27,6 +27,7 @@ from microexpr.health import Health, HealthState
 from microexpr.mqtt import MqttPublisher, Topics
 from microexpr.notify import Notifier
 from microexpr.outbox import Outbox
+from microexpr.service import preflight
 from microexpr.service.build import build_pipeline, logs_on_own_stderr
 from microexpr.service.items import (
     CaptureItem,
@@ -148,7 +149,8 @@ class Service:
         except SourceError as exc:
             if not self._source_live:
                 raise
-            log.warning("%s; retrying in %g s", exc, self.config.source.reconnect_initial_s)
+            log.warning("%s; retrying in %g s (health no_camera: plug the camera in, or set source.uri "
+                        "in the configuration to another camera or a file)", exc, self.config.source.reconnect_initial_s)
             self.health.set(Health.NO_CAMERA)
             self._source = None
             return
@@ -736,6 +738,8 @@ class Service:
 def run(options: RunOptions) -> int:
     """``microexpr run``: load the configuration, build the service, run it."""
     config = load_run_config(options)
+    path = cfg.find_config_file(options.config_path)
+    preflight.check(config, origin=str(path) if path is not None else None)  # what check-config also refuses
     if not options.verbose:
         logging.getLogger().setLevel(config.log_level())
     print_events = options.print_events if options.print_events is not None else not stdout_is_journal()

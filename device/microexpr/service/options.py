@@ -13,7 +13,6 @@ from typing import Any, TextIO
 
 from microexpr import config as cfg
 from microexpr.config import Config
-from microexpr.errors import ConfigError
 
 _LIVE_SPEC = re.compile(r"\d+|/dev/.+|picamera2(:\d+)?")
 
@@ -56,16 +55,15 @@ def load_run_config(options: RunOptions) -> Config:
     if options.device_id is not None:
         data["device_id"] = options.device_id
     if options.source is not None:
-        _override(data, "source", "uri", options.source)
+        # typed in a shell: a relative path is the working directory's, not the config file's
+        _override(data, "source", "uri", cfg.resolve_source_uri(options.source, Path.cwd()))
     if options.outbox is not None:
         _override(data, "outbox", "path", str(options.outbox.expanduser().absolute()))
     origin = str(path) if path is not None else None
     base_dir = path.absolute().parent if path is not None else None
-    config = cfg.parse_config(data, base_dir=base_dir, origin=origin)
-    if not config.source.uri:
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"source.uri: no source configured{where}; set it or pass --source")
-    return config
+    # What run refuses beyond the file's own validity (no source, no model,
+    # ...) is checked by service.preflight, shared with check-config.
+    return cfg.parse_config(data, base_dir=base_dir, origin=origin)
 
 
 def _override(data: dict[str, Any], section: str, key: str, value: Any) -> None:
