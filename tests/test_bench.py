@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,62 @@ def test_media_without_a_face_is_exit_3_not_a_report(tmp_path: Path, model_path:
         run_bench(frames, model_path=model_path, out_root=tmp_path / "out", quick=True, daemon_seconds=0)
     assert exc.value.exit_code == ExitCode.NO_FACE
     assert not list((tmp_path / "out").rglob("*.json"))
+
+
+def test_default_clip_is_make_runs(tmp_path: Path) -> None:
+    from microexpr.commands.bench import DEFAULT_CLIP, default_clip
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert f"SOURCE ?= $(SHARED)/{DEFAULT_CLIP}" in makefile and "SHARED ?= ../shared" in makefile
+    clip = tmp_path / DEFAULT_CLIP
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"x")
+    assert default_clip({"MICROEXPR_SHARED": str(tmp_path)}) == clip
+    # without the variable: the checkout's ../shared, as the Makefile's SHARED
+    assert default_clip({}) == Path(__file__).resolve().parents[2] / "shared" / DEFAULT_CLIP
+
+
+@pytest.mark.integration
+def test_quick_bench_without_source_uses_the_default_clip_and_prints_progress(
+    tmp_path: Path, smile_clip: Path, model_path: Path
+) -> None:
+    """Issue 13 item 8: ``bench --quick`` with no --source exited 2, and ran for
+    half a minute without a word when stderr was not a terminal."""
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+
+    from microexpr.commands.bench import DEFAULT_CLIP
+
+    # A shared folder whose default clip is the real clip's first 12 frames (a short run).
+    shared = tmp_path / "shared"
+    clip = shared / DEFAULT_CLIP
+    clip.parent.mkdir(parents=True)
+    reader = cv2.VideoCapture(str(smile_clip))
+    writer = None
+    for _ in range(12):
+        ok, image = reader.read()
+        assert ok
+        if writer is None:
+            h, w = image.shape[:2]
+            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
+        writer.write(image)
+    assert writer is not None
+    writer.release()
+    reader.release()
+    env = {**os.environ, "MICROEXPR_SHARED": str(shared), "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "device")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "microexpr", "bench", "--quick", "--daemon-seconds", "0", "--model", str(model_path),
+         "--out", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = proc.stderr.splitlines()
+    assert f"bench: no --source: using {clip} (make run's default clip)" in err
+    progress = [line for line in err if re.match(r"bench: \d+/\d+ frames \(\d+ %\)", line)]
+    assert progress, err
+    done, total = map(int, re.match(r"bench: (\d+)/(\d+)", progress[-1]).groups())
+    assert done == total > 0
+    assert list((tmp_path / "out").rglob("bench-quick.json"))

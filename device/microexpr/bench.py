@@ -715,11 +715,42 @@ def write_plots(report: dict[str, Any], inproc: InProcessResult, daemon: DaemonR
         plt.close(fig)
 
 
+class LineProgress:
+    """Progress as plain lines (stderr not a terminal: CI logs, ``make bench | tee``):
+    frames done of the total, at most one line every ``interval_s``, so a
+    long run is never silent and a log is not flooded."""
+
+    def __init__(self, total: int, *, stream: Any = None, interval_s: float = 2.0) -> None:
+        self.total = total
+        self.done = 0
+        self._stream = stream if stream is not None else sys.stderr
+        self._interval = interval_s
+        self._started = self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self._interval or self.done >= self.total:
+            self._last = now
+            self.say(f"{self.done}/{self.total} frames ({100 * self.done / max(1, self.total):.0f} %), "
+                     f"{now - self._started:.0f} s")
+
+    def say(self, text: str) -> None:
+        print(f"bench: {text}", file=self._stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def run_bench(
     source: Path, *, model_path: Path, out_root: Path, quick: bool, daemon_seconds: float | None = None,
-    show_progress: bool = False,
+    show_progress: bool = False, progress_lines: bool = False,
 ) -> tuple[dict[str, Any], Path]:
-    """Run every scenario and write the results; returns (report, folder)."""
+    """Run every scenario and write the results; returns (report, folder).
+
+    ``show_progress``: a tqdm bar (a terminal); ``progress_lines``: plain
+    lines (:class:`LineProgress`) otherwise.
+    """
     machine = describe_machine()
     # The output folder is made first, so an unwritable --out fails at once
     # (exit 74) rather than as an internal error after minutes of measuring.
@@ -741,11 +772,16 @@ def run_bench(
         raise MicroexprError(f"bench: {source}: the daemon soak replays a video file; give one, "
                              "or --daemon-seconds 0 to measure a folder in-process only", exit_code=ExitCode.USAGE)
     passes = 2 if quick else 8
-    bar = None
+    bar: Any = None
+    total = (passes + 3 * max(3, passes // 2)) * len(frames)
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=(passes + 3 * max(3, passes // 2)) * len(frames), desc="bench", unit="frame")
+        bar = tqdm(total=total, desc="bench", unit="frame")
+    elif progress_lines:
+        bar = LineProgress(total)
+        bar.say(f"{source}: {len(frames)} frames, {passes} in-process passes + 3 streams, then "
+                f"{seconds:g} s daemon soak")
     try:
         inproc = run_in_process(frames, model_path=model_path, passes=passes,
                                 progress=(bar.update if bar is not None else lambda: None))
@@ -760,6 +796,8 @@ def run_bench(
                           "give a clip of a real face")
     daemon = None
     if seconds > 0:
+        if progress_lines:
+            print(f"bench: daemon soak, {seconds:g} s", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="microexpr-bench-") as tmp:
             daemon = run_daemon(source, seconds=seconds, workdir=Path(tmp))
     report = build_report(machine=machine, source=source, frames=len(frames), passes=passes, inproc=inproc,
