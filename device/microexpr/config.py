@@ -239,6 +239,10 @@ class MqttConfig(_Section):
     aus_stream: bool = False
     aus_interval_s: float = Field(0.5, ge=0.05, le=60)
     stats_interval_s: float = Field(10.0, ge=1, le=3600)
+    #: Also publish the event lifecycle on <prefix>/<device_id>/event/lifecycle:
+    #: "new" at onset, "update" past the apex, "end" with the decision, one
+    #: event_id (docs/mqtt.md). The single ``event`` message is sent either way.
+    event_lifecycle: bool = False
     #: Home Assistant MQTT discovery.
     discovery: bool = True
     discovery_prefix: str = "homeassistant"

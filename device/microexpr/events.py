@@ -56,6 +56,8 @@ class PayloadKind(StrEnum):
     EVENT_REFINED = "event_refined"
     STATS = "stats"
     AUS = "aus"
+    #: new / update / end notices of one event (``mqtt.event_lifecycle``)
+    EVENT_LIFECYCLE = "event_lifecycle"
 
 
 class Availability(StrEnum):

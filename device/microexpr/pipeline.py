@@ -39,7 +39,7 @@ from microexpr.capture import Frame
 from microexpr.errors import DataError
 from microexpr.facs import AU, AUActivation
 from microexpr.motion import MotionAnalyzer, MotionConfig, MotionFrame
-from microexpr.spotting import Episode, Rejection, Spotter, SpotterConfig, activations_at
+from microexpr.spotting import Episode, OpenEpisode, Rejection, Spotter, SpotterConfig, activations_at
 from microexpr.suppression import Suppression, SuppressionLog
 from microexpr.tracking.base import FaceObservation, FaceTracker
 
@@ -103,6 +103,17 @@ class SpottedEpisode:
 
 
 @dataclass(frozen=True, slots=True)
+class EpisodeInProgress:
+    """An episode the spotter has open after this frame: what subscribers can
+    be told before it ends (the event lifecycle's ``new``/``update``)."""
+
+    subject_id: int
+    episode: OpenEpisode
+    #: AUs active at this frame (the classifier's view of "now")
+    activations: tuple[AUActivation, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineResult:
     """Everything the pipeline produced for one frame."""
 
@@ -112,6 +123,9 @@ class PipelineResult:
     evidence: Evidence | None
     episodes: tuple[SpottedEpisode, ...]
     timings: StageTimings
+    #: Episodes still open after this frame (at most one per subject); read
+    #: from the spotter, which it does not change.
+    in_progress: tuple[EpisodeInProgress, ...] = ()
 
 
 @dataclass(slots=True)
@@ -502,6 +516,7 @@ class Pipeline:
         motion_frame: MotionFrame | None = None
         evidence: Evidence | None = None
         t3 = t4 = t5 = t6 = t2
+        in_progress: tuple[EpisodeInProgress, ...] = ()
         if face is None:
             # an episode the face's disappearance ends is emitted (it used
             # to be dropped here: a smile held until the face left the frame
@@ -559,8 +574,12 @@ class Pipeline:
             episodes.extend(closing)
             episodes.extend(self._decide(state, self._drop_releases(state, spotted)))
             t6 = ns()
+            open_episode = state.spotter.in_progress
+            if open_episode is not None:
+                now = activations_at(evidence, self.config.spotter) if evidence.ready and not evidence.gated else ()
+                in_progress = (EpisodeInProgress(state.subject_id, open_episode, now),)
         timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
-        return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings)
+        return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings, in_progress)
 
     def _drop_releases(self, state: _Subject, spotted: list[Episode]) -> list[Episode]:
         """While a subject first seen mid-expression is watched, its

@@ -177,6 +177,25 @@ class SpotterConfig:
         return min(self.release_s, self.emit_delay_s)
 
 
+@dataclass(frozen=True, slots=True)
+class OpenEpisode:
+    """What is known of an episode still open (read-only, for early notices).
+
+    The onset is where the activity first crossed ``on_z`` and the peak the
+    strongest frame so far: both provisional (the closed :class:`Episode`
+    places its boundaries on the smoothed carrier region). Reading it never
+    changes the spotter's decisions.
+    """
+
+    onset_frame: int
+    onset_ts: float
+    peak_frame: int
+    peak_ts: float
+    peak_z: float
+    #: the region carrying the movement so far
+    carrier: str | None
+
+
 class _State(StrEnum):
     IDLE = "idle"
     ACTIVE = "active"
@@ -240,6 +259,17 @@ class Spotter:
     def active(self) -> bool:
         """An episode is open."""
         return self._state is _State.ACTIVE
+
+    @property
+    def in_progress(self) -> OpenEpisode | None:
+        """The open episode as known at the last frame; None when none is open."""
+        op = self._open
+        if self._state is not _State.ACTIVE or op is None or not op.frames:
+            return None
+        onset = op.frames[op.start]
+        peak = max(op.frames[op.start:], key=lambda e: e.activity)
+        return OpenEpisode(onset.frame_index, onset.timestamp, peak.frame_index, peak.timestamp,
+                           float(op.peak), op.carrier.value if op.carrier is not None else None)
 
     def take_rebase_request(self) -> bool:
         """True once when the neutral reference should be renewed: after an

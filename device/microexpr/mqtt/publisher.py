@@ -190,6 +190,10 @@ class MqttPublisher:
         """
         self._enqueue(event.event_id, self.topics.event, event.to_json())
 
+    def publish_lifecycle(self, key: str, payload: str) -> None:
+        """A lifecycle notice: stored like events (``key``: event id and type), sent in order."""
+        self._enqueue(key, self.topics.lifecycle, payload)
+
     def publish_refined(self, refined: RefinedEvent) -> None:
         """Same path as events: the refinement is stored, then sent with QoS."""
         self._enqueue(refined.event_id, self.topics.refined, refined.to_json())

@@ -52,6 +52,8 @@ class Topics:
     stats: str
     discovery_status: str
     discovery_prefix: str
+    #: new / update / end notices (``mqtt.event_lifecycle``)
+    lifecycle: str = ""
 
     @classmethod
     def build(cls, topic_prefix: str, device_id: str, discovery_prefix: str = "homeassistant") -> Topics:
@@ -74,6 +76,7 @@ class Topics:
             stats=f"{base}/stats",
             discovery_status=f"{discovery}/status",
             discovery_prefix=discovery,
+            lifecycle=f"{base}/event/lifecycle",
         )
 
 

@@ -38,13 +38,14 @@ from microexpr.service.items import (
     SourceRestored,
     emitted_episodes,
 )
+from microexpr.service.lifecycle import LifecycleNotice, LifecycleTracker
 from microexpr.service.metrics import Metrics
 from microexpr.service.options import RunOptions, is_live_spec, load_run_config, stdout_is_journal
 from microexpr.service.stats import reasoner_stats, suppression_counts
 
 if TYPE_CHECKING:  # heavy imports (mediapipe, openai) stay lazy at run time
     from microexpr.overlap import OverlappedPipeline
-    from microexpr.pipeline import Pipeline, PipelineResult
+    from microexpr.pipeline import EpisodeInProgress, Pipeline, PipelineResult
     from microexpr.reasoner import Reasoner, Refinement
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ class Service:
         self._ready = False
         self._last_aus = float("-inf")
         self._stopping_reason = ""
+        #: mqtt.event_lifecycle: new/update/end notices (service.lifecycle)
+        self._lifecycle = LifecycleTracker(config.device_id) if config.mqtt.event_lifecycle else None
 
     # -- opening -------------------------------------------------------------
 
@@ -498,8 +501,7 @@ class Service:
         self.metrics.frame_done(now, timings)
         if result.observation.faces:
             self.metrics.frames_with_face += 1
-        for emitted in emitted_episodes(result.episodes):
-            self._emit(emitted)
+        self._emit_all(list(emitted_episodes(result.episodes)), getattr(result, "in_progress", ()), frame.timestamp)
         self._maybe_publish_aus(result, now)
         if not self._ready:
             self._ready = True
@@ -535,20 +537,46 @@ class Service:
         except Exception:
             log.exception("finishing the pipeline failed; its pending episodes are lost")
             return
-        for emitted in emitted_episodes(pending):
-            self._emit(emitted)
+        self._emit_all(list(emitted_episodes(pending)), (), float("inf"))
 
-    def _emit(self, emitted: Emitted) -> None:
+    def _emit_all(self, emitted: list[Emitted], in_progress: tuple[EpisodeInProgress, ...], now_s: float) -> None:
+        """The frame's finished episodes as events, with the lifecycle notices (when on) around them."""
+        ids: list[str | None] = [None] * len(emitted)
+        if self._lifecycle is not None:
+            notices, given = self._lifecycle.step(in_progress, emitted, now_s)
+            for notice in notices:
+                self._store_notice(notice)
+            ids = list(given)
+        for item, event_id in zip(emitted, ids, strict=True):
+            self._emit(item, event_id)
+
+    def _store_notice(self, notice: LifecycleNotice | None) -> None:
+        if notice is None:
+            return
+        try:
+            if self._publisher is not None:
+                self._publisher.publish_lifecycle(notice.key, notice.to_json())
+            else:
+                assert self._outbox is not None
+                self._outbox.put(notice.key, self.topics.lifecycle, notice.to_json(), qos=self.config.mqtt.qos)
+        except MicroexprError as exc:
+            log.error("lifecycle %s of %s not stored: %s", notice.type.value, notice.event_id, exc)
+
+    def _emit(self, emitted: Emitted, event_id: str | None = None) -> None:
         """Commit the event to the outbox, then print it, then queue it for the reasoner."""
         try:
-            event = Event.from_episode(emitted.episode, emitted.decision, device_id=self.device_id)
+            event = Event.from_episode(emitted.episode, emitted.decision, device_id=self.device_id, event_id=event_id)
         except MicroexprError as exc:
             log.error("episode at frame %d cannot become an event: %s", emitted.episode.apex_frame, exc)
+            if self._lifecycle is not None and event_id is not None:
+                self._store_notice(self._lifecycle.discard(event_id, f"cannot become an event: {exc}"))
             return
         try:
             self._store(event)
         except MicroexprError as exc:
             log.error("event %s not stored: %s", event.event_id, exc)
+        if self._lifecycle is not None:
+            self._store_notice(self._lifecycle.end_notice(event))
         self.metrics.event_emitted()
         log.info(
             "event %s: %s %s (%.2f, stage %s)%s", event.event_id, event.kind.value, event.emotion.value,
