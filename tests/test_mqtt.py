@@ -433,7 +433,7 @@ def test_full_outbox_reject_new_raises_publish_error(make_publisher, device_id, 
 
 @pytest.mark.integration
 def test_discovery_is_retained_and_resent_when_home_assistant_comes_online(broker, make_subscriber, make_publisher, device_id) -> None:  # type: ignore[no-untyped-def]
-    configs = f"homeassistant/sensor/{device_id}/+/config"
+    configs = f"homeassistant/+/{device_id}/+/config"  # sensors, the event, the binary sensor, switches, button
     sub = make_subscriber(broker, [configs])
     publisher = make_publisher(Settings(broker.host, broker.port, discovery=True), device_id)
     assert publisher.wait_connected(10)
@@ -447,7 +447,7 @@ def test_discovery_is_retained_and_resent_when_home_assistant_comes_online(broke
     for message in retained:
         config = json.loads(message.payload)
         assert config["availability_topic"] == f"microexpr/{device_id}/availability"
-        assert config["state_topic"] in (f"microexpr/{device_id}/event", f"microexpr/{device_id}/stats")
+        assert config.get("state_topic", config.get("command_topic", "")).startswith(f"microexpr/{device_id}/")
         assert config["device"]["identifiers"] == [f"microexpr_{device_id}"]
         unique_ids.add(config["unique_id"])
     assert len(unique_ids) == N_SENSORS

@@ -323,6 +323,8 @@ class Stats:
     #: Candidate episodes dropped, withheld or relabelled since start, per
     #: reason (``suppression.Suppression``): why the device is silent.
     suppressed: Mapping[str, int] = field(default_factory=dict)
+    #: MQTT commands: paused (0/1), frames dropped while paused, commands accepted / refused.
+    controls: Mapping[str, int] = field(default_factory=dict)
     time: str = field(default_factory=utc_now_iso)
     schema_version: str = SCHEMA_VERSION
 
@@ -348,6 +350,7 @@ class Stats:
             "outbox": {"depth": int(self.outbox_depth), "dropped": int(self.outbox_dropped)},
             "events": int(self.events),
             "suppressed": {name: int(n) for name, n in self.suppressed.items()},
+            "controls": {name: int(n) for name, n in self.controls.items()},
             "health": self.health,
             "reasoner": None
             if self.reasoner is None

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # annotations only: the payload code needs no AU estimator
 log = logging.getLogger(__name__)
 
 StatsSource = Callable[[], Stats]
+#: Called on paho's network thread with (topic, payload) of a message on ``<base>/set/#``.
+CommandSink = Callable[[str, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +62,13 @@ class MqttPublisher:
         window: int = 32,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 30.0,
+        on_command: CommandSink | None = None,
     ) -> None:
         self.settings = settings
+        self._on_command = on_command
+        #: retained states (face, switches): the last value per topic, re-sent on every connection
+        self._retained: dict[str, str] = {}
+        self._resend_retained = False
         self.device_id = check_device_id(device_id)
         self.outbox = outbox
         self.topics = Topics.build(
@@ -218,6 +225,16 @@ class MqttPublisher:
         payload = dumps(au_stream_payload(frame, device_id=self.device_id))
         return self._send(self.topics.aus, payload, qos=0, retain=False) is not None
 
+    def set_retained(self, topic: str, payload: str) -> None:
+        """A retained state (``face``, a switch's state): sent now if connected, and again
+        after every reconnect, so the broker always holds the current value."""
+        with self._lock:
+            if self._retained.get(topic) == payload:
+                return
+            self._retained[topic] = payload
+        if self.connected:
+            self._send(topic, payload, qos=1, retain=True)
+
     def publish_stats(self, stats: Stats) -> bool:
         """Replace the retained stats message (dropped while disconnected)."""
         if not self.connected:
@@ -291,6 +308,12 @@ class MqttPublisher:
                 if self._resend_discovery:
                     self._resend_discovery = False
                     self._announce()
+                if self._resend_retained:
+                    self._resend_retained = False
+                    with self._lock:
+                        states = list(self._retained.items())
+                    for topic, payload in states:
+                        self._send(topic, payload, qos=1, retain=True)
                 self._pump_outbox()
                 if self._stats_source is not None and self._stats_interval > 0 and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + self._stats_interval
@@ -383,6 +406,9 @@ class MqttPublisher:
         if self._discovery:
             client.subscribe(self.topics.discovery_status, qos=1)
             self._resend_discovery = True
+        if self._on_command is not None:
+            client.subscribe(f"{self.topics.set_base}/#", qos=1)
+        self._resend_retained = True
         self._wake.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
@@ -419,6 +445,12 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self._on_command is not None and message.topic.startswith(f"{self.topics.set_base}/"):
+            try:
+                self._on_command(message.topic, bytes(message.payload))
+            except Exception:  # a bug in the handler must not reach paho's thread
+                log.exception("command on %s: handler failed", message.topic)
+            return
         if message.topic == self.topics.discovery_status and message.payload.strip() == b"online":
             log.info("home assistant is online: re-sending discovery")
             self._resend_discovery = True

@@ -54,6 +54,19 @@ class Topics:
     discovery_prefix: str
     #: new / update / end notices (``mqtt.event_lifecycle``)
     lifecycle: str = ""
+    #: retained ``ON`` / ``OFF``: a face is in view (Home Assistant binary sensor)
+    face: str = ""
+    #: commands in (``<base>/set/<name>``) and their retained states out (``<base>/state/<name>``)
+    set_base: str = ""
+    state_base: str = ""
+
+    def command(self, name: str) -> str:
+        """``<base>/set/<name>``: where Home Assistant / Node-RED send a command."""
+        return f"{self.set_base}/{name}"
+
+    def state(self, name: str) -> str:
+        """``<base>/state/<name>``: the retained state of a switch."""
+        return f"{self.state_base}/{name}"
 
     @classmethod
     def build(cls, topic_prefix: str, device_id: str, discovery_prefix: str = "homeassistant") -> Topics:
@@ -77,6 +90,9 @@ class Topics:
             discovery_status=f"{discovery}/status",
             discovery_prefix=discovery,
             lifecycle=f"{base}/event/lifecycle",
+            face=f"{base}/face",
+            set_base=f"{base}/set",
+            state_base=f"{base}/state",
         )
 
 

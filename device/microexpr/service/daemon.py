@@ -29,6 +29,7 @@ from microexpr.notify import Notifier
 from microexpr.outbox import Outbox
 from microexpr.service import preflight
 from microexpr.service.build import build_pipeline, logs_on_own_stderr
+from microexpr.service.controls import Controls, FacePresence
 from microexpr.service.items import (
     CaptureItem,
     Emitted,
@@ -131,6 +132,11 @@ class Service:
         self._stopping_reason = ""
         #: mqtt.event_lifecycle: new/update/end notices (service.lifecycle)
         self._lifecycle = LifecycleTracker(config.device_id) if config.mqtt.event_lifecycle else None
+        #: MQTT commands (service.controls), applied by the inference thread
+        self.controls = Controls(self.topics.set_base)
+        self.paused = False
+        self.paused_frames = 0
+        self._face = FacePresence()
 
     # -- opening -------------------------------------------------------------
 
@@ -173,14 +179,19 @@ class Service:
             return None
         # The service throttles the AU stream itself (its interval reloads
         # live); the publisher's own throttle is set to the lowest allowed value.
-        settings = self.config.mqtt.model_copy(update={"aus_interval_s": 0.05})
+        # aus_stream True: the service decides (the key reloads live, the switch toggles it).
+        settings = self.config.mqtt.model_copy(update={"aus_interval_s": 0.05, "aus_stream": True})
         publisher = MqttPublisher(
             settings,
             device_id=self.device_id,
             outbox=outbox,
             reconnect_min_s=1.0,
             reconnect_max_s=30.0,
+            on_command=self.controls.on_message,
         )
+        publisher.set_retained(self.topics.face, "OFF")
+        publisher.set_retained(self.topics.state("paused"), "OFF")
+        publisher.set_retained(self.topics.state("aus_stream"), "ON" if self.config.mqtt.aus_stream else "OFF")
         stack.callback(lambda: publisher.close(timeout=self.flush_timeout_s))
         publisher.start()
         return publisher
@@ -436,6 +447,7 @@ class Service:
         try:
             while not self._stop.is_set():
                 self.notifier.watchdog()
+                self._apply_commands()
                 try:
                     item = self._frames.get(timeout=wait)
                 except queue.Empty:
@@ -466,6 +478,9 @@ class Service:
         analysis thread (``tracker.overlap``), which calls ``_on_result``."""
         frame = item.frame
         assert self._pipeline is not None
+        if self.paused:  # read and dropped, counted (stats controls.paused_frames)
+            self.paused_frames += 1
+            return
         try:
             if self._runner is not None:
                 self._runner.submit(frame, item)
@@ -503,6 +518,8 @@ class Service:
             self.metrics.frames_with_face += 1
         self._emit_all(list(emitted_episodes(result.episodes)), getattr(result, "in_progress", ()), frame.timestamp)
         self._maybe_publish_aus(result, now)
+        if self._face.update(bool(result.observation.faces), now) and self._publisher is not None:
+            self._publisher.set_retained(self.topics.face, "ON" if self._face.present else "OFF")
         if not self._ready:
             self._ready = True
             self.health.set(Health.OK)
@@ -510,6 +527,45 @@ class Service:
             self.notifier.ready(self._status_text())
         else:
             self._update_health(now)
+
+    def _apply_commands(self) -> None:
+        """Inference thread: apply the MQTT commands received since the last frame."""
+        for command in self.controls.take():
+            try:
+                self._apply_command(command.name.value, command.value)
+            except Exception:  # a failing command must not end the loop
+                log.exception("command %s failed (continuing)", command.name.value)
+
+    def _apply_command(self, name: str, value: bool) -> None:
+        word = "ON" if value else "OFF"
+        if name == "paused":
+            if value and not self.paused:
+                self._flush_pipeline()  # what was open is emitted, not lost
+                self.paused = True
+                log.info("paused by command: frames are read and dropped (counted) until resumed")
+            elif not value and self.paused:
+                self._reset_pipeline()  # the face may have changed meanwhile: learn it again
+                self.paused = False
+                log.info("resumed by command after %d dropped frame(s)", self.paused_frames)
+            self._status_now()
+        elif name == "recalibrate":
+            self._flush_pipeline()
+            self._reset_pipeline()
+            log.info("recalibrate by command: the resting face is learnt again from the next frames")
+        elif name == "aus_stream":
+            self.config = self.config.model_copy(
+                update={"mqtt": self.config.mqtt.model_copy(update={"aus_stream": value})})
+            log.info("AU stream %s by command", "on" if value else "off")
+        if name != "recalibrate" and self._publisher is not None:
+            self._publisher.set_retained(self.topics.state(name), word)
+
+    def _reset_pipeline(self) -> None:
+        """Forget every subject (its resting face); the pipeline is idle (flushed) here."""
+        reset = getattr(self._pipeline, "reset", None)
+        if callable(reset):
+            if self._runner is not None:
+                self._runner.drain(JOIN_TIMEOUT_S)
+            reset()
 
     def _update_health(self, now: float) -> None:
         if not self._ready:
@@ -657,7 +713,7 @@ class Service:
         now = time.monotonic()
         health = self.health.value
         total = self.metrics.latency().get("total")
-        parts = [f"{health.value}: {self.metrics.fps(now):.1f} fps"]
+        parts = [f"{health.value}{' (paused)' if self.paused else ''}: {self.metrics.fps(now):.1f} fps"]
         if total is not None and total.count:
             parts.append(f"latency p50 {total.p50_ms:.0f} ms p95 {total.p95_ms:.0f} ms")
         parts.append(f"{self.metrics.events} events")
@@ -691,6 +747,8 @@ class Service:
             health=self.health.value.value,
             reasoner=reasoner,
             suppressed=suppression_counts(self._pipeline),
+            controls={"paused": int(self.paused), "paused_frames": self.paused_frames,
+                      "commands_accepted": self.controls.accepted, "commands_rejected": self.controls.rejected},
         )
 
     def _publish_stats(self) -> None:
