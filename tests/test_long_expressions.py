@@ -384,4 +384,4 @@ def test_stats_payload_counts_suppressed_episodes(model_path: Path, clip: list[n
     validate(payload, PayloadKind.STATS)
     assert payload["suppressed"]["first_sight"] == 1, payload["suppressed"]
     assert set(payload["suppressed"]) == {r.value for r in Suppression}
-    assert outcome == [0] and service.health.value is Health.STOPPING
+    assert outcome == [0] and service.health.value is Health.STOPPED
