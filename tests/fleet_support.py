@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fixtures.broker import Broker
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "services" / "microexpr@.service"
 #: Environment of the test process that systemd would set itself.
@@ -126,3 +128,65 @@ def synth_clip(directory: Path, face_clip: Path, model_path: Path) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return clip
+
+
+# --------------------------------------------------------------------------
+# Brokers configured from the files in services/
+
+
+SERVICES = ROOT / "services"
+#: Global settings the fixture's generated config already has (in its own folder).
+_FIXTURE_KEYS = ("persistence ", "persistence_location ", "autosave_interval ", "max_queued_messages ")
+
+
+class ConfiguredBroker(Broker):
+    """A fixture broker plus extra configuration lines (a bridge, an ACL)."""
+
+    def __init__(self, workdir: Path, *, extra: str = "", **kwargs: Any) -> None:
+        self.extra = extra
+        super().__init__(workdir, **kwargs)
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        text = self.config_path.read_text()
+        if self.extra:
+            text += "\nautosave_interval 1\n" + self.extra + "\n"
+        self.config_path.write_text(text)
+
+    def reconfigure(self, extra: str) -> None:
+        """New extra lines, used from the next start."""
+        self.extra = extra
+        self._write_config()
+
+
+def bridge_lines(*, port: int, board: str, password: str, ca_file: Path, restart_timeout: str | None = None) -> str:
+    """services/mosquitto-bridge.conf with its placeholders filled for a loopback central broker."""
+    out = []
+    for raw in (SERVICES / "mosquitto-bridge.conf").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or line.startswith(_FIXTURE_KEYS):
+            continue
+        key = line.split()[0]
+        if key == "address":
+            line = f"address 127.0.0.1:{port}"
+        elif key == "remote_password":
+            line = f"remote_password {password}"
+        elif key == "bridge_cafile":
+            line = f"bridge_cafile {ca_file}"
+        elif key == "restart_timeout" and restart_timeout is not None:
+            line = f"restart_timeout {restart_timeout}"
+        out.append(line.replace("BOARD", board))
+    return "\n".join(out)
+
+
+def central_acl(directory: Path, board: str, devices: list[str]) -> Path:
+    """services/mosquitto-central.acl rewritten for this board's device ids."""
+    lines = [f"user {board}"]
+    lines += [f"topic write microexpr/{device}/#" for device in devices]
+    lines += [f"topic readwrite microexpr-bridge/{board}/#", "", "user fleet-view",
+              "topic read microexpr/#", "topic read microexpr-bridge/#"]
+    shipped = (SERVICES / "mosquitto-central.acl").read_text()
+    assert "user fleet-view" in shipped and "topic write microexpr/board-a-cam0/#" in shipped
+    path = directory / "central.acl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
