@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from microexpr.events import PayloadKind, validate
 pytestmark = pytest.mark.integration
 
 #: Model load plus a 72..110-frame clip on a shared, busy machine: generous.
+ROOT = Path(__file__).resolve().parents[1]
 RUN_S = 180.0
 #: How long the central broker stays down mid-stream. The issue's figure is
 #: 30 s; MICROEXPR_FLEET_DOWN_S shortens it (the mechanism, a bridge queue
@@ -165,6 +168,15 @@ def test_central_broker_down_mid_stream_loses_nothing(
     fleet.central.start()
     fleet.device.start()
     viewer = fleet.viewer().start()
+    # `microexpr fleet --json` on the central broker for the whole run, as an operator would.
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    env["MICROEXPR_MQTT_PASSWORD"] = fleet.passwords["fleet-view"]
+    fleet_view = subprocess.Popen(
+        [sys.executable, "-m", "microexpr", "fleet", "--host", "127.0.0.1", "--port", str(fleet.central.port),
+         "--tls", "--ca-file", str(fleet.tls.ca_file), "--username", "fleet-view", "--session", "fleet-view-cli",
+         "--json", "--interval", "5"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
     try:
         # Two cameras replayed in real time, looping: a live stream that keeps publishing.
         for name, clip in (("cam0", smile_clip), ("cam1", second_clip)):
@@ -196,14 +208,29 @@ def test_central_broker_down_mid_stream_loses_nothing(
             lambda ms: {d: set(ids) for d, ids in dedupe(ms).items() if d in printed} == printed,
             60, "every event of both devices at the central broker",
         )
+        time.sleep(2)
+        fleet_view.send_signal(signal.SIGTERM)
+        view_out, view_err = fleet_view.communicate(timeout=30)
+        assert fleet_view.returncode == 0, view_err
     finally:
         viewer.close()
+        if fleet_view.poll() is None:
+            fleet_view.kill()
+            fleet_view.wait(10)
     per_device = dedupe(received)
     copies = [m for m in received if m.topic.endswith("/event")]
     duplicates = len(copies) - sum(len(v) for v in per_device.values())
     print(f"central down {CENTRAL_DOWN_S:g} s; published while down {published_while_down}; "
           f"events per device {{{', '.join(f'{d}: {len(v)}' for d, v in per_device.items())}}}; "
           f"duplicates {duplicates}")
+    # The fleet view counted every event once per device, and shows the devices' last state.
+    rows = {row["device_id"]: row for row in json.loads(view_out.strip().splitlines()[-1])["devices"]}
+    print("microexpr fleet --json:", json.dumps(rows, sort_keys=True))
+    for device in devices:
+        assert rows[device]["events_total"] == len(printed[device]), (device, rows[device])
+        assert sum(rows[device]["events"].values()) == len(printed[device])
+        assert rows[device]["availability"] == "offline"  # both daemons were stopped cleanly
+        assert rows[device]["fps"] is not None and rows[device]["outbox_depth"] is not None
     # The retained health topics made it across too (what `microexpr fleet` reads).
     for device in devices:
         assert any(m.topic == f"microexpr/{device}/stats" for m in received)
