@@ -38,3 +38,11 @@ bench: model
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Offline release bundles, one per architecture (x86_64, aarch64), into dist/:
+# wheels fetched by pip from the configured index with pip's platform tags, the
+# pinned model and ONNX files, units, installer, sha256 manifest. Install one
+# with provisioning/install.sh --bundle FILE (docs/deployment.md, "Bundles").
+.PHONY: bundle
+bundle: setup
+	PYTHON=$(PY) bash provisioning/bundle.sh --out dist --mirror $(MODEL_MIRROR)

@@ -38,6 +38,9 @@ VENV_FROM=""
 SKIP_VENV=0
 SKIP_MODEL=0
 START=0
+BUNDLE=""
+ROLLBACK=0
+PROJECT=""  # what pip installs as microexpr: this checkout, or the bundle's wheel
 PYTHON=${PYTHON:-python3}
 
 APP=microexpr
@@ -69,12 +72,17 @@ usage: $0 [options]
   --skip-venv        do not create or update the venv (implies --skip-model)
   --skip-model       do not provision the model
   --start            (re)start the service at the end (needs systemd as PID 1)
+  --bundle FILE      install a release bundle (make bundle) offline: every hash
+                     checked first; keeps the previous release for --rollback
+  --rollback         make the previous bundle release current again
   -h, --help         this text
 EOF
 }
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 note() { echo "# $*"; }
+# fail CODE MESSAGE: one line, a documented exit code (docs/deployment.md).
+fail() { local code=$1; shift; echo "install.sh: error: $*" >&2; exit "$code"; }
 
 while (($#)); do
     case $1 in
@@ -92,6 +100,9 @@ while (($#)); do
         --skip-venv) SKIP_VENV=1; SKIP_MODEL=1 ;;
         --skip-model) SKIP_MODEL=1 ;;
         --start) START=1 ;;
+        --bundle) [[ $# -ge 2 ]] || die "--bundle needs a file"; BUNDLE=$2; shift ;;
+        --bundle=*) BUNDLE=${1#--bundle=} ;;
+        --rollback) ROLLBACK=1 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -172,6 +183,19 @@ systemd_running() {
     [[ -z $ROOT && -d /run/systemd/system && $(cat /proc/1/comm 2>/dev/null) == systemd ]]
 }
 
+# Release bundles (provisioning/bundle-lib.sh): --rollback alone, or --bundle
+# verified here, before any step changes anything.
+if ((ROLLBACK)) || [[ -n $BUNDLE ]]; then
+    # shellcheck source=provisioning/bundle-lib.sh
+    . "$SRC/provisioning/bundle-lib.sh"
+fi
+if ((ROLLBACK)); then
+    [[ -z $BUNDLE ]] || die "--rollback and --bundle exclude each other"
+    bundle_rollback
+    exit 0
+fi
+[[ -z $BUNDLE ]] || bundle_prepare "$BUNDLE"
+
 # ---------------------------------------------------------------- 0. checks
 
 mode_note=""
@@ -239,6 +263,7 @@ ensure_dir 0750 "$APP:$APP" "$MODELS"
 
 note "4. Python environment $VENV"
 PY=$(R "$VENV")/bin/python
+[[ -z $BUNDLE ]] || ((SKIP_VENV)) || [[ -d $(dirname "$(R "$VENV")") ]] || act install -d -m 0755 "$(dirname "$(R "$VENV")")"
 if ((SKIP_VENV)); then
     note "skipped (--skip-venv)"
 elif [[ -n $VENV_FROM ]]; then
@@ -268,7 +293,7 @@ else
     # the headless cv2) and sounddevice; requirements/runtime.txt has what it imports.
     act "$PY" -m pip install "${pip_opts[@]}" --no-deps -r "$SRC/requirements/mediapipe.txt"
     # The project itself, not editable: the checkout can be deleted afterwards.
-    act "$PY" -m pip install "${pip_opts[@]}" --no-deps --force-reinstall "$SRC"
+    act "$PY" -m pip install "${pip_opts[@]}" --no-deps --force-reinstall "${PROJECT:-$SRC}"
 fi
 MICROEXPR=$(R "$VENV")/bin/microexpr
 if ((!SKIP_VENV)); then
@@ -294,6 +319,8 @@ else
     provision=("$MICROEXPR" provision-model --dir "$(R "$MODELS")")
     [[ -n $MIRROR ]] && provision+=(--mirror "$MIRROR")
     act "${provision[@]}"
+    # A bundle also carries the ONNX backend's files (verified by their pinned manifest).
+    [[ -z $BUNDLE ]] || act "$MICROEXPR" provision-model --onnx --source "$SRC/onnx" --dir "$(R "$MODELS")"
     sys chown -R "$APP:$APP" "$(R "$STATE")"
 fi
 
@@ -331,6 +358,8 @@ done
 note "8. systemd unit"
 changed_unit=0
 install_if_changed 0644 "$SRC/services/microexpr.service" "$(R "$UNIT_DIR/$APP.service")" && changed_unit=1
+# The template for several cameras: microexpr@<instance> reads /etc/microexpr/<instance>.toml.
+install_if_changed 0644 "$SRC/services/microexpr@.service" "$(R "$UNIT_DIR/$APP@.service")" && changed_unit=1
 if systemd_running; then
     ((changed_unit)) && act systemctl daemon-reload
     act systemctl enable "$APP.service"
@@ -353,6 +382,10 @@ if ((WITH_MOSQUITTO)); then
         note "systemd is not PID 1 here: start mosquitto yourself"
     fi
 fi
+
+# ---------------------------------------------------------------- 10. release (bundles)
+
+[[ -z $BUNDLE ]] || bundle_activate
 
 # ---------------------------------------------------------------- start
 

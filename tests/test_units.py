@@ -300,3 +300,102 @@ def test_broker_example_serves_local_clients(tmp_path: Path) -> None:
         broker.wait(10)
         if broker.stderr:
             broker.stderr.close()
+
+
+# --------------------------------------------------------------------------
+# The template unit microexpr@.service: several cameras per board
+
+TEMPLATE = ROOT / "services" / "microexpr@.service"
+#: The only settings in which an instance differs from the single unit.
+INSTANCE_KEYS = {"Description", "ExecStart", "WorkingDirectory", "StateDirectory", "Environment"}
+
+
+def _instance_copy(directory: Path, instance: str = "cam0", text: str | None = None) -> Path:
+    """``microexpr@<instance>.service`` with ExecStart on this venv (verify checks the binary exists)."""
+    console_script = Path(sys.executable).parent / "microexpr"
+    body = TEMPLATE.read_text(encoding="utf-8") if text is None else text
+    path = directory / f"microexpr@{instance}.service"
+    path.write_text(body.replace("/opt/microexpr/venv/bin/microexpr", str(console_script)), encoding="utf-8")
+    return path
+
+
+def test_template_verifies_without_warnings_and_verify_sees_mistakes(analyze: str, tmp_path: Path) -> None:
+    (tmp_path / "good").mkdir()
+    good = _instance_copy(tmp_path / "good")
+    proc = subprocess.run([analyze, "verify", "--man=no", str(good)], capture_output=True, text=True,
+                          timeout=120, cwd=good.parent)
+    assert proc.returncode == 0, proc.stderr
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "microexpr@" in line]
+    assert not ours, "\n".join(ours)
+    (tmp_path / "bad").mkdir()
+    bad = _instance_copy(tmp_path / "bad", text=TEMPLATE.read_text().replace("StateDirectory=microexpr/%i",
+                                                                              "StateDirectory=/microexpr/%i"))
+    proc = subprocess.run([analyze, "verify", "--man=no", str(bad)], capture_output=True, text=True,
+                          timeout=120, cwd=bad.parent)
+    assert any("microexpr@cam0.service" in line and "StateDirectory" in line for line in proc.stderr.splitlines()), \
+        proc.stderr
+
+
+def test_template_security_exposure_is_at_most_2(analyze: str, tmp_path: Path) -> None:
+    score, report = _exposure(analyze, _instance_copy(tmp_path))
+    assert score <= MAX_EXPOSURE, report
+    single, _ = _exposure(analyze, UNIT)
+    assert score == single, "an instance must be hardened exactly like the single unit"
+
+
+def test_template_is_the_single_unit_but_for_the_instance_settings() -> None:
+    def settings(path: Path) -> list[tuple[str, str, str]]:
+        return [(s, k, v) for s, k, v in unit_entries(path) if k not in INSTANCE_KEYS]
+
+    assert settings(TEMPLATE) == settings(UNIT)
+    entries = unit_entries(TEMPLATE)
+    one_of = {k: [v for s, kk, v in entries if kk == k] for k in INSTANCE_KEYS}
+    argv = one_of["ExecStart"][0].split()
+    assert argv[argv.index("--config") + 1] == "/etc/microexpr/%i.toml"
+    assert one_of["StateDirectory"] == ["microexpr/%i"]
+    assert one_of["WorkingDirectory"] == ["/var/lib/microexpr/%i"]
+    env = dict(v.split("=", 1) for v in one_of["Environment"])
+    assert env[cfg.ENV_INSTANCE] == "%i"
+    from microexpr import models
+    assert Path(env[models.ENV_MODELS_DIR]) == models.SERVICE_MODELS_DIR
+
+
+def test_two_instances_resolve_to_distinct_ids_outboxes_and_state(tmp_path: Path) -> None:
+    """What systemd hands each instance (STATE_DIRECTORY, the Environment= lines)
+    resolves, with an instance file that leaves device_id empty, to separate
+    topics, client ids, outboxes and reasoner queues, and one shared model folder."""
+    resolved = []
+    for instance in ("cam0", "cam1"):
+        env = {"STATE_DIRECTORY": f"/var/lib/microexpr/{instance}", cfg.ENV_INSTANCE: instance,
+               "MICROEXPR_MODELS_DIR": "/var/lib/microexpr/models"}
+        path = tmp_path / f"{instance}.toml"
+        path.write_text('[source]\nuri = "/dev/video0"\n')
+        resolved.append(cfg.load_config(path, env=env))
+    a, b = resolved
+    host = cfg.hostname_device_id()
+    assert (a.device_id, b.device_id) == (f"{host}-cam0", f"{host}-cam1")
+    assert a.mqtt.client_id != b.mqtt.client_id and a.topic_base() != b.topic_base()
+    assert a.outbox.path == Path("/var/lib/microexpr/cam0/outbox.sqlite")
+    assert b.outbox.path == Path("/var/lib/microexpr/cam1/outbox.sqlite")
+    assert a.reasoner.queue_path != b.reasoner.queue_path
+    assert a.model.models_dir == b.model.models_dir == Path("/var/lib/microexpr/models")
+    # An explicit device_id in the instance file wins.
+    (tmp_path / "cam2.toml").write_text('device_id = "door-left"\n')
+    explicit = cfg.load_config(tmp_path / "cam2.toml", env={cfg.ENV_INSTANCE: "cam2"})
+    assert explicit.device_id == "door-left"
+
+
+def test_missing_instance_config_is_one_line_and_exit_78(tmp_path: Path) -> None:
+    """``systemctl start microexpr@cam9`` without /etc/microexpr/cam9.toml: the
+    real process says so in one line and exits 78, which RestartPreventExitStatus=
+    keeps from restarting."""
+    missing = tmp_path / "cam9.toml"
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY")}
+    env.update({cfg.ENV_INSTANCE: "cam9", "STATE_DIRECTORY": str(tmp_path / "state")})
+    proc = subprocess.run([sys.executable, "-m", "microexpr", "run", "--config", str(missing)],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert proc.returncode == ExitCode.CONFIG == 78
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"microexpr: error: {missing}: no such configuration file"]
+    assert str(ExitCode.CONFIG.value) in one("RestartPreventExitStatus").split()
+    assert not (tmp_path / "state").exists()  # nothing created for an instance that cannot run

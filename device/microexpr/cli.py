@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synth", "synth", "make a micro-expression clip with exact ground truth from a real face"),
     ("bench", "bench", "measure latency, throughput and memory on this machine"),
     ("check-config", "check_config", "validate a configuration file and print it resolved"),
+    ("fleet", "fleet", "per-device health and events of a fleet, from the central broker"),
 )
 
 

@@ -571,6 +571,22 @@ def hostname_device_id(hostname: str | None = None) -> str:
     return name or APP_NAME
 
 
+#: Set by the template unit ``microexpr@.service`` to its instance name (``%i``).
+ENV_INSTANCE = "MICROEXPR_INSTANCE"
+
+
+def default_device_id(env: Mapping[str, str] | None = None, hostname: str | None = None) -> str:
+    """The device id when the file leaves it empty: the host name, and under the
+    template unit ``<host>-<instance>``, so several cameras on one board never
+    share topics, availability or a client id (which the broker would fight over)."""
+    env = os.environ if env is None else env
+    host = hostname_device_id(hostname)
+    instance = env.get(ENV_INSTANCE, "")
+    if not instance:
+        return host
+    return hostname_device_id(f"{host}-{instance.replace('.', '-')}")
+
+
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where the outbox and the reasoner queue live: systemd's StateDirectory, else the user state dir."""
     env = os.environ if env is None else env
@@ -619,7 +635,7 @@ def resolve(config: Config, *, base_dir: Path | None = None, env: Mapping[str, s
     env = os.environ if env is None else env
     base = (base_dir or Path.cwd()).absolute()
     state = state_dir(env)
-    device_id = config.device_id or hostname_device_id()
+    device_id = config.device_id or default_device_id(env)
     models_dir = _absolute(config.model.models_dir, base) or default_models_dir(env)
     return config.model_copy(
         update={

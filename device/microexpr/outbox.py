@@ -45,6 +45,9 @@ Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
 #: On-disk layout version (``PRAGMA user_version``); bump with a migration.
 _LAYOUT_VERSION = 1
+#: Public name of the layout version: release bundles record it (provisioning/bundle.sh)
+#: and install.sh refuses to put a release beside a queue file it could not open.
+LAYOUT_VERSION = _LAYOUT_VERSION
 
 
 class OutboxError(MicroexprError):
