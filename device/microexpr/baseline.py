@@ -70,7 +70,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -194,6 +194,15 @@ class BaselineConfig:
     #: pose is fitted to, and read as pitch (measured on synthetic AU4+7:
     #: 2.5°, AU1+2: -1.8°, with the head still), while yaw stays within 0.3°.
     rebase_pitch_deg: float = 6.0
+    #: The head's pitch is read from the pixels (``MotionFrame.parallax_deg``:
+    #: the depth-dependent shift of the nasal bridge, inner eye corners and
+    #: temples), not from the tracker, whose pose is fitted to the whole mesh
+    #: and reads a broad smile as a nod: a flow-morphed smile with the skull
+    #: still moved the tracker's pitch by 4.9° (parallax 0.75°); a 3D nod of
+    #: 4° rendered on the mesh read 3.3° of parallax (tracker 2.1°). The
+    #: tracker's pitch still counts beyond this much: no expression moved it
+    #: further, and a large nod can defeat the flow at the anchors.
+    expression_pitch_deg: float = 5.0
     settle_speed_dps: float = 10.0  #: the head counts as still below this speed…
     settle_s: float = 0.2  #: …held this long before a stale reference is renewed
     blink_z: float = 3.5  #: lid-down evidence above this flags a blink…
@@ -267,8 +276,9 @@ class Evidence:
     gaze: bool = False
     head_speed_dps: float = 0.0
     pose_drift_deg: float = 0.0
-    #: The tracker's head pose in this frame (the spotter rejects episodes
-    #: during which the head rotated).
+    #: The head pose in this frame (the spotter rejects episodes during
+    #: which the head rotated): the tracker's yaw and roll, the pitch read
+    #: from the pixels (``BaselineConfig.expression_pitch_deg``).
     pose: HeadPose | None = None
     neutral: bool = False  #: this frame was queued for the neutral statistics
     rebase: bool = False  #: asks the motion stage for a new neutral reference
@@ -474,6 +484,20 @@ class SubjectBaseline:
             x[lay.gaze_start : lay.gaze_start + 4] = iris - self._gaze_ref
         return x
 
+    def skull_pose(self, pose: HeadPose | None, motion: MotionFrame) -> HeadPose | None:
+        """The tracker's pose with its pitch replaced by the one the pixels
+        show (``expression_pitch_deg``): the head's own rotation, not the
+        mesh's response to a smile or a brow raise. Yaw and roll stay the
+        tracker's (expressions moved them by at most 1°, measured)."""
+        ref = motion.reference_pose
+        if pose is None or ref is None or not motion.valid:
+            return pose
+        tracked = pose.pitch - ref.pitch
+        seen = motion.parallax_deg[0]
+        excess = max(abs(tracked) - self.config.expression_pitch_deg, 0.0)
+        delta = seen if abs(seen) >= excess else math.copysign(excess, tracked)
+        return replace(pose, pitch=ref.pitch + delta)
+
     def _head(self, t: float, pose: HeadPose | None, ref_pose: HeadPose | None) -> tuple[float, float]:
         """(angular speed °/s over the span, out-of-plane drift from the
         reference pose in yaw-equivalent degrees). Roll is left out of the
@@ -541,7 +565,8 @@ class SubjectBaseline:
         self._last_t = t
         smooth = self._smooth
 
-        speed, drift = self._head(t, au.pose or face.pose, motion.reference_pose)
+        pose = self.skull_pose(au.pose or face.pose, motion)
+        speed, drift = self._head(t, pose, motion.reference_pose)
         if speed > c.head_speed_dps:
             self._gate_until = t + c.gate_hold_s
         if speed > c.settle_speed_dps:
@@ -725,7 +750,7 @@ class SubjectBaseline:
             gaze=gaze,
             head_speed_dps=speed,
             pose_drift_deg=drift,
-            pose=au.pose or face.pose,
+            pose=pose,
             neutral=neutral_now,
             rebase=rebase,
         )
