@@ -108,7 +108,6 @@ class Runner:
         self.frames = 0
         self.timings: dict[str, list[float]] = defaultdict(list)
         self.bitrates: dict[str, list[float]] = defaultdict(list)
-        self.rejected: Counter[str] = Counter()
         self._clip = 0
 
     def close(self) -> None:
@@ -130,9 +129,6 @@ class Runner:
                 for k, v in res.timings.as_seconds().items():
                     self.timings[k].append(v)
                 out.extend(res.episodes)
-        # the spotters' rejection counters (per subject; gone after reset)
-        for state in self.pipeline._subjects.values():  # noqa: SLF001 - measurement only
-            self.rejected.update({k.value: v for k, v in state.spotter.rejected.items()})
         out.extend(self.pipeline.finish())
         _remove(written.path)
         return out
@@ -368,7 +364,7 @@ def markdown(report: dict[str, Any]) -> str:
     first = next(iter(report["synth"].values()), {})
     for au, by_i in first.get("labels", {}).items():
         lines.append(f"* {au}: " + "; ".join(f"{i}: {', '.join(g)}" for i, g in sorted(by_i.items(), key=lambda kv: -float(kv[0]))))
-    lines += ["", f"Rejected candidate episodes (all suites): {json.dumps(report.get('rejected', {}))}"]
+    lines += ["", f"Suppressed candidate episodes (`Pipeline.suppressed`, all suites): {json.dumps(report.get('suppressed', {}))}"]
     lines += ["", "## Cost per frame (p50 / p95 ms)", ""]
     for k, v in report["cost"].items():
         lines.append(f"* {k}: {v['p50_ms']} / {v['p95_ms']}")
@@ -404,7 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["synth"] = run_synth(r, args.quick) if "synth" in suites else {}
             report["bitrate_mbps"] = {k: float(np.mean(v)) for k, v in r.bitrates.items()}
             report["cost"] = {k: percentiles(v) for k, v in r.timings.items()}
-            report["rejected"] = dict(r.rejected)
+            # what the engine dropped or withheld, and why (``Pipeline.suppressed``:
+            # the same counts as the daemon's ``stats.suppressed``)
+            report["suppressed"] = {k: v for k, v in r.pipeline.suppressed.snapshot().items() if v}
             report["frames"] = r.frames
             report["seconds"] = time.time() - start
         finally:

@@ -169,7 +169,19 @@ class BaselineConfig:
     max_samples: int = 600  #: cap (older samples thinned) to bound the median's cost
     track_settle_s: float = 0.2  #: the tracker converges this long on a new face before the reference is taken
     warmup_s: float = 0.3  #: first stretch after the reference taken as neutral
-    min_samples: int = 8  #: at least this many neutral frames before evidence
+    #: At least this many neutral frames before evidence, or any once
+    #: ``warmup_s`` is over (the reference frame itself is the first): at a
+    #: low frame rate (6 fps: four frames in five undecodable) 8 frames took
+    #: 1.3 s, and a smile that started after the reference was learnt as the
+    #: resting face. The prior (``prior_s``) carries the scale while the
+    #: sample is small; at 25 fps and above the warm-up brings 8 frames.
+    min_samples: int = 8
+    #: During the warm-up a frame is taken as neutral only if no region has
+    #: moved from the reference by this many prior noise scales
+    #: (``motion_prior_iod``): the face was at rest when the reference was
+    #: taken, and a frame that has moved as far as an onset (the spotter's
+    #: ``on_z``) is an expression starting, not the resting face.
+    warmup_max_z: float = 7.0
     refresh_s: float = 0.25  #: statistics recomputed at most this often
     commit_delay_s: float = 0.3  #: a neutral frame joins the stats this late
     neutral_max_z: float = 3.0  #: frames above this (any region) are not neutral
@@ -218,7 +230,7 @@ class BaselineConfig:
     direction_min_cos: float = 0.5  #: a region's movement names an AU only if this well aligned
 
     def __post_init__(self) -> None:
-        for name in ("window_s", "warmup_s", "smooth_s", "head_speed_span_s", "motion_floor_iod",
+        for name in ("window_s", "warmup_s", "warmup_max_z", "smooth_s", "head_speed_span_s", "motion_floor_iod",
                      "intensity_floor", "gaze_floor", "refresh_s", "motion_prior_iod", "intensity_prior",
                      "gaze_prior"):
             if not getattr(self, name) > 0:
@@ -433,6 +445,8 @@ class SubjectBaseline:
         self._last_t: float | None = None
         self._dts: deque[float] = deque(maxlen=31)
         self._pending: deque[tuple[float, np.ndarray]] = deque()
+        #: the reference frame's features at a (re)start (see ``min_samples``)
+        self._ref_sample: tuple[float, np.ndarray] | None = None
         self._poses: deque[tuple[float, np.ndarray]] = deque()
         self._gate_until = -math.inf
         self._slow_since: float | None = None
@@ -537,7 +551,12 @@ class SubjectBaseline:
             # MediaPipe's mesh converges over the first ~0.2 s of a new face
             # (measured: 1-2 degrees of pose creep): take the reference after.
             self._settled = t - self._first_t >= c.track_settle_s
-            return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0, rebase=self._settled)
+            if not (self._settled and motion.rebased):
+                return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0, rebase=self._settled)
+            # settled on the frame the reference was just taken from (no
+            # settling time: a subject starting over from a face at rest):
+            # that frame is the reference. Asking for another took the next
+            # frame instead, 0.17 s later at 6 fps, with a smile under way.
         if motion.rebased:
             # the reference frame itself: zero flow by construction, not a
             # sample; gaze is measured from here on, like the motion
@@ -549,6 +568,11 @@ class SubjectBaseline:
             self._reference_t = t
             if self._start_t is None:
                 self._start_t = t
+            if not len(self._stats):
+                # a (re)start: the reference is the resting face; kept as the
+                # neutral sample of last resort (at 6 fps it may be the only
+                # one before a movement begins)
+                self._ref_sample = (t, self._features(motion, au, face, lay))
             return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0)
         if self._start_t is None:
             self._start_t = t
@@ -577,7 +601,10 @@ class SubjectBaseline:
         gated = t <= self._gate_until or stale
 
         warm = (t - self._start_t) < c.warmup_s
-        stats_ready = len(self._stats) >= c.min_samples
+        if not warm and not len(self._stats) and self._ref_sample is not None:
+            self._stats.add(*self._ref_sample)
+        self._ref_sample = None if len(self._stats) else self._ref_sample
+        stats_ready = len(self._stats) >= c.min_samples or (not warm and len(self._stats) >= 1)
         if stats_ready:
             self._stats.refresh(t, self._priors, self._floors, force=len(self._stats) < 4 * c.min_samples)
         ready = stats_ready and not warm
@@ -677,7 +704,12 @@ class SubjectBaseline:
         activity_raw = float(np.max(zr_raw[counts])) if usable else 0.0
 
         # neutral bookkeeping (delayed commit; dropped when an episode opens)
-        neutral_now = not busy and not gated and (warm or not stats_ready or float(np.max(zr)) < c.neutral_max_z)
+        if warm or not stats_ready:
+            moved = np.hypot(raw[0:2 * n:2], raw[1:2 * n:2]) / c.motion_prior_iod
+            at_rest = float(np.max(moved)) < c.warmup_max_z
+        else:
+            at_rest = float(np.max(zr)) < c.neutral_max_z
+        neutral_now = not busy and not gated and at_rest
         if busy:
             self._pending.clear()
         elif neutral_now:
