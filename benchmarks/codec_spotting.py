@@ -108,7 +108,6 @@ class Runner:
         self.frames = 0
         self.timings: dict[str, list[float]] = defaultdict(list)
         self.bitrates: dict[str, list[float]] = defaultdict(list)
-        self.rejected: Counter[str] = Counter()
         self._clip = 0
 
     def close(self) -> None:
@@ -130,9 +129,6 @@ class Runner:
                 for k, v in res.timings.as_seconds().items():
                     self.timings[k].append(v)
                 out.extend(res.episodes)
-        # the spotters' rejection counters (per subject; gone after reset)
-        for state in self.pipeline._subjects.values():  # noqa: SLF001 - measurement only
-            self.rejected.update({k.value: v for k, v in state.spotter.rejected.items()})
         out.extend(self.pipeline.finish())
         _remove(written.path)
         return out
@@ -203,35 +199,43 @@ def run_distractors(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, 
     return out
 
 
-def morph_plan(quick: bool) -> list[tuple[MorphEvent, ...]]:
-    """Clips of 4 micro smiles (+ a macro in the last), 1.2 s apart."""
+def morph_plan(quick: bool, holdout: bool = False) -> list[tuple[MorphEvent, ...]]:
+    """Clips of 4 micro smiles (+ a macro in the last), 1.2 s apart.
+    ``holdout``: the same durations and intensities in another order, at
+    other times (first onset 1.37 s, 1.1 s apart), for a set nobody tuned on."""
     combos = [(d, i) for i in MORPH_INTENSITIES for d in MORPH_DURATIONS]
     if quick:
         combos = [(0.2, 0.3), (0.3, 0.35), (0.133, 0.5), (0.5, 1.0), (0.3, 0.3), (0.2, 1.0), (0.3, 0.75), (0.133, 0.35)]
-    clips, current, t = [], [], 1.2
+    first, gap = (1.37, 1.1) if holdout else (1.2, 1.0)
+    if holdout:
+        combos = combos[1::2] + combos[0::2]
+    clips, current, t = [], [], first
     for d, i in combos:
         current.append(micro(t, d, i))
-        t += d + 1.0
+        t += d + gap
         if len(current) == 4:
             clips.append(tuple(current))
-            current, t = [], 1.2
+            current, t = [], first
     if current:
         clips.append(tuple(current))
-    clips.append((MorphEvent(1.2, 0.7, 0.5, 1.0, hold_s=0.3), micro(3.2, 0.3, 0.5)))  # a 1.5 s macro smile
+    clips.append((MorphEvent(first, 0.7, 0.5, 1.0, hold_s=0.3), micro(first + 2.0, 0.3, 0.5)))  # a 1.5 s macro smile
     return clips
 
 
-def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.ndarray], quick: bool) -> dict[str, Any]:
+def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.ndarray], quick: bool,
+               holdout: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     codecs = EXPRESSION_CODECS if not quick else ((Codec.MJPEG, 80), (Codec.MP4V, None))
     for codec, q in codecs:
         tp = fp = fn = apex_ok = 0
         labels: dict[str, Counter[str]] = defaultdict(Counter)
         events: list[dict[str, Any]] = []
-        for k, evs in enumerate(morph_plan(quick)):
+        for k, evs in enumerate(morph_plan(quick, holdout)):
             duration = max(e.offset_s for e in evs) + 1.0
-            clip = MorphClip(frames, 30.0, duration, evs, Distortion(noise_sigma=1.0), seed=k,
-                             face_points=pts[0], smile_points=pts[1], stable_points=mesh.STABLE_POINTS)
+            # the held-out set: other noise seeds, and the base's sway starts elsewhere
+            clip = MorphClip(frames, 30.0, duration, evs, Distortion(noise_sigma=1.0), seed=k + (1000 if holdout else 0),
+                             face_points=pts[0], smile_points=pts[1], stable_points=mesh.STABLE_POINTS,
+                             phase_s=0.1 * (k % 3 + 1) if holdout else 0.0)
             truth = clip.truth()
             spotted = r.run(clip, 30.0, codec, q)
             s = score_episodes(truth, [x.episode for x in spotted])
@@ -368,7 +372,7 @@ def markdown(report: dict[str, Any]) -> str:
     first = next(iter(report["synth"].values()), {})
     for au, by_i in first.get("labels", {}).items():
         lines.append(f"* {au}: " + "; ".join(f"{i}: {', '.join(g)}" for i, g in sorted(by_i.items(), key=lambda kv: -float(kv[0]))))
-    lines += ["", f"Rejected candidate episodes (all suites): {json.dumps(report.get('rejected', {}))}"]
+    lines += ["", f"Suppressed candidate episodes (`Pipeline.suppressed`, all suites): {json.dumps(report.get('suppressed', {}))}"]
     lines += ["", "## Cost per frame (p50 / p95 ms)", ""]
     for k, v in report["cost"].items():
         lines.append(f"* {k}: {v['p50_ms']} / {v['p95_ms']}")
@@ -383,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="switch a rule off (to measure its effect)")
     ap.add_argument("--kinds", nargs="+", choices=tuple(DISTRACTORS), default=tuple(DISTRACTORS))
     ap.add_argument("--seconds", type=float, help="seconds per distractor kind and codec (default 30, --quick 15)")
+    ap.add_argument("--holdout", action="store_true",
+                    help="morphs: the held-out set (other order, times, seeds and sway phase)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "spotting")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -396,21 +402,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             report: dict[str, Any] = {
                 "date": time.strftime("%Y-%m-%d"), "mode": "quick" if args.quick else "full",
                 "command": "benchmarks/codec_spotting.py" + (" --quick" if args.quick else "")
-                + "".join(f" --only {s}" for s in args.only or ()) + "".join(f" --ablate {a}" for a in args.ablate),
+                + "".join(f" --only {s}" for s in args.only or ()) + "".join(f" --ablate {a}" for a in args.ablate)
+                + (" --holdout" if args.holdout else ""),
                 "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
             }
             report["distractors"] = run_distractors(r, frames, pts, args.seconds or (15.0 if args.quick else 30.0), args.kinds) if "distractors" in suites else {}
-            report["morphs"] = run_morphs(r, frames, pts, args.quick) if "morphs" in suites else {}
+            report["morphs"] = run_morphs(r, frames, pts, args.quick, args.holdout) if "morphs" in suites else {}
             report["synth"] = run_synth(r, args.quick) if "synth" in suites else {}
             report["bitrate_mbps"] = {k: float(np.mean(v)) for k, v in r.bitrates.items()}
             report["cost"] = {k: percentiles(v) for k, v in r.timings.items()}
-            report["rejected"] = dict(r.rejected)
+            # what the engine dropped or withheld, and why (``Pipeline.suppressed``:
+            # the same counts as the daemon's ``stats.suppressed``)
+            report["suppressed"] = {k: v for k, v in r.pipeline.suppressed.snapshot().items() if v}
             report["frames"] = r.frames
             report["seconds"] = time.time() - start
         finally:
             r.close()
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = ("" if not args.only else "-" + "-".join(sorted(suites))) + "".join(f"-no-{a}" for a in args.ablate)
+    suffix = (("" if not args.only else "-" + "-".join(sorted(suites))) + "".join(f"-no-{a}" for a in args.ablate)
+              + ("-holdout" if args.holdout else ""))
     (args.out / f"codecs{suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
     if report["distractors"] and report["morphs"] and report["synth"]:
         (args.out / f"codecs{suffix}.md").write_text(markdown(report))

@@ -70,7 +70,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -169,7 +169,19 @@ class BaselineConfig:
     max_samples: int = 600  #: cap (older samples thinned) to bound the median's cost
     track_settle_s: float = 0.2  #: the tracker converges this long on a new face before the reference is taken
     warmup_s: float = 0.3  #: first stretch after the reference taken as neutral
-    min_samples: int = 8  #: at least this many neutral frames before evidence
+    #: At least this many neutral frames before evidence, or any once
+    #: ``warmup_s`` is over (the reference frame itself is the first): at a
+    #: low frame rate (6 fps: four frames in five undecodable) 8 frames took
+    #: 1.3 s, and a smile that started after the reference was learnt as the
+    #: resting face. The prior (``prior_s``) carries the scale while the
+    #: sample is small; at 25 fps and above the warm-up brings 8 frames.
+    min_samples: int = 8
+    #: During the warm-up a frame is taken as neutral only if no region has
+    #: moved from the reference by this many prior noise scales
+    #: (``motion_prior_iod``): the face was at rest when the reference was
+    #: taken, and a frame that has moved as far as an onset (the spotter's
+    #: ``on_z``) is an expression starting, not the resting face.
+    warmup_max_z: float = 7.0
     refresh_s: float = 0.25  #: statistics recomputed at most this often
     commit_delay_s: float = 0.3  #: a neutral frame joins the stats this late
     neutral_max_z: float = 3.0  #: frames above this (any region) are not neutral
@@ -194,6 +206,15 @@ class BaselineConfig:
     #: pose is fitted to, and read as pitch (measured on synthetic AU4+7:
     #: 2.5°, AU1+2: -1.8°, with the head still), while yaw stays within 0.3°.
     rebase_pitch_deg: float = 6.0
+    #: The head's pitch is read from the pixels (``MotionFrame.parallax_deg``:
+    #: the depth-dependent shift of the nasal bridge, inner eye corners and
+    #: temples), not from the tracker, whose pose is fitted to the whole mesh
+    #: and reads a broad smile as a nod: a flow-morphed smile with the skull
+    #: still moved the tracker's pitch by 4.9° (parallax 0.75°); a 3D nod of
+    #: 4° rendered on the mesh read 3.3° of parallax (tracker 2.1°). The
+    #: tracker's pitch still counts beyond this much: no expression moved it
+    #: further, and a large nod can defeat the flow at the anchors.
+    expression_pitch_deg: float = 5.0
     settle_speed_dps: float = 10.0  #: the head counts as still below this speed…
     settle_s: float = 0.2  #: …held this long before a stale reference is renewed
     blink_z: float = 3.5  #: lid-down evidence above this flags a blink…
@@ -209,7 +230,7 @@ class BaselineConfig:
     direction_min_cos: float = 0.5  #: a region's movement names an AU only if this well aligned
 
     def __post_init__(self) -> None:
-        for name in ("window_s", "warmup_s", "smooth_s", "head_speed_span_s", "motion_floor_iod",
+        for name in ("window_s", "warmup_s", "warmup_max_z", "smooth_s", "head_speed_span_s", "motion_floor_iod",
                      "intensity_floor", "gaze_floor", "refresh_s", "motion_prior_iod", "intensity_prior",
                      "gaze_prior"):
             if not getattr(self, name) > 0:
@@ -267,8 +288,9 @@ class Evidence:
     gaze: bool = False
     head_speed_dps: float = 0.0
     pose_drift_deg: float = 0.0
-    #: The tracker's head pose in this frame (the spotter rejects episodes
-    #: during which the head rotated).
+    #: The head pose in this frame (the spotter rejects episodes during
+    #: which the head rotated): the tracker's yaw and roll, the pitch read
+    #: from the pixels (``BaselineConfig.expression_pitch_deg``).
     pose: HeadPose | None = None
     neutral: bool = False  #: this frame was queued for the neutral statistics
     rebase: bool = False  #: asks the motion stage for a new neutral reference
@@ -423,6 +445,8 @@ class SubjectBaseline:
         self._last_t: float | None = None
         self._dts: deque[float] = deque(maxlen=31)
         self._pending: deque[tuple[float, np.ndarray]] = deque()
+        #: the reference frame's features at a (re)start (see ``min_samples``)
+        self._ref_sample: tuple[float, np.ndarray] | None = None
         self._poses: deque[tuple[float, np.ndarray]] = deque()
         self._gate_until = -math.inf
         self._slow_since: float | None = None
@@ -474,6 +498,20 @@ class SubjectBaseline:
             x[lay.gaze_start : lay.gaze_start + 4] = iris - self._gaze_ref
         return x
 
+    def skull_pose(self, pose: HeadPose | None, motion: MotionFrame) -> HeadPose | None:
+        """The tracker's pose with its pitch replaced by the one the pixels
+        show (``expression_pitch_deg``): the head's own rotation, not the
+        mesh's response to a smile or a brow raise. Yaw and roll stay the
+        tracker's (expressions moved them by at most 1°, measured)."""
+        ref = motion.reference_pose
+        if pose is None or ref is None or not motion.valid:
+            return pose
+        tracked = pose.pitch - ref.pitch
+        seen = motion.parallax_deg[0]
+        excess = max(abs(tracked) - self.config.expression_pitch_deg, 0.0)
+        delta = seen if abs(seen) >= excess else math.copysign(excess, tracked)
+        return replace(pose, pitch=ref.pitch + delta)
+
     def _head(self, t: float, pose: HeadPose | None, ref_pose: HeadPose | None) -> tuple[float, float]:
         """(angular speed °/s over the span, out-of-plane drift from the
         reference pose in yaw-equivalent degrees). Roll is left out of the
@@ -513,7 +551,12 @@ class SubjectBaseline:
             # MediaPipe's mesh converges over the first ~0.2 s of a new face
             # (measured: 1-2 degrees of pose creep): take the reference after.
             self._settled = t - self._first_t >= c.track_settle_s
-            return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0, rebase=self._settled)
+            if not (self._settled and motion.rebased):
+                return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0, rebase=self._settled)
+            # settled on the frame the reference was just taken from (no
+            # settling time: a subject starting over from a face at rest):
+            # that frame is the reference. Asking for another took the next
+            # frame instead, 0.17 s later at 6 fps, with a smile under way.
         if motion.rebased:
             # the reference frame itself: zero flow by construction, not a
             # sample; gaze is measured from here on, like the motion
@@ -525,6 +568,11 @@ class SubjectBaseline:
             self._reference_t = t
             if self._start_t is None:
                 self._start_t = t
+            if not len(self._stats):
+                # a (re)start: the reference is the resting face; kept as the
+                # neutral sample of last resort (at 6 fps it may be the only
+                # one before a movement begins)
+                self._ref_sample = (t, self._features(motion, au, face, lay))
             return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0)
         if self._start_t is None:
             self._start_t = t
@@ -541,7 +589,8 @@ class SubjectBaseline:
         self._last_t = t
         smooth = self._smooth
 
-        speed, drift = self._head(t, au.pose or face.pose, motion.reference_pose)
+        pose = self.skull_pose(au.pose or face.pose, motion)
+        speed, drift = self._head(t, pose, motion.reference_pose)
         if speed > c.head_speed_dps:
             self._gate_until = t + c.gate_hold_s
         if speed > c.settle_speed_dps:
@@ -552,7 +601,10 @@ class SubjectBaseline:
         gated = t <= self._gate_until or stale
 
         warm = (t - self._start_t) < c.warmup_s
-        stats_ready = len(self._stats) >= c.min_samples
+        if not warm and not len(self._stats) and self._ref_sample is not None:
+            self._stats.add(*self._ref_sample)
+        self._ref_sample = None if len(self._stats) else self._ref_sample
+        stats_ready = len(self._stats) >= c.min_samples or (not warm and len(self._stats) >= 1)
         if stats_ready:
             self._stats.refresh(t, self._priors, self._floors, force=len(self._stats) < 4 * c.min_samples)
         ready = stats_ready and not warm
@@ -652,7 +704,12 @@ class SubjectBaseline:
         activity_raw = float(np.max(zr_raw[counts])) if usable else 0.0
 
         # neutral bookkeeping (delayed commit; dropped when an episode opens)
-        neutral_now = not busy and not gated and (warm or not stats_ready or float(np.max(zr)) < c.neutral_max_z)
+        if warm or not stats_ready:
+            moved = np.hypot(raw[0:2 * n:2], raw[1:2 * n:2]) / c.motion_prior_iod
+            at_rest = float(np.max(moved)) < c.warmup_max_z
+        else:
+            at_rest = float(np.max(zr)) < c.neutral_max_z
+        neutral_now = not busy and not gated and at_rest
         if busy:
             self._pending.clear()
         elif neutral_now:
@@ -725,7 +782,7 @@ class SubjectBaseline:
             gaze=gaze,
             head_speed_dps=speed,
             pose_drift_deg=drift,
-            pose=au.pose or face.pose,
+            pose=pose,
             neutral=neutral_now,
             rebase=rebase,
         )

@@ -191,6 +191,13 @@ class MotionFrame:
     reference_pose: HeadPose | None = None
     #: Face size in pixels (outer eye corners) in this frame.
     iod_px: float = 0.0
+    #: Out-of-plane rotation of the skull from the reference, (pitch, yaw)
+    #: in degrees, read from the pixels alone: the shift of the rigid anchors
+    #: that grows with their depth (parallax). The tracker's pose is fitted
+    #: to the whole mesh, mouth included, and reads a broad smile as a 4-5°
+    #: nod; the nasal bridge, inner eye corners and temples do not move
+    #: with a smile, so their parallax does not (docs/spotting.md "Motion").
+    parallax_deg: tuple[float, float] = (0.0, 0.0)
 
     def get(self, region: Region) -> RegionMotion | None:
         for item in self.regions:
@@ -259,6 +266,25 @@ def _robust_similarity(src: np.ndarray, dst: np.ndarray, rounds: int = 2) -> np.
     return a
 
 
+def _parallax_solver(anchors: np.ndarray, depth: np.ndarray) -> np.ndarray | None:
+    """Rows that turn the anchors' flow (x of every anchor, then y) into the
+    parallax slopes (kx, ky): the least-squares fit of a similarity plus a
+    shift proportional to depth, ``flow = s(p) + k·z``. A rotation by θ
+    (radians) out of the image plane moves a point at depth z by z·θ across
+    it, on top of what a similarity can absorb; so k is θ, about the
+    vertical axis (yaw) for kx and the horizontal one (pitch) for ky. None
+    when the anchors' depths are too alike to tell (a flat mesh)."""
+    n = len(anchors)
+    xy = anchors - anchors.mean(axis=0)
+    z = depth - depth.mean()
+    if float(np.std(z)) < 1.0:  # crop pixels: the anchors span ~20 px of depth
+        return None
+    design = np.zeros((2 * n, 6))
+    design[:n, 0], design[:n, 1], design[:n, 2], design[:n, 4] = xy[:, 0], -xy[:, 1], 1.0, z
+    design[n:, 0], design[n:, 1], design[n:, 3], design[n:, 5] = xy[:, 1], xy[:, 0], 1.0, z
+    return np.linalg.pinv(design)[4:6]
+
+
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, shift) mapping
     src → dst, as 2x3.
@@ -308,6 +334,7 @@ class MotionAnalyzer:
         self._anchor_weights: np.ndarray | None = None  # (n_anchors, H*W)
         self._anchor_pts: np.ndarray | None = None
         self._centres: np.ndarray | None = None  # (n_regions, 2) weighted centres in the crop
+        self._parallax: np.ndarray | None = None  # (2, 2 * n_anchors): anchor flow → (kx, ky)
         self._gx: np.ndarray | None = None
         self._gy: np.ndarray | None = None
         self._signs: np.ndarray = np.ones(len(REGIONS))
@@ -389,6 +416,7 @@ class MotionAnalyzer:
             mask = ((xx - x) ** 2 + (yy - y) ** 2 <= anchor_r2).ravel()
             anchors[k, mask] = 1.0 / max(int(mask.sum()), 1)
         self._anchor_pts = crop_pts[list(mesh.FLOW_ANCHORS)].copy()
+        self._parallax = _parallax_solver(self._anchor_pts, pts[list(mesh.FLOW_ANCHORS), 2] * float(np.hypot(*a[:, 0])))
         self._anchor_weights = anchors
         self._gx = np.ascontiguousarray(xx.ravel(), dtype=np.float32)
         self._gy = np.ascontiguousarray(yy.ravel(), dtype=np.float32)
@@ -456,10 +484,15 @@ class MotionAnalyzer:
         )
         centre = self._anchor_pts.mean(axis=0)
         shift = centre @ lin.T + rigid[:, 2]
+        parallax = (0.0, 0.0)
+        if self._parallax is not None:
+            kx, ky = self._parallax @ anchor_flow.T.ravel()
+            parallax = (float(np.degrees(-ky)), float(np.degrees(kx)))
         return MotionFrame(
             frame.index, frame.timestamp, True, regions,
             rigid_shift=(float(shift[0] * k), float(-shift[1] * k)),
             rigid_rotation_deg=float(np.degrees(np.arctan2(rigid[1, 0], rigid[0, 0]))),
             rigid_scale=float(np.hypot(rigid[0, 0], rigid[1, 0]) - 1.0),
             reference_index=self._ref_index, reference_pose=self._ref_pose, iod_px=iod_px,
+            parallax_deg=parallax,
         )

@@ -413,6 +413,7 @@ class Pipeline:
         for sid, state in list(self._subjects.items()):
             if now - state.last_seen > self.config.lost_reset_s:
                 out.extend(self._decide(state, state.spotter.finish()))
+                self._count_rejections(state, now)
                 del self._subjects[sid]
                 self.estimator.reset(sid)
                 log.info("subject %d not seen for %.1f s: its resting face is learnt again when a face returns",
@@ -555,6 +556,7 @@ class Pipeline:
             for sid, other in list(self._subjects.items()):
                 if sid != face.subject_id and other.spotter.busy:
                     closing.extend(self._decide(other, other.spotter.finish()))
+                    self._count_rejections(other, frame.timestamp)
             state.last_seen = frame.timestamp
             motion_frame = state.motion.process(frame, face)
             t3 = ns()
@@ -621,16 +623,22 @@ class Pipeline:
         state.rebase_deferred = False
         state.motion.rebase()
 
+    def _count_rejections(self, state: _Subject, now: float) -> None:
+        """Record the spotter's rejections since the last call (also those
+        of ``finish()``: an episode the end of the stream closes can be
+        rejected too, and must be counted)."""
+        for reason, n in state.spotter.rejected.items():
+            for _ in range(n - state.rejected_seen.get(reason, 0)):
+                self.suppressed.record(Suppression(reason.value), now, "rejected by the spotter")
+            state.rejected_seen[reason] = n
+
     def _count_suppressed(self, state: _Subject, ev: Evidence) -> None:
         """Record what kept a movement from becoming an episode this frame:
         a spotter rejection, or an onset crossing the spotter could not take
         (head gated, not re-armed after the last episode, a capped
         expression still held)."""
         spotter = state.spotter
-        for reason, n in spotter.rejected.items():
-            for _ in range(n - state.rejected_seen.get(reason, 0)):
-                self.suppressed.record(Suppression(reason.value), ev.timestamp, "rejected by the spotter")
-            state.rejected_seen[reason] = n
+        self._count_rejections(state, ev.timestamp)
         c = self.config.spotter
         top = ev.top_region
         level = ev.region_z.get(top, 0.0) if (top is not None and ev.ready) else 0.0
@@ -658,6 +666,7 @@ class Pipeline:
         out: list[SpottedEpisode] = []
         for state in self._subjects.values():
             out.extend(self._decide(state, state.spotter.finish()))
+            self._count_rejections(state, state.last_seen)
         self.suppressed.flush()
         return tuple(out)
 
