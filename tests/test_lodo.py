@@ -158,6 +158,13 @@ def test_eval_several_tables_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     notes = next(r for r in report["results"] if r["dataset"] == "odd.csv")["notes"]
     assert any("row 3" in n and "unknown emotion" in n for n in notes)
     assert any("row 5" in n and "12+" in n for n in notes)
+    descriptors = write_labels(tmp_path / "blink.csv", [("1", "12", "happiness"), ("1", "blink", "disgust"),
+                                                        ("2", "9+soft focus", "disgust")])
+    assert main(["eval", str(a), str(descriptors), "--json"]) == 0  # a descriptor-only row is a note
+    report = json.loads(capsys.readouterr().out)
+    entry = next(d for d in report["datasets"] if d["name"] == "blink.csv")
+    assert entry["rows"] == 2
+    assert any("row 3" in n and "no facial Action Unit" in n and "blink" in n for n in entry["notes"])
     only_repression = write_labels(tmp_path / "rep.csv", [("1", "17", "repression"), ("2", "15", "repression")])
     assert main(["eval", str(a), str(only_repression), "--protocol", "samm5"]) == ExitCode.DATA_ERROR
     err = capsys.readouterr().err.strip().splitlines()

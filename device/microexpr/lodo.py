@@ -88,7 +88,10 @@ def dataset(table: LabelTable, name: str | None = None) -> Dataset:
     """The usable rows of a table. A row with an unknown label or unreadable
     AUs is a per-row note here, never a reason to refuse the file; a table
     with no usable row at all is an error (65)."""
-    notes = [f"{p.where}: {p.message}; left out" for p in table.problems if p.fatal]
+    # A row with no facial AU (only descriptors such as "blink") is read but
+    # cannot be scored: it is left out here and must say so like the others.
+    notes = [f"{p.where}: {p.message}" + ("" if p.kind == "no-aus" else "; left out")
+             for p in table.problems if p.fatal or p.kind == "no-aus"]
     rows = tuple(r for r in table.rows if r.aus is not None)
     if not rows:
         raise DataError(f"{table.path}: no rows with a known label and readable AUs")
