@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.labels import write_labels
+from fixtures.openai_server import OpenAIServer, Reply
 
 from microexpr import harmonise, lodo
 from microexpr.classify.decide import Classifier
@@ -158,13 +161,20 @@ def test_eval_several_tables_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     notes = next(r for r in report["results"] if r["dataset"] == "odd.csv")["notes"]
     assert any("row 3" in n and "unknown emotion" in n for n in notes)
     assert any("row 5" in n and "12+" in n for n in notes)
+    descriptors = write_labels(tmp_path / "blink.csv", [("1", "12", "happiness"), ("1", "blink", "disgust"),
+                                                        ("2", "9+soft focus", "disgust")])
+    assert main(["eval", str(a), str(descriptors), "--json"]) == 0  # a descriptor-only row is a note
+    report = json.loads(capsys.readouterr().out)
+    entry = next(d for d in report["datasets"] if d["name"] == "blink.csv")
+    assert entry["rows"] == 2
+    assert any("row 3" in n and "no facial Action Unit" in n and "blink" in n for n in entry["notes"])
     only_repression = write_labels(tmp_path / "rep.csv", [("1", "17", "repression"), ("2", "15", "repression")])
     assert main(["eval", str(a), str(only_repression), "--protocol", "samm5"]) == ExitCode.DATA_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no label in common with protocol samm5" in err[0]
     assert main(["eval", str(a), str(a)]) == ExitCode.USAGE
     assert "the same rows" in capsys.readouterr().err
-    assert main(["eval", str(a), str(b), "--reasoner"]) == ExitCode.USAGE
+    assert main(["eval", str(a), str(b), "--strict"]) == ExitCode.USAGE
     assert main(["eval", str(a), str(tmp_path / "none.csv")]) == ExitCode.NO_INPUT
     del c
 
@@ -211,3 +221,72 @@ def test_single_table_eval_leaves_its_own_dataset_out_of_the_shipped_pool(
     assert any("component fitted on this very table is left out" in n for n in protocol["notes"])
     assert "2 datasets pooled" in fixed["description"] and "CASME II" not in fixed["description"]
     assert not any("training fit" in n for n in protocol["notes"])
+
+
+def _reasoner_config(tmp_path: Path, server: OpenAIServer, extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text("[reasoner]\n"
+                    f'base_url = "{server.base_url}"\n'
+                    f'queue_path = "{tmp_path / "eval-reasoner.sqlite3"}"\n'
+                    "max_requests_per_minute = 10000\n" + extra)
+    return path
+
+
+def test_eval_several_tables_with_the_reasoner(openai_server: OpenAIServer, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 item 5: each table's ambiguous shipped decisions go to a local
+    OpenAI-API server; what it answers (when a label of that table) is scored
+    as shipped+reasoner."""
+    tables = _three(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-eval")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+    def echo_local_label(body: dict[str, Any]) -> Reply:
+        first = re.search(r"found ambiguous\):\n- (\w+):", body["messages"][1]["content"])
+        assert first is not None
+        return Reply.answer(label=first.group(1), aus_cited=())
+
+    openai_server.default = echo_local_label
+    config = _reasoner_config(tmp_path, openai_server)
+    assert main(["eval", *map(str, tables), "--reasoner", "--config", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "--reasoner" in report["command"]
+    sent = 0
+    for result in report["results"]:
+        local, refined = result["methods"]["shipped"], result["methods"]["shipped+reasoner"]
+        assert refined["sent"] == local["ambiguous"] and refined["refined"] == local["ambiguous"]
+        # The model agreed with every local label: the scores must not move.
+        assert (refined["accuracy"], refined["uf1"]) == (local["accuracy"], local["uf1"])
+        sent += refined["sent"]
+    assert sent > 0 and 1 <= len(openai_server.chat_requests()) <= sent
+
+    # A model that always answers "surprise": every ambiguous row of a table with
+    # a surprise label is now predicted surprise.
+    openai_server.default = lambda body: Reply.answer(label="surprise", aus_cited=())
+    (tmp_path / "second").mkdir()
+    config = _reasoner_config(tmp_path / "second", openai_server)  # a fresh cache
+    assert main(["eval", *map(str, tables), "--reasoner", "--config", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    changed = 0
+    for result in report["results"]:
+        refined = result["methods"]["shipped+reasoner"]
+        labels = refined["confusion"]["labels"]
+        if "surprise" not in labels:
+            assert refined["refined"] == 0  # not a label of this table: the local label stays
+            continue
+        column = labels.index("surprise")
+        predicted_surprise = sum(row[column] for row in refined["confusion"]["rows_true_columns_predicted"])
+        assert refined["refined"] == refined["sent"] and predicted_surprise >= refined["sent"]
+        changed += refined["refined"]
+    assert changed > 0
+
+
+def test_eval_several_tables_reasoner_bad_config_is_exit_78(openai_server: OpenAIServer, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    a, b, _c = _three(tmp_path)
+    config = _reasoner_config(tmp_path, openai_server, "concurrency = 0\n")
+    assert main(["eval", str(a), str(b), "--reasoner", "--config", str(config)]) == ExitCode.CONFIG
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("microexpr: error: reasoner.concurrency")
+    assert openai_server.chat_requests() == []

@@ -43,7 +43,10 @@ from microexpr.evaluate import (
     PROTOCOLS,
     NaiveBayes,
     Scores,
+    EvalCase,
+    Refiner,
     _ceilings,
+    _kept_reading,
     _readings,
     _samples,
     confusion_text,
@@ -68,7 +71,11 @@ DESCRIPTIONS = {
     "paper-table": "the paper's emotion->AU table as a plain overlap rule (baseline)",
     "naive-bayes": "Bernoulli naive Bayes fitted on the other tables, harmonised (baseline)",
     "loso": "classifier refitted on the scored table's other subjects (per-dataset LOSO, not cross-dataset)",
+    "shipped+reasoner": "shipped, its ambiguous rows refined by the reasoner (--reasoner; nothing fitted on the "
+                        "scored table)",
 }
+#: Methods only some runs have (a column in the summary only then).
+OPTIONAL_METHODS = ("shipped+reasoner",)
 #: Methods whose decisions carry confidence: selective accuracy is reported.
 SELECTIVE = ("shipped", "lodo-fitted", "loso")
 
@@ -88,7 +95,10 @@ def dataset(table: LabelTable, name: str | None = None) -> Dataset:
     """The usable rows of a table. A row with an unknown label or unreadable
     AUs is a per-row note here, never a reason to refuse the file; a table
     with no usable row at all is an error (65)."""
-    notes = [f"{p.where}: {p.message}; left out" for p in table.problems if p.fatal]
+    # A row with no facial AU (only descriptors such as "blink") is read but
+    # cannot be scored: it is left out here and must say so like the others.
+    notes = [f"{p.where}: {p.message}" + ("" if p.kind == "no-aus" else "; left out")
+             for p in table.problems if p.fatal or p.kind == "no-aus"]
     rows = tuple(r for r in table.rows if r.aus is not None)
     if not rows:
         raise DataError(f"{table.path}: no rows with a known label and readable AUs")
@@ -195,6 +205,7 @@ def evaluate_target(
     shipped: PrototypeSet,
     classifier_options: Mapping[str, Any] | None = None,
     loso: bool = True,
+    refine: Refiner | None = None,
 ) -> TargetResult:
     labels, rows, dropped = _target_labels(target, protocol)
     options = dict(classifier_options or {})
@@ -227,6 +238,8 @@ def evaluate_target(
             "shipped", truth, decisions, labels, DESCRIPTIONS["shipped"],
             {"datasets": [c.name for c in own.components] or [str(own.provenance.get("dataset", "?"))],
              "left_out": left or [], "training_fit": training_fit})
+        if refine is not None:
+            methods["shipped+reasoner"] = _refined(clf, rows, decisions, labels, refine)
     fitted = fit_pooled([(o.name, o.fingerprint, train[o.name].rows) for o in others])
     clf = Classifier(fitted, labels=labels, **options)
     methods["lodo-fitted"] = _selective("lodo-fitted", truth, [clf.classify_readings(_readings(r)) for r in rows],
@@ -244,6 +257,26 @@ def evaluate_target(
         methods["loso"] = _loso(rows, labels, options)
     ceilings = {**_ceilings(rows, labels), **_cross_ceiling(rows, train_rows, labels)}
     return TargetResult(target, protocol, labels, rows, train, methods, ceilings, tuple(notes))
+
+
+def _refined(classifier: Classifier, rows: Sequence[LabelRow], decisions: Sequence[Decision],
+             labels: Sequence[Emotion], refine: Refiner) -> MethodScore:
+    """The shipped decisions with the ambiguous rows sent to the reasoner, as
+    the single-table eval's ``classifier+reasoner``: a label it returns that
+    is one of the scored table's replaces the local one."""
+    pairs = []
+    for row, decision in zip(rows, decisions, strict=True):
+        if decision.ambiguous:
+            readings = _readings(row)
+            pairs.append((EvalCase(row, readings, _kept_reading(classifier, readings)), decision))
+    answers = list(refine(pairs)) if pairs else []
+    if len(answers) != len(pairs):
+        raise DataError(f"reasoner returned {len(answers)} labels for {len(pairs)} ambiguous rows")
+    refined = {id(c.row): a for (c, _d), a in zip(pairs, answers, strict=True) if a is not None and a in labels}
+    preds = [refined.get(id(r), d.label) for r, d in zip(rows, decisions, strict=True)]
+    return MethodScore("shipped+reasoner", DESCRIPTIONS["shipped+reasoner"],
+                       score([r.emotion for r in rows], preds, labels),
+                       extra={"sent": len(pairs), "refined": len(refined)})
 
 
 def _loso(rows: Sequence[LabelRow], labels: Sequence[Emotion], options: Mapping[str, Any]) -> MethodScore:
@@ -301,12 +334,13 @@ class LodoReport:
             lines.append(f"| {d.name} | {d.table.path.name} | {len(d.rows)} | {len({r.subject for r in d.rows})} | "
                          f"`{d.fingerprint[:12]}` |")
         lines += ["", "## Label harmonisation (`microexpr/harmonise.py`)", "", *harmonise.describe(), ""]
+        shown = METHODS + tuple(m for m in OPTIONAL_METHODS if any(m in r.methods for r in self.results))
         lines += ["## Summary (accuracy / UF1; selective: accuracy of confident decisions, ambiguous share)", "",
-                  "| scored dataset | protocol | " + " | ".join(m for m in METHODS) + " | shipped selective |",
-                  "|---|---|" + "---|" * len(METHODS) + "---|"]
+                  "| scored dataset | protocol | " + " | ".join(m for m in shown) + " | shipped selective |",
+                  "|---|---|" + "---|" * len(shown) + "---|"]
         for r in self.results:
             cells = []
-            for m in METHODS:
+            for m in shown:
                 ms = r.methods.get(m)
                 fit = " (training fit)" if ms is not None and ms.extra.get("training_fit") else ""
                 cells.append("n/a" if ms is None else f"{ms.scores.accuracy:.3f} / {ms.scores.uf1:.3f}{fit}")
@@ -394,6 +428,7 @@ def run_lodo(
     classifier_options: Mapping[str, Any] | None = None,
     command: str = "",
     progress: Callable[[int], None] | None = None,
+    refine: Refiner | None = None,
 ) -> LodoReport:
     if len(tables) < 2:
         raise DataError("leave-one-dataset-out needs at least two label tables", exit_code=ExitCode.USAGE)
@@ -413,7 +448,7 @@ def run_lodo(
         for d in datasets:
             others = [o for o in datasets if o is not d]
             results.append(evaluate_target(d, others, protocol, shipped=shipped,
-                                           classifier_options=classifier_options))
+                                           classifier_options=classifier_options, refine=refine))
             if progress is not None:
                 progress(1)
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -4,8 +4,12 @@ One table: leave-one-subject-out (LOSO) scores. Several tables: each is also
 scored leave-one-dataset-out (``lodo.py``): with everything fitted on the
 other tables only, in its own labels (``harmonise.py``).
 
-Exit codes: 0 scored; 2 bad command line (``--reasoner`` or ``--strict``
-with several tables, the same table twice); 65 malformed label file (missing
+With several tables ``--reasoner`` sends each table's ambiguous ``shipped``
+decisions to the reasoner (``shipped+reasoner``), as one table does for the
+LOSO classifier.
+
+Exit codes: 0 scored; 2 bad command line (``--strict`` with several
+tables, the same table twice); 65 malformed label file (missing
 columns, unknown emotions and unparseable AU strings with ``--strict`` (by
 default those rows are left out and listed),
 bad or contradicting frame numbers with ``--strict``, no rows, fewer than 2
@@ -118,12 +122,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_lodo(args: argparse.Namespace, protocols: list[str], profile: Any) -> int:
     """Several tables: leave-one-dataset-out."""
-    for flag in ("reasoner", "strict"):
-        if getattr(args, flag):
-            print(f"microexpr eval: error: --{flag} works with one label table, not with several", file=sys.stderr)
-            return 2
-    if args.config is not None:
+    if args.strict:
+        print("microexpr eval: error: --strict works with one label table, not with several", file=sys.stderr)
+        return 2
+    if args.config is not None and not args.reasoner:
         log.warning("--config %s is read only with --reasoner; ignored", args.config)
+    refine = _reasoner(args) if args.reasoner else None  # a bad config fails before any work
     tables = [read_labels(path) for path in args.labels]
     if args.prototypes is None or args.prototypes == "shipped":
         shipped, shipped_name = profile.load_prototypes(), f"packaged {profile.prototypes} (profile {profile.name})"
@@ -135,9 +139,10 @@ def _run_lodo(args: argparse.Namespace, protocols: list[str], profile: Any) -> i
         "microexpr", "eval", *(p.name for p in args.labels), *(f"--protocol={p}" for p in protocols),
         *([f"--profile={args.profile}"] if args.profile else []),
         *([f"--prototypes={Path(args.prototypes).name}"] if args.prototypes else []),
-        *(f"--{k.replace('_', '-')}={v}" for k, v in options.items())))
+        *(f"--{k.replace('_', '-')}={v}" for k, v in options.items()),
+        *(["--reasoner"] if args.reasoner else [])))
     report = lodo.run_lodo(tables, protocols, shipped=shipped, shipped_name=shipped_name, command=command,
-                           classifier_options=options)
+                           classifier_options=options, refine=refine)
     if args.out is not None:
         lodo.write_outputs(report, args.out)
     if args.json:
