@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Debian / Raspberry Pi OS packages the venv build needs: python3-venv, and
-# libsystemd-dev + pkg-config + a compiler because systemd-python ships only
-# as an sdist. Installs them when run as root (or with passwordless sudo),
+# Debian / Raspberry Pi OS packages the venv build needs: python3-venv only.
+# No compiler: every Python package installs from a wheel (the journal is
+# written by hand in device/microexpr/journal.py, not through the
+# systemd-python sdist). Installs them when run as root (or with passwordless sudo),
 # otherwise names what is missing and stops. With --test it also installs
 # what the test suite runs for real: mosquitto (the broker the fixtures start
 # on loopback) and systemd (systemd-analyze checks the unit files).
@@ -12,11 +13,9 @@ if [[ ${1:-} == --test ]]; then
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-pkg-config --exists libsystemd 2>/dev/null || missing+=(libsystemd-dev)
-command -v gcc >/dev/null 2>&1 || missing+=(gcc)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # tests: throwaway CA for the TLS broker
-python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || missing+=(python3-dev)
+if [[ ${1:-} == --test ]]; then
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # tests: throwaway CA for the TLS broker
+fi
 ((${#missing[@]})) || exit 0
 if [[ $(id -u) -eq 0 ]]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else
     echo "microexpr: missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2

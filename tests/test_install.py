@@ -79,7 +79,7 @@ def test_dry_run_in_a_scratch_root_lists_every_step_and_changes_nothing(tmp_path
     # Live-system actions are only named in a scratch root.
     skipped = [line for line in out.splitlines() if line.startswith("skip (scratch root): ")]
     assert any("useradd --system" in s and "--groups video" in s for s in skipped)
-    assert any("apt-get install" in s and "mosquitto" in s and "libsystemd-dev" in s for s in skipped)
+    assert any("apt-get install" in s and "mosquitto" in s and "python3-venv" in s for s in skipped)
     assert any(s.endswith("systemctl enable microexpr.service") for s in skipped)
 
 

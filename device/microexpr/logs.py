@@ -24,13 +24,13 @@ def setup_logging(level: int = logging.INFO) -> None:
         root.removeHandler(handler)
     handler: logging.Handler | None = None
     if _under_systemd():
-        try:
-            from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        # journald's native protocol, written by hand (journal.py): no
+        # systemd-python, so no compiler on the device.
+        from microexpr.journal import JournalHandler, available
 
-            handler = JournalHandler(SYSLOG_IDENTIFIER="microexpr")
+        if available():
+            handler = JournalHandler("microexpr")
             handler.setFormatter(logging.Formatter("%(message)s"))
-        except ImportError:
-            handler = None
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

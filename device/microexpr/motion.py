@@ -357,6 +357,11 @@ class MotionAnalyzer:
         self._rebase_pending = False
 
     @property
+    def rebase_pending(self) -> bool:
+        """A new reference is asked for: the next face frame must be processed."""
+        return self._rebase_pending
+
+    @property
     def has_reference(self) -> bool:
         return self._ref_crop is not None
 

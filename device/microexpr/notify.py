@@ -7,7 +7,7 @@ queue is full (Linux queues only ``net.unix.max_dgram_qlen`` = 10 datagrams),
 and the caller here is the inference loop itself — a watchdog ping must never
 be what stalls the loop it vouches for. A ping that cannot be queued is
 dropped; the next one follows within a third of ``WatchdogSec``.
-systemd-python is still used for the journal (``logs.py``).
+The journal is written by hand too (``journal.py``): no systemd-python.
 """
 
 from __future__ import annotations

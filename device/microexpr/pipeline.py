@@ -31,8 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+import cv2
 import numpy as np
 
+from microexpr.activity import ActivityConfig, ActivityGate
 from microexpr.aus import AUEstimator, AUFrame
 from microexpr.baseline import BaselineConfig, Evidence, SubjectBaseline
 from microexpr.capture import Frame
@@ -41,7 +43,7 @@ from microexpr.facs import AU, AUActivation
 from microexpr.motion import MotionAnalyzer, MotionConfig, MotionFrame
 from microexpr.spotting import Episode, OpenEpisode, Rejection, Spotter, SpotterConfig, activations_at
 from microexpr.suppression import Suppression, SuppressionLog
-from microexpr.tracking.base import FaceObservation, FaceTracker
+from microexpr.tracking.base import Face, FaceObservation, FaceTracker
 
 if TYPE_CHECKING:
     from microexpr.classify.context import SubjectContext
@@ -156,6 +158,9 @@ class _Subject:
     rebase_deferred: bool = False
     #: The spotter's rejection counts already recorded.
     rejected_seen: dict[Rejection, int] = field(default_factory=dict)
+    #: When the dense flow runs (activity.py), and its last output.
+    gate: ActivityGate = field(default_factory=ActivityGate)
+    last_motion: MotionFrame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,9 @@ class PipelineConfig:
     motion: MotionConfig = field(default_factory=MotionConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     spotter: SpotterConfig = field(default_factory=SpotterConfig)
+    #: When the dense ROI flow runs: every frame while anything moves, one
+    #: in ``idle_stride`` at rest (activity.py).
+    activity: ActivityConfig = field(default_factory=ActivityConfig)
     #: A subject unseen this long starts over.
     lost_reset_s: float = 1.0
     #: First sight in mid-expression. The baseline takes a new face as its
@@ -310,6 +318,10 @@ class Pipeline:
         #: Frames identical to the one before (a frozen camera, or a decoder
         #: concealing undecodable frames by repeating the last good one).
         self.repeated_frames = 0
+        #: Frames with a face on which the dense flow ran / was skipped at
+        #: rest (activity.py; the daemon's ``stats.flow``).
+        self.flow_ran = 0
+        self.flow_skipped = 0
         self._input = _InputWatch()
 
     @classmethod
@@ -388,6 +400,7 @@ class Pipeline:
                 Spotter(c.spotter),
                 _new_context(),
                 rest_checked=at_rest,
+                gate=ActivityGate(c.activity),
             )
             self._subjects[subject_id] = state
             log.debug("new subject %d", subject_id)
@@ -558,7 +571,7 @@ class Pipeline:
                     closing.extend(self._decide(other, other.spotter.finish()))
                     self._count_rejections(other, frame.timestamp)
             state.last_seen = frame.timestamp
-            motion_frame = state.motion.process(frame, face)
+            motion_frame = self._motion(state, frame, face)
             t3 = ns()
             evidence = state.baseline.update(motion_frame, au, face, busy=state.spotter.busy)
             state.ready_once = state.ready_once or evidence.ready
@@ -582,6 +595,25 @@ class Pipeline:
                 in_progress = (EpisodeInProgress(state.subject_id, open_episode, now),)
         timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings, in_progress)
+
+    def _motion(self, state: _Subject, frame: Frame, face: Face) -> MotionFrame:
+        """The ROI motion of this frame: the dense flow when the activity
+        gate lets it run, else the last flowed result carried to this frame
+        (the face changed less than the gate's threshold since it)."""
+        image = frame.image
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        decision = state.gate.decide(
+            grey, np.asarray(face.landmarks, dtype=np.float64), frame.timestamp,
+            needs_reference=state.last_motion is None or state.motion.rebase_pending,
+            warming_up=not state.ready_once, episode=not state.spotter.at_rest)
+        if decision.run or state.last_motion is None:
+            self.flow_ran += 1
+            state.last_motion = state.motion.process(frame, face)
+            return state.last_motion
+        self.flow_skipped += 1
+        held = state.last_motion
+        return replace(held, frame_index=frame.index, timestamp=frame.timestamp,
+                       valid=bool(held.regions), rebased=False)
 
     def _drop_releases(self, state: _Subject, spotted: list[Episode]) -> list[Episode]:
         """While a subject first seen mid-expression is watched, its

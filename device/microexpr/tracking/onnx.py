@@ -293,7 +293,13 @@ def install_models(source: Path | None = None, models_dir: Path | None = None) -
 
 
 def _session(data: bytes, threads: int, what: str) -> Any:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        # Optional since the runtime set dropped it (80 MB): requirements/onnx.txt.
+        raise ConfigError(
+            "tracker.backend = \"onnx\" needs onnxruntime, which is not installed "
+            "(pip install -r requirements/onnx.txt)") from None
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
