@@ -49,7 +49,7 @@ MODELS=$STATE/models
 UNIT_DIR=/etc/systemd/system
 MOSQUITTO_CONF=/etc/mosquitto/conf.d/microexpr.conf
 APT_PACKAGES=(python3-venv python3-dev libsystemd-dev pkg-config gcc)
-SECRETS=(mqtt_password openai_api_key)
+SECRETS=(mqtt_password openai_api_key status_password)
 
 usage() {
     cat <<EOF
