@@ -214,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "microexpr-status"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    #: Errors before the version is known still get a status line (no HTTP/0.9 answers).
+    default_request_version = "HTTP/1.0"
     timeout = SOCKET_TIMEOUT_S
 
     # -- request checks ---------------------------------------------------------
@@ -233,6 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, f"request line over {MAX_REQUEST_LINE} bytes")
             return False
         if not super().parse_request():
+            return False
+        if len(self.requestline.split()) != 3:  # "GET /": HTTP/0.9, which http.server would answer
+            self.send_error(HTTPStatus.BAD_REQUEST, "an HTTP/1.x request line is required")
             return False
         if sum(len(k) + len(v) + 4 for k, v in self.headers.items()) > MAX_HEADER_BYTES:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"headers over {MAX_HEADER_BYTES} bytes")
