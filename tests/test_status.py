@@ -546,3 +546,20 @@ def test_daemon_page_in_headless_chromium_moves_while_the_clip_plays(
     assert outcome == [0]
     with pytest.raises(OSError):  # the port is closed with the daemon
         socket.create_connection(("127.0.0.1", config.status.port), timeout=2).close()
+
+
+def test_bench_cost_scenario_times_both_arms_on_the_same_frames(smile_clip: Path, model_path: Path) -> None:
+    """``microexpr bench``'s status scenario: one pass off, one on, the server
+    really serving a stream and scrapes meanwhile; no wall-clock assertion."""
+    from microexpr.bench import load_frames
+    from microexpr.status.cost import measure_status_cost
+
+    frames = load_frames(smile_clip)
+    cost = measure_status_cost(frames, model_path=model_path, passes=1)
+    report = cost.report()
+    assert len(cost.off) == len(cost.on) == len(cost.hooks) == len(frames)
+    assert all(h < f for h, f in zip(cost.hooks, cost.on))  # the hooks are part of the timed frame
+    assert cost.stream_bytes > 0  # the event stream was open and sent something
+    assert report["episodes"]["on"] == report["episodes"]["off"] >= 1  # same frames, same episodes
+    assert 0 < report["hooks_share_of_frame"] < 1
+    assert report["ratio_p50_on_vs_off"] > 0 and report["ratio_cpu_per_frame_on_vs_off"] > 0
