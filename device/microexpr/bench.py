@@ -602,6 +602,7 @@ def build_report(
         report["ratios"].update({
             "status_on_vs_off_p50": status_cost["ratio_p50_on_vs_off"],
             "status_on_vs_off_cpu_per_frame": status_cost["ratio_cpu_per_frame_on_vs_off"],
+            "status_on_vs_off_frame_thread_cpu_p50": status_cost["ratio_thread_cpu_p50_on_vs_off"],
             "status_hooks_share_of_frame": status_cost["hooks_share_of_frame"],
         })
     if daemon is not None:
@@ -680,7 +681,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
         ]
         for key, name in (("frame_ms_status_off", "status off"), ("frame_ms_status_on", "status on"),
-                          ("hooks_ms", "  of which the daemon's status hooks")):
+                          ("hooks_ms", "  of which the daemon's status hooks"),
+                          ("frame_thread_cpu_ms_status_off", "frame thread CPU, status off"),
+                          ("frame_thread_cpu_ms_status_on", "frame thread CPU, status on")):
             v = sc[key]
             lines.append(f"| {name} | {v['n']} | {v['p50']} | {v['p95']} | {v['mean']} |")
         lines.append(f"\nScrapes {sc['scrapes']}, event-stream bytes {sc['event_stream_bytes']}; "

@@ -15,8 +15,10 @@ on a shared machine hits both arms alike, and the server with its clients
 runs only during the "on" passes — during "off" passes it is closed, so
 its threads cannot hide in both arms. Reported: the ratio of per-frame
 wall time p50 and mean (on / off), the ratio of process CPU time per frame
-(which counts the server's threads wherever they run), and the hooks' own
-share of the frame time (timed directly around the hook calls).
+(which counts the server's threads wherever they run), the ratio of the
+frame thread's own CPU time per frame (p50; blind to other processes, so
+the steadiest number on a shared machine), and the hooks' own share of the
+frame time (timed directly around the hook calls).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class StatusCost:
     off: list[float] = field(default_factory=list)
     on: list[float] = field(default_factory=list)
     hooks: list[float] = field(default_factory=list)
+    #: CPU time of the frame-path thread per frame (``time.thread_time``):
+    #: blind to other processes on a shared machine, unlike wall time.
+    thread_cpu_off: list[float] = field(default_factory=list)
+    thread_cpu_on: list[float] = field(default_factory=list)
     cpu_off_s: float = 0.0
     cpu_on_s: float = 0.0
     scrapes: int = 0
@@ -64,11 +70,15 @@ class StatusCost:
             return {"n": s.count, "p50": round(s.p50_ms, 3), "p95": round(s.p95_ms, 3), "mean": round(mean, 3)}
 
         off, on = ms(self.off), ms(self.on)
+        cpu_off, cpu_on = ms(self.thread_cpu_off), ms(self.thread_cpu_on)
         n_off, n_on = max(1, len(self.off)), max(1, len(self.on))
         return {
             "frame_ms_status_off": off,
             "frame_ms_status_on": on,
             "hooks_ms": ms(self.hooks),
+            "frame_thread_cpu_ms_status_off": cpu_off,
+            "frame_thread_cpu_ms_status_on": cpu_on,
+            "ratio_thread_cpu_p50_on_vs_off": round(cpu_on["p50"] / cpu_off["p50"], 4) if cpu_off["p50"] else None,
             "ratio_p50_on_vs_off": round(on["p50"] / off["p50"], 4) if off["p50"] else None,
             "ratio_mean_on_vs_off": round(on["mean"] / off["mean"], 4) if off["mean"] else None,
             "ratio_cpu_per_frame_on_vs_off": round((self.cpu_on_s / n_on) / (self.cpu_off_s / n_off), 4)
@@ -162,6 +172,7 @@ def measure_status_cost(
             cpu0 = time.process_time()
             for frame in frames:
                 shifted = Frame(frame.index, frame.timestamp + offset, frame.image)
+                c0 = time.thread_time()
                 t0 = time.perf_counter()
                 result = pipeline.process(shifted)
                 # The daemon builds each event whether or not the page is on.
@@ -175,12 +186,14 @@ def measure_status_cost(
                     for event in events:
                         server.on_event(event)
                     t1 = time.perf_counter()
+                    cost.thread_cpu_on.append(time.thread_time() - c0)
                     cost.hooks.append(t1 - h0)
                     cost.on.append(t1 - t0)
                     cost.episodes_on += len(events)
                     counted["frames"] += 1
                 else:
                     cost.off.append(time.perf_counter() - t0)
+                    cost.thread_cpu_off.append(time.thread_time() - c0)
                     cost.episodes_off += len(events)
                 progress()
             cpu = time.process_time() - cpu0
