@@ -563,3 +563,37 @@ def test_bench_cost_scenario_times_both_arms_on_the_same_frames(smile_clip: Path
     assert report["episodes"]["on"] == report["episodes"]["off"] >= 1  # same frames, same episodes
     assert 0 < report["hooks_share_of_frame"] < 1
     assert report["ratio_p50_on_vs_off"] > 0 and report["ratio_cpu_per_frame_on_vs_off"] > 0
+
+
+def test_head_has_no_body_and_streams_are_capped(server: StatusServer) -> None:
+    from microexpr.status.server import MAX_STREAMS
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("HEAD", "/metrics")
+    response = conn.getresponse()
+    assert response.status == 200 and int(response.getheader("Content-Length")) > 0 and response.read() == b""
+    conn.close()
+    streams = []
+    try:
+        for _ in range(MAX_STREAMS):
+            c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            c.request("GET", "/events")
+            r = c.getresponse()
+            assert r.status == 200
+            streams.append(c)
+        assert get(server.url + "events")[0] == 503
+        assert get(server.url + "api/status")[0] == 200  # the rest of the page still answers
+    finally:
+        for c in streams:
+            c.close()
+    wait_until(lambda: _stream_opens(server), 10,
+               "a stream slot after the others closed", interval=0.2)
+
+
+def _stream_opens(server: StatusServer) -> bool:
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        c.request("GET", "/events")
+        return c.getresponse().status == 200
+    finally:
+        c.close()
