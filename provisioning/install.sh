@@ -54,7 +54,7 @@ UNIT_DIR=/etc/systemd/system
 BIN_LINK=/usr/local/bin/microexpr
 MOSQUITTO_CONF=/etc/mosquitto/conf.d/microexpr.conf
 APT_PACKAGES=(python3-venv)  # no compiler: every package is a wheel (journal.py replaces systemd-python)
-SECRETS=(mqtt_password openai_api_key)
+SECRETS=(mqtt_password openai_api_key status_password)
 
 usage() {
     cat <<EOF

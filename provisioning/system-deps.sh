@@ -5,12 +5,14 @@
 # systemd-python sdist). Installs them when run as root (or with passwordless sudo),
 # otherwise names what is missing and stops. With --test it also installs
 # what the test suite runs for real: mosquitto (the broker the fixtures start
-# on loopback) and systemd (systemd-analyze checks the unit files).
+# on loopback), systemd (systemd-analyze checks the unit files) and chromium
+# (headless, for the status page test).
 set -euo pipefail
 missing=()
 if [[ ${1:-} == --test ]]; then
     command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # headless: the status page test (tests/test_status.py)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [[ ${1:-} == --test ]]; then

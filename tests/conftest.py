@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures.broker", "fixtures.openai_server", "fixtures.tracked_clip"]
+pytest_plugins = ["fixtures.broker", "fixtures.openai_server", "fixtures.tracked_clip", "fixtures.chromium"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MICROEXPR_SHARED", ROOT.parent / "shared")).resolve()

@@ -552,6 +552,7 @@ def _ratio(a: Latency, b: Latency, attr: str) -> float | None:
 def build_report(
     *, machine: dict[str, Any], source: Path, frames: int, passes: int, inproc: InProcessResult,
     daemon: DaemonResult | None, quick: bool, streams: StreamResult | None = None,
+    status_cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     bare, timeline, pipeline = Latency.of(inproc.bare), Latency.of(inproc.timeline), Latency.of(inproc.pipeline)
     report: dict[str, Any] = {
@@ -594,6 +595,15 @@ def build_report(
             "stream_overlap_vs_bare_p50": _ratio(s_ovl, s_bare, "p50"),
             "stream_overlap_vs_bare_p95": _ratio(s_ovl, s_bare, "p95"),
             "overlap_latency_vs_bare_p50": _ratio(s_lat, s_bare, "p50"),
+        })
+    if status_cost is not None:
+        # microexpr.status.cost: the status page and /metrics on vs off, same frames, one run.
+        report["status_cost"] = status_cost
+        report["ratios"].update({
+            "status_on_vs_off_p50": status_cost["ratio_p50_on_vs_off"],
+            "status_on_vs_off_cpu_per_frame": status_cost["ratio_cpu_per_frame_on_vs_off"],
+            "status_on_vs_off_frame_thread_cpu_p50": status_cost["ratio_thread_cpu_p50_on_vs_off"],
+            "status_hooks_share_of_frame": status_cost["hooks_share_of_frame"],
         })
     if daemon is not None:
         e2e = Latency.of(daemon.e2e_frame_to_subscriber)
@@ -660,6 +670,24 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lines.append(f"| latency of a frame with overlap (in → result) | {v['n']} | {v['p50']} | {v['p95']} | {v['p99']} | |")
         lines.append("")
         lines.append(f"Overlapped and sequential spotted identical episodes: {st['identical_episodes']}.")
+    if "status_cost" in report:
+        sc = report["status_cost"]
+        lines += [
+            "",
+            "Status page + /metrics (`[status]` on, one open event stream, /metrics and /api/status scraped "
+            "every second) vs off, whole passes in ABBA order on the same frames:",
+            "",
+            "| arm | n | p50 ms | p95 ms | mean ms |",
+            "|---|---|---|---|---|",
+        ]
+        for key, name in (("frame_ms_status_off", "status off"), ("frame_ms_status_on", "status on"),
+                          ("hooks_ms", "  of which the daemon's status hooks"),
+                          ("frame_thread_cpu_ms_status_off", "frame thread CPU, status off"),
+                          ("frame_thread_cpu_ms_status_on", "frame thread CPU, status on")):
+            v = sc[key]
+            lines.append(f"| {name} | {v['n']} | {v['p50']} | {v['p95']} | {v['mean']} |")
+        lines.append(f"\nScrapes {sc['scrapes']}, event-stream bytes {sc['event_stream_bytes']}; "
+                     f"CPU per frame on/off {sc['ratio_cpu_per_frame_on_vs_off']}.")
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
     lines += ["", f"Model load: {report['model_load_s']} s. Venv size: {report['venv_size_mb']} MB."]
@@ -773,7 +801,7 @@ def run_bench(
                              "or --daemon-seconds 0 to measure a folder in-process only", exit_code=ExitCode.USAGE)
     passes = 2 if quick else 8
     bar: Any = None
-    total = (passes + 3 * max(3, passes // 2)) * len(frames)
+    total = (passes + 3 * max(3, passes // 2) + 2 * passes) * len(frames)  # + status on/off passes
     if show_progress:
         from tqdm import tqdm
 
@@ -787,6 +815,10 @@ def run_bench(
                                 progress=(bar.update if bar is not None else lambda: None))
         streams = run_streams(frames, model_path=model_path, passes=max(3, passes // 2),
                               progress=(bar.update if bar is not None else lambda: None))
+        from microexpr.status.cost import measure_status_cost  # imports the status server: bench only
+
+        status_cost = measure_status_cost(frames, model_path=model_path, passes=passes,
+                                          progress=(bar.update if bar is not None else lambda: None)).report()
     finally:
         if bar is not None:
             bar.close()
@@ -801,7 +833,7 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="microexpr-bench-") as tmp:
             daemon = run_daemon(source, seconds=seconds, workdir=Path(tmp))
     report = build_report(machine=machine, source=source, frames=len(frames), passes=passes, inproc=inproc,
-                          daemon=daemon, quick=quick, streams=streams)
+                          daemon=daemon, quick=quick, streams=streams, status_cost=status_cost)
     name = "bench-quick" if quick else "bench"
     try:
         (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")

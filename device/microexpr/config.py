@@ -309,6 +309,64 @@ class ReasonerConfig(_Section):
         return value
 
 
+class StatusConfig(_Section):
+    """``[status]``: the local status page and Prometheus ``/metrics`` (``microexpr.status``).
+
+    Off by default: when off the daemon does not even import the server.
+    The page is read-only. It listens on loopback unless a person says
+    otherwise twice (``bind`` and ``allow_remote``), because it shows what
+    the device sees people feel.
+    """
+
+    enabled: bool = False
+    #: An IP address to listen on; loopback unless ``allow_remote``.
+    bind: str = "127.0.0.1"
+    port: int = Field(8090, ge=1, le=65535)
+    #: Must be true for a ``bind`` that is not a loopback address.
+    allow_remote: bool = False
+    #: Basic auth user; "" = no auth. The password comes only from the secret ``status_password``.
+    username: str = Field("", max_length=64)
+    #: Serve the latest camera frame at /preview.jpg, to loopback clients only.
+    preview: bool = False
+    #: Episodes the page lists (newest first).
+    recent_episodes: int = Field(20, ge=1, le=500)
+    #: How often the page's live AU bars are updated (server-sent events), seconds.
+    live_interval_s: float = Field(0.2, ge=0.05, le=10)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"must be an IP address (127.0.0.1, ::1, 0.0.0.0, ...), got {json.dumps(value)}") from None
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if ":" in value or any(not c.isprintable() for c in value):
+            raise ValueError(f"must not contain ':' or control characters, got {json.dumps(value)}")
+        return value
+
+    def loopback(self) -> bool:
+        import ipaddress
+
+        return ipaddress.ip_address(self.bind).is_loopback
+
+    @model_validator(mode="after")
+    def _exposure(self) -> StatusConfig:
+        if not self.loopback() and not self.allow_remote:
+            raise _cross("bind", f"{self.bind} is not a loopback address; set status.allow_remote = true "
+                                 "to serve other machines (and status.username for a password)")
+        if self.preview and not self.loopback():
+            raise _cross("preview", "camera pixels are served on a loopback bind only; "
+                                    "set status.bind = \"127.0.0.1\" or status.preview = false")
+        return self
+
+
 class LoggingConfig(_Section):
     """``[logging]``."""
 
@@ -331,6 +389,7 @@ class Config(_Section):
     outbox: OutboxConfig = OutboxConfig()
     reasoner: ReasonerConfig = ReasonerConfig()
     logging: LoggingConfig = LoggingConfig()
+    status: StatusConfig = StatusConfig()
 
     @field_validator("device_id")
     @classmethod

@@ -53,7 +53,9 @@ class SecretSpec:
 
 MQTT_PASSWORD = SecretSpec("mqtt_password", "MICROEXPR_MQTT_PASSWORD", "MQTT password")
 OPENAI_API_KEY = SecretSpec("openai_api_key", "OPENAI_API_KEY", "OpenAI API key")
-SECRETS: tuple[SecretSpec, ...] = (MQTT_PASSWORD, OPENAI_API_KEY)
+#: Basic auth password of the status page (``status.username``).
+STATUS_PASSWORD = SecretSpec("status_password", "MICROEXPR_STATUS_PASSWORD", "status page password")
+SECRETS: tuple[SecretSpec, ...] = (MQTT_PASSWORD, OPENAI_API_KEY, STATUS_PASSWORD)
 
 
 def _strip_newline(value: str) -> str:

@@ -63,6 +63,9 @@ def _notes(config: cfg.Config, report: dict[str, dict[str, Any]]) -> list[str]:
         notes.append("mqtt.tls is false: the MQTT password crosses the network in clear text")
     if config.reasoner.enabled and not config.reasoner.base_url and not report[secrets.OPENAI_API_KEY.name]["set"]:
         notes.append(f"reasoner.enabled is true but no OpenAI API key is set: {secrets.OPENAI_API_KEY.hint()}")
+    if config.status.enabled and config.status.username and not report[secrets.STATUS_PASSWORD.name]["set"]:
+        notes.append(f"status.username is set but no status page password is (run refuses this): "
+                     f"{secrets.STATUS_PASSWORD.hint()}")
     return notes
 
 

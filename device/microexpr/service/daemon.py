@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # heavy imports (mediapipe, openai) stay lazy at run time
     from microexpr.overlap import OverlappedPipeline
     from microexpr.pipeline import EpisodeInProgress, Pipeline, PipelineResult
     from microexpr.reasoner import Reasoner, Refinement
+    from microexpr.status import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ class Service:
         self._outbox: Outbox | None = None
         self._publisher: MqttPublisher | None = None
         self._reasoner: Reasoner | None = None
+        #: status.enabled: the page and /metrics (microexpr.status, imported only then).
+        self._status: StatusServer | None = None
         self._threads: list[threading.Thread] = []
         self._fatal: MicroexprError | None = None
         self._ready = False
@@ -209,6 +212,18 @@ class Service:
         reasoner.start()
         return reasoner
 
+    def _open_status(self, stack: ExitStack) -> StatusServer | None:
+        if not self.config.status.enabled:
+            return None  # not even imported
+        from microexpr.status import StatusSources, open_status_server
+
+        return open_status_server(self.config, StatusSources(stats=self.stats, broker=self._broker_state), stack)
+
+    def _broker_state(self) -> str:
+        if self._publisher is None:
+            return "disabled"
+        return "connected" if self._publisher.connected else "offline"
+
     # -- running -------------------------------------------------------------
 
     def run(self, *, install_signals: bool = True) -> int:
@@ -244,6 +259,7 @@ class Service:
         self.notifier.status("starting: opening source")
         self._open_source_at_start()
         stack.callback(self._close_source)
+        self._status = self._open_status(stack)
         self._outbox = self._open_outbox(stack)
         # Connect while the model loads: by the first event the broker has
         # answered (or been reported absent, once).
@@ -516,6 +532,8 @@ class Service:
         self.metrics.frame_done(now, timings)
         if result.observation.faces:
             self.metrics.frames_with_face += 1
+        if self._status is not None:
+            self._status.on_frame(timings, bool(result.observation.faces), result.aus, frame)
         self._emit_all(list(emitted_episodes(result.episodes)), getattr(result, "in_progress", ()), frame.timestamp)
         self._maybe_publish_aus(result, now)
         if self._face.update(bool(result.observation.faces), now) and self._publisher is not None:
@@ -631,9 +649,13 @@ class Service:
             self._store(event)
         except MicroexprError as exc:
             log.error("event %s not stored: %s", event.event_id, exc)
+            if self._status is not None:
+                self._status.on_store_failed("event")
         if self._lifecycle is not None:
             self._store_notice(self._lifecycle.end_notice(event))
         self.metrics.event_emitted()
+        if self._status is not None:
+            self._status.on_event(event)
         log.info(
             "event %s: %s %s (%.2f, stage %s)%s", event.event_id, event.kind.value, event.emotion.value,
             event.confidence, event.stage.value, " ambiguous" if event.ambiguous else "",
@@ -688,7 +710,14 @@ class Service:
             local_emotion=refinement.local_label,
             model=refinement.model,
         )
-        self._store(refined)
+        try:
+            self._store(refined)
+        except MicroexprError:
+            if self._status is not None:
+                self._status.on_store_failed("refined")
+            raise
+        if self._status is not None:
+            self._status.on_refined(refined)
         self._print(refined.to_json())
 
     # -- stats thread --------------------------------------------------------
