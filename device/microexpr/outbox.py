@@ -37,7 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
-from microexpr.errors import ExitCode, MicroexprError, PublishError
+from microexpr import sqlitefile
+from microexpr.errors import ExitCode, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,18 @@ Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 _LAYOUT_VERSION = 1
 
 
-class OutboxError(MicroexprError):
-    """The queue file cannot be opened, read or written."""
+class OutboxError(sqlitefile.StorageError):
+    """The queue file cannot be opened, read or written.
+
+    ``sqlite_code`` is SQLite's primary result code when SQLite said why
+    (``sqlitefile.SQLITE_FULL`` for a full disk), else None.
+    """
 
     exit_code = ExitCode.IO_ERROR
+
+    def __init__(self, message: str, *, sqlite_code: int | None = None) -> None:
+        super().__init__(message)
+        self.sqlite_code = sqlite_code
 
 
 class WhenFull(StrEnum):
@@ -116,13 +125,9 @@ class SqliteQueue:
     # --- lifecycle ---------------------------------------------------------
 
     def _open(self, synchronous: Synchronous) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(f"{self.path}: cannot open queue: {exc}") from None
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
+        """Private, checked, recovered when corrupt (:func:`microexpr.sqlitefile.open_checked`)."""
+
+        def setup(db: sqlite3.Connection) -> None:
             db.execute(f"PRAGMA synchronous={synchronous}")
             layout = int(db.execute("PRAGMA user_version").fetchone()[0])
             if layout > _LAYOUT_VERSION:
@@ -140,14 +145,10 @@ class SqliteQueue:
                 f" state TEXT NOT NULL DEFAULT '{ItemState.QUEUED.value}'"
                 f"{extra})"
             )
-            db.execute(f"PRAGMA user_version={_LAYOUT_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise OutboxError(f"{self.path}: not a usable queue database: {exc}") from None
-        except OutboxError:
-            db.close()
-            raise
-        return db
+            if layout != _LAYOUT_VERSION:
+                db.execute(f"PRAGMA user_version={_LAYOUT_VERSION}")
+
+        return sqlitefile.open_checked(self.path, what="queue", table=self.TABLE, setup=setup, error=OutboxError)
 
     def close(self) -> None:
         """Close the database; safe to call twice."""
@@ -216,7 +217,9 @@ class SqliteQueue:
                         self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise OutboxError(f"{self.path}: cannot store {key}: {exc}") from None
+                raise OutboxError(
+                    f"{self.path}: cannot store {key}: {exc}", sqlite_code=sqlitefile.primary_code(exc)
+                ) from None
             self._count += 1 - dropped
             self._dropped += dropped
         return True
@@ -278,7 +281,9 @@ class SqliteQueue:
                 self._sync_level("NORMAL")
                 deleted = self._db.execute(f"DELETE FROM {self.TABLE} WHERE key = ?", (key,)).rowcount
             except sqlite3.Error as exc:
-                raise OutboxError(f"{self.path}: cannot delete {key}: {exc}") from None
+                raise OutboxError(
+                    f"{self.path}: cannot delete {key}: {exc}", sqlite_code=sqlitefile.primary_code(exc)
+                ) from None
             self._count -= deleted
         return deleted > 0
 
