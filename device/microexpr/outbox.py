@@ -181,11 +181,13 @@ class SqliteQueue:
         """Items deleted by the ``drop_oldest`` policy since this queue was opened."""
         return self._dropped
 
-    def put_item(self, key: str, payload: str, **fields: Any) -> bool:
+    def put_item(self, key: str, payload: str, *, make_room: bool = False, **fields: Any) -> bool:
         """Store an item durably; returns False if ``key`` is already stored.
 
         Returns only after the commit, so the item survives a crash from
-        then on.
+        then on. ``make_room``: the queue must not grow (free space is below
+        the reserve, :mod:`microexpr.outbox_guard`): the oldest item makes
+        way for this one under ``drop_oldest``, counted in ``dropped``.
 
         Raises:
             PublishError: the queue is full and the policy is ``reject_new``.
@@ -207,7 +209,7 @@ class SqliteQueue:
                     if exists:
                         self._db.execute("ROLLBACK")
                         return False
-                    dropped = self._make_room(key)
+                    dropped = self._make_room(key, hold=make_room)
                     self._db.execute(
                         f"INSERT INTO {self.TABLE} ({', '.join(names)}) VALUES ({placeholders})", values
                     )
@@ -224,9 +226,14 @@ class SqliteQueue:
             self._dropped += dropped
         return True
 
-    def _make_room(self, key: str) -> int:
-        """Apply the full policy inside the open transaction; returns rows dropped."""
+    def _make_room(self, key: str, *, hold: bool = False) -> int:
+        """Apply the full policy inside the open transaction; returns rows dropped.
+
+        ``hold``: keep the depth where it is (low disk space), whatever ``max_items``.
+        """
         excess = self._count + 1 - self.max_items
+        if hold and self._count and self.when_full is WhenFull.DROP_OLDEST:
+            excess = max(excess, 1)
         if excess <= 0:
             return 0
         if self.when_full is WhenFull.REJECT_NEW:
@@ -242,8 +249,9 @@ class SqliteQueue:
         # must not flood the journal.
         if self._dropped == 0 or total // 100 > self._dropped // 100:
             log.warning(
-                "%s: queue full (max %d, policy drop_oldest): dropped %s; %d dropped so far",
-                self.path, self.max_items, ", ".join(k for _, k in victims), total,
+                "%s: queue full (%s, policy drop_oldest): dropped %s; %d dropped so far",
+                self.path, "low disk space" if hold else f"max {self.max_items}",
+                ", ".join(k for _, k in victims), total,
             )
         return len(victims)
 
@@ -356,10 +364,13 @@ class Outbox(SqliteQueue):
         ("retain", "INTEGER NOT NULL"),
     )
 
-    def put(self, event_id: str, topic: str, payload: str, *, qos: int = 1, retain: bool = False) -> bool:
+    def put(
+        self, event_id: str, topic: str, payload: str, *, qos: int = 1, retain: bool = False, make_room: bool = False
+    ) -> bool:
         """Commit a message before it is published; False if already stored."""
         return self.put_item(
-            outbox_key(event_id, topic), payload, event_id=event_id, topic=topic, qos=int(qos), retain=int(retain)
+            outbox_key(event_id, topic), payload, make_room=make_room,
+            event_id=event_id, topic=topic, qos=int(qos), retain=int(retain),
         )
 
     def pending(self, limit: int = 100, *, exclude: Collection[str] = ()) -> list[OutboxMessage]:
