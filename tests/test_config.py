@@ -389,3 +389,15 @@ def test_label_profile_and_prototypes_are_validated(tmp_path: Path) -> None:
         cfg.EngineConfig(label_profile="samm")
     with pytest.raises(ValueError, match="no prototypes file"):
         cfg.EngineConfig(prototypes=str(tmp_path / "missing.json"))
+
+
+def test_device_id_accepts_upper_case_like_the_mqtt_rule(tmp_path: Path) -> None:
+    """``--device-id relA``: docs/mqtt.md and the topic rule allow upper case; so does the key."""
+    from microexpr.mqtt import DEVICE_ID_PATTERN, Topics
+    from microexpr.service import RunOptions, load_run_config
+
+    config = load_run_config(RunOptions(source="0", device_id="relA", outbox=tmp_path / "o.sqlite"))
+    assert config.device_id == "relA" and DEVICE_ID_PATTERN.match(config.device_id)
+    assert Topics.build(config.mqtt.topic_prefix, config.device_id).event == "microexpr/relA/event"
+    with pytest.raises(ConfigError, match="device_id"):
+        load_run_config(RunOptions(source="0", device_id="rel/A", outbox=tmp_path / "o.sqlite"))

@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 from fixtures.broker import Broker, Received, make_tls_files, publish_once, wait_until
 from test_events import make_decision, make_episode, make_stats
+
+from paho.mqtt.enums import CallbackAPIVersion
 
 from microexpr.aus import AUFrame
 from microexpr.errors import ConfigError, PublishError
@@ -456,6 +459,23 @@ def test_discovery_is_retained_and_resent_when_home_assistant_comes_online(broke
     publish_once(broker, "homeassistant/status", "online")
     resent = sub.wait_for(lambda ms: len(ms) >= N_SENSORS, 10, "discovery re-sent after homeassistant/status online")
     assert {m.topic for m in resent} == {m.topic for m in retained}
+
+    # A flood of "online" (anyone on the broker can send it) is answered at
+    # most once per DISCOVERY_MIN_INTERVAL_S: the one above opened the interval.
+    sub.clear()
+    flood = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"flood-{device_id}")
+    flood.connect(broker.host, broker.port)
+    flood.loop_start()
+    try:
+        for _ in range(500):
+            flood.publish("homeassistant/status", "online", qos=0)
+        flood.publish("homeassistant/status", "online", qos=1).wait_for_publish(10)
+    finally:
+        flood.loop_stop()
+        flood.disconnect()
+    wait_until(lambda: publisher._discovery_requests >= 400, 10, "the flood to reach the publisher")
+    time.sleep(1.5)  # the pump wakes at least once a second: time to misbehave if it would
+    assert sub.snapshot() == [], "discovery re-published again within the interval"
 
 
 @pytest.mark.integration

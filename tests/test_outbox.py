@@ -143,14 +143,6 @@ def test_close_is_idempotent_and_use_after_close_is_an_error(tmp_path: Path) -> 
         outbox.put("b", TOPIC, "{}")
 
 
-def test_a_file_that_is_not_a_database_is_an_error_naming_it(tmp_path: Path) -> None:
-    bogus = tmp_path / "outbox.db"
-    bogus.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(OutboxError) as exc:
-        Outbox(bogus)
-    assert str(bogus) in str(exc.value) and exc.value.exit_code == ExitCode.IO_ERROR
-
-
 def test_a_directory_in_place_of_the_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(OutboxError, match=str(tmp_path)):
         Outbox(tmp_path)

@@ -638,12 +638,26 @@ def test_settings_from_a_config_like_object(tmp_path: Path) -> None:
     assert exc.value.exit_code is ExitCode.CONFIG
 
 
-def test_unreadable_store_is_a_one_line_error(tmp_path: Path) -> None:
+def test_corrupt_store_is_moved_aside_and_a_fresh_one_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     bad = tmp_path / "reasoner.sqlite3"
-    bad.write_bytes(b"this is not a database, just text " * 64)
+    garbage = b"this is not a database, just text " * 64
+    bad.write_bytes(garbage)
+    with caplog.at_level("ERROR"):
+        reasoner = Reasoner(ReasonerSettings(enabled=True, queue_path=bad), api_key="k")
+    try:
+        aside = [p for p in tmp_path.iterdir() if p.name.startswith("reasoner.sqlite3.corrupt-")]
+        assert len(aside) == 1 and aside[0].read_bytes() == garbage  # kept, never deleted
+        assert any("moved aside" in r.getMessage() for r in caplog.records)
+        with sqlite3.connect(bad) as db:
+            assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    finally:
+        reasoner.close(timeout=1.0)
+
+
+def test_unopenable_store_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as exc:
-        Reasoner(ReasonerSettings(enabled=True, queue_path=bad), api_key="k")
-    assert str(bad) in str(exc.value) and "\n" not in str(exc.value)
+        Reasoner(ReasonerSettings(enabled=True, queue_path=tmp_path), api_key="k")  # a folder
+    assert str(tmp_path) in str(exc.value) and "\n" not in str(exc.value)
     assert exc.value.exit_code is ExitCode.IO_ERROR
 
 

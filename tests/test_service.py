@@ -303,12 +303,13 @@ def test_live_daemon_notify_events_reasoner_reload_and_sigterm(
     )
 
     daemon.wait_until(lambda: "READY=1" in notify.lines(), START_S, "READY=1")
+    # READY once the model is loaded and the outbox open; "ok" only after a frame went through.
     ready_message = next(m for m in notify.messages() if "READY=1" in m)
-    assert any(line.startswith("STATUS=ok") for line in ready_message), ready_message
-    # Before READY the daemon said what it was doing, and never "ok".
+    assert any(line.startswith("STATUS=starting: waiting for the first frame") for line in ready_message), ready_message
     before = notify.lines()[: notify.lines().index("READY=1")]
-    assert any(line.startswith("STATUS=starting") for line in before), before
+    assert any(line.startswith("STATUS=starting: loading model") for line in before), before
     assert not any(line.startswith("STATUS=ok") for line in before), before
+    daemon.wait_until(lambda: any(line.startswith("STATUS=ok") for line in notify.lines()), EVENT_S, "STATUS=ok")
 
     # The watchdog is pinged from the inference loop (every WATCHDOG_USEC/3).
     pings = notify.count("WATCHDOG=1")
@@ -579,20 +580,23 @@ def test_camera_absent_then_lost_then_back(tmp_path: Path, smile_clip: Path, mod
     runner = threading.Thread(target=lambda: outcome.append(service.run(install_signals=False)), name="service-under-test")
     runner.start()
     try:
-        # No camera at start: retried with backoff, no READY, but the watchdog keeps being fed
-        # and systemd's start timeout is extended.
+        # No camera at start: READY once the model is loaded and the outbox open (boot
+        # ordering must not wait on a camera), the absence a STATUS= line and health
+        # no_camera; retried with backoff while the watchdog keeps being fed.
         wait_until(lambda: camera.opens >= 4, START_S, "reconnect attempts with no camera")
         assert service.health.value is Health.NO_CAMERA
         lines = notifier.lines()
-        assert "READY=1" not in lines
+        assert lines.count("READY=1") == 1
+        assert lines[lines.index("READY=1") + 1].startswith("STATUS=no_camera"), lines
         assert lines.count("WATCHDOG=1") >= 2
-        assert any(line.startswith("EXTEND_TIMEOUT_USEC=") for line in lines)
+        assert not any(line.startswith("EXTEND_TIMEOUT_USEC=") for line in lines)
+        assert service.stats().health == Health.NO_CAMERA.value
         delays = [line.rsplit("retrying in ", 1)[1] for line in lines if "retrying in" in line]
         assert "0.4 s" in delays and "0.1 s" not in delays[1:], delays  # doubled up to reconnect_max_s
 
         camera.plugged.set()
-        wait_until(lambda: "READY=1" in notifier.lines(), START_S, "READY=1 after the first frame")
-        assert service.health.value is Health.OK
+        wait_until(lambda: service.health.value is Health.OK, START_S, "health ok after the first frame")
+        assert any(line.startswith("STATUS=ok") for line in notifier.lines())
         frames = service.metrics.frames
 
         camera.plugged.clear()  # unplugged mid-stream

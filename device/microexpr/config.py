@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "microexpr"
 DEFAULT_CONFIG_PATH = Path("/etc/microexpr/config.toml")
 
-_DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 #: Keys that would hold a secret: refused wherever they appear in the file.
 _SECRET_KEYS = frozenset(
     {"password", "passwd", "mqtt_password", "api_key", "apikey", "openai_api_key", "secret", "token"}
@@ -278,6 +278,12 @@ class OutboxConfig(_Section):
     max_events: int = Field(100_000, ge=100, le=10_000_000)
     #: What happens when max_events are waiting: forget the oldest, or refuse the new one.
     when_full: Literal["drop_oldest", "reject_new"] = "drop_oldest"
+    #: Free space (MB) kept on the outbox's file system: below it the outbox
+    #: stops growing (the policy above applies) before SQLite fails. 0 = off.
+    reserve_mb: float = Field(16.0, ge=0, le=1_000_000)
+    #: Events held in memory while commits fail (disk full), written back when
+    #: space returns; beyond it the oldest held is lost (counted). 0 = none.
+    spill_max: int = Field(1000, ge=0, le=1_000_000)
 
 
 class ReasonerConfig(_Section):
@@ -396,7 +402,7 @@ class Config(_Section):
     def _device_id(cls, value: str) -> str:
         if value and not _DEVICE_ID.fullmatch(value):
             raise ValueError(
-                f"must be 1-64 characters of a-z, 0-9, _ and - (starting with a letter or digit), got {json.dumps(value)}"
+                f"must be 1-64 characters of A-Z, a-z, 0-9, _ and - (starting with a letter or digit), got {json.dumps(value)}"
             )
         return value
 

@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     NO_INPUT = 66  #: input missing or unreadable: file, image folder, camera
     MODEL_UNAVAILABLE = 69  #: no model source could be reached / found
     SOFTWARE = 70  #: internal invariant broken
+    CANT_CREATE = 73  #: the state location is read-only (mount or permission): not corruption
     IO_ERROR = 74  #: cannot write output / state
     TEMPORARY = 75  #: try again later (broker, API)
     MODEL_HASH_MISMATCH = 80  #: a model file whose sha256 is not the pinned one

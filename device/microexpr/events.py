@@ -325,6 +325,11 @@ class Stats:
     suppressed: Mapping[str, int] = field(default_factory=dict)
     #: MQTT commands: paused (0/1), frames dropped while paused, commands accepted / refused.
     controls: Mapping[str, int] = field(default_factory=dict)
+    #: More outbox counts (``outbox_guard.GuardCounts``: rejected, spilled,
+    #: written_back, lost), merged into the ``outbox`` object.
+    outbox_counts: Mapping[str, int] = field(default_factory=dict)
+    #: Why health is ``degraded`` when storage is the cause ("" otherwise).
+    health_reason: str = ""
     time: str = field(default_factory=utc_now_iso)
     schema_version: str = SCHEMA_VERSION
 
@@ -347,11 +352,16 @@ class Stats:
                 for name, s in self.latency.items()
             },
             "queues": {name: int(depth) for name, depth in self.queues.items()},
-            "outbox": {"depth": int(self.outbox_depth), "dropped": int(self.outbox_dropped)},
+            "outbox": {
+                "depth": int(self.outbox_depth),
+                "dropped": int(self.outbox_dropped),
+                **{name: int(n) for name, n in self.outbox_counts.items()},
+            },
             "events": int(self.events),
             "suppressed": {name: int(n) for name, n in self.suppressed.items()},
             "controls": {name: int(n) for name, n in self.controls.items()},
             "health": self.health,
+            "health_reason": self.health_reason,
             "reasoner": None
             if self.reasoner is None
             else {

@@ -37,7 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
-from microexpr.errors import ExitCode, MicroexprError, PublishError
+from microexpr import sqlitefile
+from microexpr.errors import ExitCode, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,18 @@ _LAYOUT_VERSION = 1
 LAYOUT_VERSION = _LAYOUT_VERSION
 
 
-class OutboxError(MicroexprError):
-    """The queue file cannot be opened, read or written."""
+class OutboxError(sqlitefile.StorageError):
+    """The queue file cannot be opened, read or written.
+
+    ``sqlite_code`` is SQLite's primary result code when SQLite said why
+    (``sqlitefile.SQLITE_FULL`` for a full disk), else None.
+    """
 
     exit_code = ExitCode.IO_ERROR
+
+    def __init__(self, message: str, *, sqlite_code: int | None = None) -> None:
+        super().__init__(message)
+        self.sqlite_code = sqlite_code
 
 
 class WhenFull(StrEnum):
@@ -119,13 +128,9 @@ class SqliteQueue:
     # --- lifecycle ---------------------------------------------------------
 
     def _open(self, synchronous: Synchronous) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(f"{self.path}: cannot open queue: {exc}") from None
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
+        """Private, checked, recovered when corrupt (:func:`microexpr.sqlitefile.open_checked`)."""
+
+        def setup(db: sqlite3.Connection) -> None:
             db.execute(f"PRAGMA synchronous={synchronous}")
             layout = int(db.execute("PRAGMA user_version").fetchone()[0])
             if layout > _LAYOUT_VERSION:
@@ -143,14 +148,10 @@ class SqliteQueue:
                 f" state TEXT NOT NULL DEFAULT '{ItemState.QUEUED.value}'"
                 f"{extra})"
             )
-            db.execute(f"PRAGMA user_version={_LAYOUT_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise OutboxError(f"{self.path}: not a usable queue database: {exc}") from None
-        except OutboxError:
-            db.close()
-            raise
-        return db
+            if layout != _LAYOUT_VERSION:
+                db.execute(f"PRAGMA user_version={_LAYOUT_VERSION}")
+
+        return sqlitefile.open_checked(self.path, what="queue", table=self.TABLE, setup=setup, error=OutboxError)
 
     def close(self) -> None:
         """Close the database; safe to call twice."""
@@ -183,11 +184,13 @@ class SqliteQueue:
         """Items deleted by the ``drop_oldest`` policy since this queue was opened."""
         return self._dropped
 
-    def put_item(self, key: str, payload: str, **fields: Any) -> bool:
+    def put_item(self, key: str, payload: str, *, make_room: bool = False, **fields: Any) -> bool:
         """Store an item durably; returns False if ``key`` is already stored.
 
         Returns only after the commit, so the item survives a crash from
-        then on.
+        then on. ``make_room``: the queue must not grow (free space is below
+        the reserve, :mod:`microexpr.outbox_guard`): the oldest item makes
+        way for this one under ``drop_oldest``, counted in ``dropped``.
 
         Raises:
             PublishError: the queue is full and the policy is ``reject_new``.
@@ -209,7 +212,7 @@ class SqliteQueue:
                     if exists:
                         self._db.execute("ROLLBACK")
                         return False
-                    dropped = self._make_room(key)
+                    dropped = self._make_room(key, hold=make_room)
                     self._db.execute(
                         f"INSERT INTO {self.TABLE} ({', '.join(names)}) VALUES ({placeholders})", values
                     )
@@ -219,14 +222,21 @@ class SqliteQueue:
                         self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise OutboxError(f"{self.path}: cannot store {key}: {exc}") from None
+                raise OutboxError(
+                    f"{self.path}: cannot store {key}: {exc}", sqlite_code=sqlitefile.primary_code(exc)
+                ) from None
             self._count += 1 - dropped
             self._dropped += dropped
         return True
 
-    def _make_room(self, key: str) -> int:
-        """Apply the full policy inside the open transaction; returns rows dropped."""
+    def _make_room(self, key: str, *, hold: bool = False) -> int:
+        """Apply the full policy inside the open transaction; returns rows dropped.
+
+        ``hold``: keep the depth where it is (low disk space), whatever ``max_items``.
+        """
         excess = self._count + 1 - self.max_items
+        if hold and self._count and self.when_full is WhenFull.DROP_OLDEST:
+            excess = max(excess, 1)
         if excess <= 0:
             return 0
         if self.when_full is WhenFull.REJECT_NEW:
@@ -242,8 +252,9 @@ class SqliteQueue:
         # must not flood the journal.
         if self._dropped == 0 or total // 100 > self._dropped // 100:
             log.warning(
-                "%s: queue full (max %d, policy drop_oldest): dropped %s; %d dropped so far",
-                self.path, self.max_items, ", ".join(k for _, k in victims), total,
+                "%s: queue full (%s, policy drop_oldest): dropped %s; %d dropped so far",
+                self.path, "low disk space" if hold else f"max {self.max_items}",
+                ", ".join(k for _, k in victims), total,
             )
         return len(victims)
 
@@ -281,7 +292,9 @@ class SqliteQueue:
                 self._sync_level("NORMAL")
                 deleted = self._db.execute(f"DELETE FROM {self.TABLE} WHERE key = ?", (key,)).rowcount
             except sqlite3.Error as exc:
-                raise OutboxError(f"{self.path}: cannot delete {key}: {exc}") from None
+                raise OutboxError(
+                    f"{self.path}: cannot delete {key}: {exc}", sqlite_code=sqlitefile.primary_code(exc)
+                ) from None
             self._count -= deleted
         return deleted > 0
 
@@ -354,10 +367,13 @@ class Outbox(SqliteQueue):
         ("retain", "INTEGER NOT NULL"),
     )
 
-    def put(self, event_id: str, topic: str, payload: str, *, qos: int = 1, retain: bool = False) -> bool:
+    def put(
+        self, event_id: str, topic: str, payload: str, *, qos: int = 1, retain: bool = False, make_room: bool = False
+    ) -> bool:
         """Commit a message before it is published; False if already stored."""
         return self.put_item(
-            outbox_key(event_id, topic), payload, event_id=event_id, topic=topic, qos=int(qos), retain=int(retain)
+            outbox_key(event_id, topic), payload, make_room=make_room,
+            event_id=event_id, topic=topic, qos=int(qos), retain=int(retain),
         )
 
     def pending(self, limit: int = 100, *, exclude: Collection[str] = ()) -> list[OutboxMessage]:

@@ -23,7 +23,8 @@ from microexpr.errors import ConfigError, PublishError
 from microexpr.events import Availability, Event, RefinedEvent, Stats, au_stream_payload, dumps
 from microexpr.mqtt.discovery import discovery_messages
 from microexpr.mqtt.topics import MqttSettings, Topics, check_device_id
-from microexpr.outbox import Outbox
+from microexpr.outbox import Outbox, OutboxError
+from microexpr.throttle import Throttle
 
 if TYPE_CHECKING:  # annotations only: the payload code needs no AU estimator
     from microexpr.aus import AUFrame
@@ -33,6 +34,17 @@ log = logging.getLogger(__name__)
 StatsSource = Callable[[], Stats]
 #: Called on paho's network thread with (topic, payload) of a message on ``<base>/set/#``.
 CommandSink = Callable[[str, bytes], None]
+
+#: Discovery is re-published on ``homeassistant/status`` = ``online`` at most
+#: this often; requests in between are counted and served by one re-publish
+#: when the interval ends (the configs are retained, so nothing is missed).
+DISCOVERY_MIN_INTERVAL_S = 30.0
+#: A delete after PUBACK that failed (disk full) is retried after this long,
+#: doubling up to the maximum; the message is never re-sent meanwhile.
+DELETE_RETRY_MIN_S = 1.0
+DELETE_RETRY_MAX_S = 60.0
+#: Repeated publisher conditions (failed deletes) are logged at most this often.
+LOG_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,13 @@ class MqttPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._resend_discovery = False
+        #: ``online`` messages from Home Assistant not yet answered (rate-limited).
+        self._discovery_requests = 0
+        self._discovery_throttle = Throttle(DISCOVERY_MIN_INTERVAL_S)
+        self._log_throttle = Throttle(LOG_INTERVAL_S)
+        #: Acknowledged by the broker but not yet deleted (the delete failed):
+        #: outbox key → (next retry, current delay). Never re-sent from here.
+        self._acked: dict[str, tuple[float, float]] = {}
         self._delivered = 0
         self._last_aus = float("-inf")
         self._unreachable_logged = False
@@ -211,6 +230,14 @@ class MqttPublisher:
         self.outbox.put(event_id, topic, payload, qos=self.qos, retain=False)
         self._wake.set()
 
+    def wake(self) -> None:
+        """Something was committed to the outbox by the caller: send it soon."""
+        self._wake.set()
+
+    def _undeleted(self) -> int:
+        with self._lock:
+            return len(self._acked)
+
     def publish_aus(self, frame: AUFrame) -> bool:
         """Send one AU sample if the stream is enabled, due and the broker is up.
 
@@ -250,7 +277,7 @@ class MqttPublisher:
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty; False if it is not within ``timeout``."""
         deadline = time.monotonic() + timeout
-        while len(self.outbox):
+        while len(self.outbox) - self._undeleted() > 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -270,7 +297,7 @@ class MqttPublisher:
         if not self._started:
             return
         deadline = time.monotonic() + max(0.0, timeout)
-        while self.connected and len(self.outbox) and time.monotonic() < deadline:
+        while self.connected and len(self.outbox) - self._undeleted() > 0 and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.02)
         self._stop.set()
@@ -284,7 +311,7 @@ class MqttPublisher:
                     info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
                 except (RuntimeError, ValueError) as exc:
                     log.debug("offline not confirmed: %s", exc)
-        self._reap()  # acknowledgements that arrived while stopping
+        self._reap(final=True)  # acknowledgements that arrived while stopping
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -305,7 +332,7 @@ class MqttPublisher:
             if self._stop.is_set() or not self.connected:
                 continue
             try:
-                if self._resend_discovery:
+                if self._resend_discovery:  # a new connection: always announce
                     self._resend_discovery = False
                     self._announce()
                 if self._resend_retained:
@@ -314,6 +341,7 @@ class MqttPublisher:
                         states = list(self._retained.items())
                     for topic, payload in states:
                         self._send(topic, payload, qos=1, retain=True)
+                self._maybe_answer_home_assistant()
                 self._pump_outbox()
                 if self._stats_source is not None and self._stats_interval > 0 and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + self._stats_interval
@@ -325,7 +353,9 @@ class MqttPublisher:
         self._reap()
         with self._lock:
             busy = set(self._in_flight)
+            acked = set(self._acked)
         room = self._window - len(busy)
+        busy |= acked  # delivered already: never re-sent because its delete failed
         if room <= 0:
             return
         sent: list[str] = []
@@ -341,7 +371,7 @@ class MqttPublisher:
         self.outbox.mark_attempted(sent)
         self._reap()  # QoS 0 messages count as sent once written
 
-    def _reap(self) -> None:
+    def _reap(self, *, final: bool = False) -> None:
         """Delete from the outbox every message the broker has acknowledged.
 
         paho marks a message's ``MQTTMessageInfo`` as published when its
@@ -350,15 +380,48 @@ class MqttPublisher:
         wakes this thread. Tracking the info objects rather than bare message
         ids avoids the race where an acknowledgement arrives before
         ``publish()`` has returned its id, and mids reused after a reconnect.
+
+        A delete that fails (disk full) does not put the message back in
+        line: its key is kept in ``_acked`` and the delete retried with
+        backoff (``final``: once more, now), so a full disk never turns into a
+        resend storm. If the process ends first, the message is sent once
+        more at the next start (same ``event_id``): a duplicate, never a loss.
         """
+        now = time.monotonic()
         with self._lock:
             done = [key for key, info in self._in_flight.items() if info.is_published()]
             for key in done:
                 del self._in_flight[key]
-        for key in done:
-            if self.outbox.delete(key):
+            for key in done:
+                self._acked[key] = (now, DELETE_RETRY_MIN_S)
+            due = [(key, delay) for key, (at, delay) in self._acked.items() if final or at <= now]
+        failed = 0
+        reason = ""
+        for key, delay in due:
+            try:
+                deleted = self.outbox.delete(key)
+            except OutboxError as exc:
+                failed += 1
+                reason = str(exc)
                 with self._lock:
+                    self._acked[key] = (now + delay, min(delay * 2, DELETE_RETRY_MAX_S))
+                continue
+            with self._lock:
+                self._acked.pop(key, None)
+                if deleted:
                     self._delivered += 1
+        if failed:
+            gate = self._log_throttle.gate("delete")
+            if gate.allowed:
+                log.error(
+                    "%s; %d acknowledged message(s) wait for their delete (retried with backoff, not re-sent)%s",
+                    reason, self._undeleted(), gate.suffix(),
+                )
+        if final and self._undeleted():
+            log.warning(
+                "outbox %s: %d acknowledged message(s) could not be deleted; they are sent once more at the "
+                "next start (same event_id)", self.outbox.path, self._undeleted(),
+            )
 
     def _send(self, topic: str, payload: str, *, qos: int, retain: bool) -> paho.MQTTMessageInfo | None:
         """Hand one message to paho; None if paho refused it outright."""
@@ -452,9 +515,26 @@ class MqttPublisher:
                 log.exception("command on %s: handler failed", message.topic)
             return
         if message.topic == self.topics.discovery_status and message.payload.strip() == b"online":
-            log.info("home assistant is online: re-sending discovery")
-            self._resend_discovery = True
+            with self._lock:
+                self._discovery_requests += 1
             self._wake.set()
+
+    def _maybe_answer_home_assistant(self) -> None:
+        """Re-publish discovery for Home Assistant's ``online``, at most once per
+        :data:`DISCOVERY_MIN_INTERVAL_S` however many arrive (pump thread)."""
+        with self._lock:
+            requests = self._discovery_requests
+        if not requests:
+            return
+        wait = self._discovery_throttle.due_in("discovery")
+        if wait > 0:
+            # Served when the interval ends: the pump wakes at least once a second.
+            return
+        self._discovery_throttle.gate("discovery")
+        with self._lock:
+            self._discovery_requests = 0
+        log.info("home assistant is online: re-sending discovery (%d request(s) since the last one)", requests)
+        self._announce()
 
     def _announce(self) -> None:
         for topic, payload in discovery_messages(self.topics, self.device_id).items():

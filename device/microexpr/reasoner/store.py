@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from microexpr.errors import ExitCode, MicroexprError
+from microexpr import sqlitefile
+from microexpr.errors import ExitCode
 
 SCHEMA_VERSION = 1
 
@@ -62,7 +63,7 @@ CREATE TABLE IF NOT EXISTS budget (
 """
 
 
-class StoreError(MicroexprError):
+class StoreError(sqlitefile.StorageError):
     """The reasoner's SQLite file cannot be opened or written."""
 
     exit_code = ExitCode.IO_ERROR
@@ -90,21 +91,24 @@ class ReasonerStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+
+        def setup(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: reasoner store schema {row[0]}, this version reads {SCHEMA_VERSION}")
+
+        # Private, checked, moved aside and recreated when corrupt (sqlitefile).
+        self._db: sqlite3.Connection | None = sqlitefile.open_checked(
+            self.path, what="reasoner queue", table="queue", setup=setup, error=StoreError
+        )
+        try:
             self._pending, self._answered = self._count()
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
+            self.close()
             raise StoreError(f"{self.path}: cannot open the reasoner queue: {exc}") from exc
         self._lock = threading.Lock()
 

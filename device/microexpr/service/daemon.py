@@ -27,6 +27,7 @@ from microexpr.health import Health, HealthState
 from microexpr.mqtt import MqttPublisher, Topics
 from microexpr.notify import Notifier
 from microexpr.outbox import Outbox
+from microexpr.outbox_guard import MB, OutboxGuard, Pending, StoreOutcome
 from microexpr.service import preflight
 from microexpr.service.build import build_pipeline, logs_on_own_stderr
 from microexpr.service.controls import Controls, FacePresence
@@ -65,9 +66,6 @@ STATUS_INTERVAL_S = 2.0
 MAX_IDLE_WAIT_S = 0.5
 #: Joins at shutdown: a thread still alive after this is reported and abandoned (daemon threads).
 JOIN_TIMEOUT_S = 5.0
-#: A camera missing at start keeps the unit "activating": each retry extends
-#: systemd's start timeout by the retry delay plus this margin.
-START_TIMEOUT_MARGIN_S = 30.0
 
 
 SourceOpener = Callable[[], FrameSource]
@@ -124,6 +122,12 @@ class Service:
         #: tracker.overlap: the analysis thread that follows the tracker.
         self._runner: OverlappedPipeline[FrameItem] | None = None
         self._outbox: Outbox | None = None
+        #: The only way events reach the outbox: reserve, spill, exact counts (outbox_guard).
+        self._guard: OutboxGuard | None = None
+        #: Ambiguous events held in the guard's memory spill, for the reasoner once written back.
+        self._spilled_emitted: dict[str, Emitted] = {}
+        #: READY=1 was sent (model loaded, outbox open): reloads end with READY=1 again.
+        self._notified_ready = False
         self._publisher: MqttPublisher | None = None
         self._reasoner: Reasoner | None = None
         #: status.enabled: the page and /metrics (microexpr.status, imported only then).
@@ -174,7 +178,16 @@ class Service:
         outbox = Outbox(c.path, max_items=c.max_events, when_full=c.when_full)
         stack.callback(outbox.close)
         log.info("outbox %s (%d waiting)", outbox.path, len(outbox))
+        self._guard = OutboxGuard(outbox, reserve_bytes=int(c.reserve_mb * MB), spill_max=c.spill_max)
+        stack.callback(self._close_guard)  # before outbox.close (LIFO): a last write-back
         return outbox
+
+    def _close_guard(self) -> None:
+        """Write back what the spill still holds (printing it), count the rest as lost."""
+        if self._guard is None:
+            return
+        self._drain_spill()
+        self._guard.close()
 
     def _open_publisher(self, stack: ExitStack, outbox: Outbox) -> MqttPublisher | None:
         if not self.config.mqtt.enabled:
@@ -283,6 +296,13 @@ class Service:
             self._threads.append(thread)
             thread.start()
         log.info("running: device %s, source %s", self.device_id, source_name)
+        # The service can serve now: the model is loaded and the outbox open.
+        # A camera that is absent is a STATUS= line and health no_camera, not
+        # a start that never finishes (boot ordering must not wait on it).
+        self._notified_ready = True
+        waiting = (f"no_camera: {source_name} not available; retrying" if self.health.value is Health.NO_CAMERA
+                   else f"starting: waiting for the first frame from {source_name}")
+        self.notifier.ready(waiting)
 
     def _supervise(self) -> None:
         while not self._stop.is_set():
@@ -445,11 +465,7 @@ class Service:
             return self._source.name
 
     def _reconnect_wait(self, delay: float) -> bool:
-        """Wait before a reconnect; keeps a unit that never got its first
-        frame "activating" instead of letting the start timeout kill it."""
-        if not self._ready:
-            usec = int((delay + START_TIMEOUT_MARGIN_S) * 1e6)
-            self.notifier.send(f"EXTEND_TIMEOUT_USEC={usec}")
+        """Wait before a reconnect (READY=1 was sent at start: nothing to extend)."""
         return not self._stop.wait(delay)
 
     # -- inference thread ----------------------------------------------------
@@ -541,8 +557,9 @@ class Service:
         if not self._ready:
             self._ready = True
             self.health.set(Health.OK)
-            log.info("first frame processed: ready")
-            self.notifier.ready(self._status_text())
+            log.info("first frame processed")
+            self._update_health(now)
+            self._status_now()
         else:
             self._update_health(now)
 
@@ -588,10 +605,11 @@ class Service:
     def _update_health(self, now: float) -> None:
         if not self._ready:
             return
-        wanted = Health.DEGRADED if self.metrics.failing(now) else Health.OK
+        storage = self._guard.problem if self._guard is not None else None
+        wanted = Health.DEGRADED if self.metrics.failing(now) or storage is not None else Health.OK
         current = self.health.value
         if current in (Health.OK, Health.DEGRADED) and current is not wanted and self.health.set(wanted):
-            log.info("health: %s", wanted.value)
+            log.info("health: %s%s", wanted.value, f" ({self._guard.reason()})" if storage and self._guard else "")
             self._status_now()
 
     def _on_source_lost(self, item: SourceLost) -> None:
@@ -625,19 +643,21 @@ class Service:
             self._emit(item, event_id)
 
     def _store_notice(self, notice: LifecycleNotice | None) -> None:
+        """A lifecycle notice takes the events' way: committed to the outbox, then sent in order."""
         if notice is None:
             return
+        assert self._guard is not None
         try:
-            if self._publisher is not None:
-                self._publisher.publish_lifecycle(notice.key, notice.to_json())
-            else:
-                assert self._outbox is not None
-                self._outbox.put(notice.key, self.topics.lifecycle, notice.to_json(), qos=self.config.mqtt.qos)
+            self._guard.store_now(Pending(notice.key, self.topics.lifecycle, notice.to_json(), self.config.mqtt.qos))
         except MicroexprError as exc:
             log.error("lifecycle %s of %s not stored: %s", notice.type.value, notice.event_id, exc)
+            return
+        if self._publisher is not None:
+            self._publisher.wake()
 
     def _emit(self, emitted: Emitted, event_id: str | None = None) -> None:
-        """Commit the event to the outbox, then print it, then queue it for the reasoner."""
+        """Commit the event to the outbox; only once committed print it, count it
+        and queue it for the reasoner (durable means durable: outbox_guard)."""
         try:
             event = Event.from_episode(emitted.episode, emitted.decision, device_id=self.device_id, event_id=event_id)
         except MicroexprError as exc:
@@ -645,12 +665,25 @@ class Service:
             if self._lifecycle is not None and event_id is not None:
                 self._store_notice(self._lifecycle.discard(event_id, f"cannot become an event: {exc}"))
             return
+        assert self._guard is not None
+        message = Pending(event.event_id, self.topics.event, event.to_json(), self.config.mqtt.qos)
         try:
-            self._store(event)
-        except MicroexprError as exc:
-            log.error("event %s not stored: %s", event.event_id, exc)
+            outcome, written = self._guard.store(message)
+        except Exception:  # a bug in the guard must not lose the loop; the event is counted as lost
+            log.exception("event %s: storing failed unexpectedly", event.event_id)
             if self._status is not None:
                 self._status.on_store_failed("event")
+            return
+        self._committed(written)
+        if outcome is StoreOutcome.SPILLED and self._reasoner is not None and event.ambiguous:
+            self._spilled_emitted[event.event_id] = emitted
+            while len(self._spilled_emitted) > max(1, self._guard.spill_max):
+                self._spilled_emitted.pop(next(iter(self._spilled_emitted)))
+        if outcome not in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
+            if outcome is StoreOutcome.REJECTED and self._status is not None:
+                self._status.on_store_failed("event")
+            self._update_health(time.monotonic())
+            return  # held in memory (reported when written back) or refused (counted)
         if self._lifecycle is not None:
             self._store_notice(self._lifecycle.end_notice(event))
         self.metrics.event_emitted()
@@ -662,20 +695,39 @@ class Service:
             extra={"MICROEXPR_EVENT_ID": event.event_id},
         )
         self._print(event.to_json())
+        if self._publisher is not None:
+            self._publisher.wake()
         if self._reasoner is not None and event.ambiguous:
             self._reasoner.submit(event.event_id, emitted.episode, emitted.decision, emitted.context)
 
-    def _store(self, message: Event | RefinedEvent) -> None:
-        """Commit one message to the outbox (the publisher's pump sends it from there)."""
-        if self._publisher is not None:
-            if isinstance(message, Event):
-                self._publisher.publish_event(message)
-            else:
-                self._publisher.publish_refined(message)
+    def _committed(self, written: list[Pending]) -> None:
+        """Events the guard held in memory and has now committed: report them as new."""
+        for message in written:
+            self.metrics.event_emitted()
+            log.info("event %s: committed after being held in memory", message.event_id,
+                     extra={"MICROEXPR_EVENT_ID": message.event_id})
+            self._print(message.payload)
+            emitted = self._spilled_emitted.pop(message.event_id, None)
+            if emitted is not None and self._reasoner is not None:
+                self._reasoner.submit(message.event_id, emitted.episode, emitted.decision, emitted.context)
+        if written and self._publisher is not None:
+            self._publisher.wake()
+
+    def _drain_spill(self) -> None:
+        if self._guard is None:
             return
-        assert self._outbox is not None
+        try:
+            self._committed(self._guard.drain())
+        except Exception:
+            log.exception("writing back held events failed unexpectedly (continuing)")
+
+    def _store(self, message: Event | RefinedEvent) -> None:
+        """Commit one message to the outbox or raise (the publisher's pump sends it from there)."""
+        assert self._guard is not None
         topic = self.topics.event if isinstance(message, Event) else self.topics.refined
-        self._outbox.put(message.event_id, topic, message.to_json(), qos=self.config.mqtt.qos)
+        self._guard.store_now(Pending(message.event_id, topic, message.to_json(), self.config.mqtt.qos))
+        if self._publisher is not None:
+            self._publisher.wake()
 
     def _print(self, line: str) -> None:
         if not self.print_events:
@@ -726,6 +778,8 @@ class Service:
         next_stats = time.monotonic() + min(2.0, self.config.mqtt.stats_interval_s)
         while not self._stop.wait(STATUS_INTERVAL_S):
             try:
+                self._drain_spill()
+                self._update_health(time.monotonic())
                 if self._ready or self.health.value is not Health.STARTING:
                     self._status_now()
                 now = time.monotonic()
@@ -742,7 +796,9 @@ class Service:
         now = time.monotonic()
         health = self.health.value
         total = self.metrics.latency().get("total")
-        parts = [f"{health.value}{' (paused)' if self.paused else ''}: {self.metrics.fps(now):.1f} fps"]
+        reason = self._guard.reason() if self._guard is not None else ""
+        paused = " (paused)" if self.paused else ""
+        parts = [f"{health.value}{f' ({reason})' if reason else ''}{paused}: {self.metrics.fps(now):.1f} fps"]
         if total is not None and total.count:
             parts.append(f"latency p50 {total.p50_ms:.0f} ms p95 {total.p95_ms:.0f} ms")
         parts.append(f"{self.metrics.events} events")
@@ -762,6 +818,7 @@ class Service:
         if reasoner is not None:
             queues["reasoner"] = reasoner.queue_depth
         outbox = self._outbox
+        guard = self._guard.counts() if self._guard is not None else None
         return Stats(
             device_id=self.device_id,
             uptime_s=now - self.metrics.started,
@@ -772,6 +829,11 @@ class Service:
             queues=queues,
             outbox_depth=len(outbox) if outbox is not None else 0,
             outbox_dropped=outbox.dropped if outbox is not None else 0,
+            outbox_counts={} if guard is None else {
+                "rejected": guard.rejected, "spilled": guard.spilled,
+                "written_back": guard.written_back, "lost": guard.lost,
+            },
+            health_reason=self._guard.reason() if self._guard is not None else "",
             events=self.metrics.events,
             health=self.health.value.value,
             reasoner=reasoner,
@@ -836,9 +898,8 @@ class Service:
             if restart:
                 log.warning("reload: %s changed; needs a restart (systemctl restart microexpr)", ", ".join(restart))
         finally:
-            # READY=1 ends the reload for systemd; before the first frame the
-            # daemon is not ready yet, and must not say so.
-            self.notifier.send(*(["READY=1"] if self._ready else []), f"STATUS={self._status_text()}")
+            # READY=1 ends the reload for systemd (sent once start-up is done).
+            self.notifier.send(*(["READY=1"] if self._notified_ready else []), f"STATUS={self._status_text()}")
 
     def _apply_live(self, sections: frozenset[str]) -> None:
         if "logging" in sections and not self.keep_log_level:
