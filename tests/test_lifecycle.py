@@ -120,16 +120,23 @@ def _toml(data: dict[str, Any]) -> str:
 
 @pytest.mark.integration
 def test_lifecycle_arrives_in_order_on_a_real_broker(tmp_path: Path, broker: Any, make_subscriber: Any,
-                                                     smile_clip: Path, model_path: Path) -> None:
+                                                     smile_clip: Path, model_path: Path, openai_server: Any) -> None:
+    from fixtures.openai_server import Reply
+
     device_id = f"lc-{uuid.uuid4().hex[:8]}"
     base = f"microexpr/{device_id}"
-    subscriber = make_subscriber(broker, [f"{base}/event", f"{base}/event/lifecycle"])
+    subscriber = make_subscriber(broker, [f"{base}/event", f"{base}/event/lifecycle", f"{base}/event/refined"])
+    openai_server.default = Reply.answer(label="happiness", confidence=0.7, aus_cited=())
     config = tmp_path / "config.toml"
     config.write_text(f'device_id = "{device_id}"\n' + _toml({
         "source": {"uri": str(smile_clip)},
         "model": {"path": str(model_path)},
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "event_lifecycle": True},
         "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+        # every episode ambiguous: the (local) reasoner's label must reach the same event id
+        "engine": {"ambiguous_confidence": 1.0},
+        "reasoner": {"enabled": True, "base_url": openai_server.base_url,
+                     "queue_path": str(tmp_path / "reasoner.sqlite3")},
     }))
     env = {k: v for k, v in os.environ.items() if k not in {"NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"}}
     env["PYTHONPATH"] = str(ROOT / "device")
@@ -139,6 +146,11 @@ def test_lifecycle_arrives_in_order_on_a_real_broker(tmp_path: Path, broker: Any
     subscriber.wait_for(lambda msgs: any(m.topic == f"{base}/event" for m in msgs)
                         and any(m.topic.endswith("/lifecycle") and json.loads(m.text)["type"] == "end" for m in msgs),
                         60, "an event and its lifecycle end")
+    refined = [json.loads(m.text) for m in subscriber.snapshot() if m.topic == f"{base}/event/refined"]
+    ends = {json.loads(m.text)["event_id"] for m in subscriber.snapshot()
+            if m.topic.endswith("/lifecycle") and json.loads(m.text)["type"] == "end"}
+    assert refined, proc.stderr[-2000:]
+    assert {r["event_id"] for r in refined} <= ends  # the LLM's label names the lifecycle's event id
     messages = subscriber.snapshot()
     events = [json.loads(m.text) for m in messages if m.topic == f"{base}/event"]
     lifecycle = [json.loads(m.text) for m in messages if m.topic == f"{base}/event/lifecycle"]

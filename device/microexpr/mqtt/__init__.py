@@ -11,6 +11,10 @@ topic                QoS  retain  content
 ``event/refined``    cfg  no      the reasoner's label, same ``event_id``
 ``aus``              0    no      throttled AU samples (optional, not stored)
 ``stats``            0    yes     periodic health and latency
+``event/lifecycle``  cfg  no      new / update / end notices (optional, stored)
+``face``             1    yes     ``ON`` / ``OFF``: a face is in view
+``set/<name>``       in   --      commands (:mod:`.commands`), subscribed
+``state/<name>``     1    yes     the switches' state
 ===================  ===  ======  =============================================
 
 Delivery: ``publish_event`` only commits the message to the :class:`Outbox`
@@ -23,7 +27,8 @@ what it had in flight and the pump sends the rest, so a message may arrive
 twice but never zero times: subscribers de-duplicate by ``event_id``.
 
 Modules: :mod:`.topics` (the topic tree, device ids, settings protocol),
-:mod:`.discovery` (Home Assistant discovery configs), :mod:`.publisher`
+:mod:`.discovery` (Home Assistant discovery configs), :mod:`.commands`
+(the commands accepted on ``set/<name>``), :mod:`.publisher`
 (the paho client, its pump thread and the outbox hand-over).
 """
 
