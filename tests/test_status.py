@@ -597,3 +597,21 @@ def _stream_opens(server: StatusServer) -> bool:
         return c.getresponse().status == 200
     finally:
         c.close()
+
+
+def test_run_refuses_a_status_user_without_password_with_exit_78(tmp_path: Path, smile_clip: Path) -> None:
+    """The real command: one line, exit 78 (systemd does not restart it), before the model loads."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'device_id = "no-pass"\n[source]\nuri = {json.dumps(str(smile_clip))}\n[mqtt]\nenabled = false\n'
+        f'[outbox]\npath = {json.dumps(str(tmp_path / "o.sqlite"))}\n'
+        f'[status]\nenabled = true\nport = {free_port()}\nusername = "operator"\n'
+    )
+    env = {"PYTHONPATH": str(ROOT / "device"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "microexpr", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 78, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "status.username is set but no password is" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "model loaded" not in done.stderr
+    assert done.stdout == ""
