@@ -41,7 +41,7 @@ from microexpr.health import Health
 from microexpr.pipeline import Pipeline, PipelineResult
 from microexpr.service import Service
 from microexpr.service.items import emitted_episodes
-from microexpr.status import StatusServer, StatusSources, open_status_server
+from microexpr.status import BrokerState, StatusServer, StatusSources, open_status_server
 from microexpr.status.auth import BasicAuth
 
 
@@ -102,7 +102,7 @@ class FakeDaemonState:
         self.frames = 0
         self.health = Health.OK.value
         self.outbox_depth = 3
-        self.broker = "offline"
+        self.broker = BrokerState.OFFLINE
         self.calls = 0
 
     def stats(self) -> Stats:
@@ -267,7 +267,7 @@ def test_metrics_scrape_parses_and_counts_what_was_fed(server: StatusServer, pla
     assert samples["microexpr_reasoner_budget_requests_per_day"][()] == 123
     assert samples["microexpr_reasoner_budget_exhausted"][()] == 0
     # the values move with the daemon's state
-    state.outbox_depth, state.health, state.broker = 9, Health.DEGRADED.value, "connected"
+    state.outbox_depth, state.health, state.broker = 9, Health.DEGRADED.value, BrokerState.CONNECTED
     again = scrape(server.url)
     assert again["microexpr_outbox_depth"][()] == 9
     assert again["microexpr_health"][(("state", "degraded"),)] == 1
