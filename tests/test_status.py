@@ -615,3 +615,36 @@ def test_run_refuses_a_status_user_without_password_with_exit_78(tmp_path: Path,
     assert len(errors) == 1 and "status.username is set but no password is" in errors[0], done.stderr
     assert "Traceback" not in done.stderr and "model loaded" not in done.stderr
     assert done.stdout == ""
+
+
+def test_refinement_joins_its_episode_and_failures_are_counted(server: StatusServer, played: Played,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from microexpr.events import RefinedEvent
+    from microexpr.facs import AU, Emotion
+
+    event = played.events[0]
+    refined = RefinedEvent(event_id=event.event_id, device_id="status-test", emotion=Emotion.HAPPINESS,
+                           confidence=0.8, rationale="AU6 with AU12: a felt smile", aus_cited=(AU(12),),
+                           local_emotion=event.emotion, model="test-model")
+    server.on_refined(refined)
+    stranger = RefinedEvent(event_id="not-listed", device_id="status-test", emotion=Emotion.SURPRISE,
+                            confidence=0.5, rationale="r", aus_cited=(), local_emotion=Emotion.FEAR, model="m")
+    server.on_refined(stranger)
+    shown = {e["event_id"]: e for e in json.loads(get(server.url + "api/episodes")[2])["episodes"]}
+    assert shown[event.event_id]["refined"] == {
+        "emotion": "happiness", "confidence": 0.8, "rationale": "AU6 with AU12: a felt smile",
+        "agrees_with_local": event.emotion is Emotion.HAPPINESS, "model": "test-model"}
+    assert "not-listed" not in shown
+    server.on_store_failed("event")
+    server.on_store_failed("refined")
+    server.on_store_failed("refined")
+    samples = scrape(server.url)
+    refined_counts = {tuple(sorted(dict(k).items())): v for k, v in samples["microexpr_refined_episodes_total"].items()}
+    assert sum(refined_counts.values()) == 2
+    assert refined_counts[(("agrees", "false"), ("label", "surprise"))] == 1
+    failures = {dict(k)["reason"]: v for k, v in samples["microexpr_publish_failures_total"].items()}
+    assert failures == {"event": 1, "refined": 2}
+    # a hook given nonsense logs (bounded) and never raises into the frame loop
+    server.on_frame({"tracker": "not a number"}, True, played.results[0].aus, None)  # type: ignore[dict-item]
+    server.on_frame({"tracker": "still not"}, True, played.results[0].aus, None)  # type: ignore[dict-item]
+    assert caplog.text.count("status: on_frame failed") == 1
