@@ -461,6 +461,7 @@ def test_wrong_credentials_are_401_and_right_ones_pass(tmp_path: Path, played: P
 # The daemon: off means not even imported; on, the page in headless Chromium
 
 
+@pytest.mark.integration
 def test_disabled_status_is_not_even_imported(tmp_path: Path, smile_clip: Path, model_path: Path) -> None:
     """The real service over the real clip with [status] off: neither our
     server nor prometheus_client is in sys.modules afterwards."""
@@ -599,6 +600,7 @@ def _stream_opens(server: StatusServer) -> bool:
         c.close()
 
 
+@pytest.mark.integration
 def test_run_refuses_a_status_user_without_password_with_exit_78(tmp_path: Path, smile_clip: Path) -> None:
     """The real command: one line, exit 78 (systemd does not restart it), before the model loads."""
     config = tmp_path / "config.toml"
