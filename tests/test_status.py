@@ -41,7 +41,7 @@ from microexpr.health import Health
 from microexpr.pipeline import Pipeline, PipelineResult
 from microexpr.service import Service
 from microexpr.service.items import emitted_episodes
-from microexpr.status import StatusServer, StatusSources, open_status_server
+from microexpr.status import BrokerState, StatusServer, StatusSources, open_status_server
 from microexpr.status.auth import BasicAuth
 
 
@@ -102,7 +102,7 @@ class FakeDaemonState:
         self.frames = 0
         self.health = Health.OK.value
         self.outbox_depth = 3
-        self.broker = "offline"
+        self.broker = BrokerState.OFFLINE
         self.calls = 0
 
     def stats(self) -> Stats:
@@ -267,7 +267,7 @@ def test_metrics_scrape_parses_and_counts_what_was_fed(server: StatusServer, pla
     assert samples["microexpr_reasoner_budget_requests_per_day"][()] == 123
     assert samples["microexpr_reasoner_budget_exhausted"][()] == 0
     # the values move with the daemon's state
-    state.outbox_depth, state.health, state.broker = 9, Health.DEGRADED.value, "connected"
+    state.outbox_depth, state.health, state.broker = 9, Health.DEGRADED.value, BrokerState.CONNECTED
     again = scrape(server.url)
     assert again["microexpr_outbox_depth"][()] == 9
     assert again["microexpr_health"][(("state", "degraded"),)] == 1
@@ -461,6 +461,7 @@ def test_wrong_credentials_are_401_and_right_ones_pass(tmp_path: Path, played: P
 # The daemon: off means not even imported; on, the page in headless Chromium
 
 
+@pytest.mark.integration
 def test_disabled_status_is_not_even_imported(tmp_path: Path, smile_clip: Path, model_path: Path) -> None:
     """The real service over the real clip with [status] off: neither our
     server nor prometheus_client is in sys.modules afterwards."""
@@ -597,3 +598,55 @@ def _stream_opens(server: StatusServer) -> bool:
         return c.getresponse().status == 200
     finally:
         c.close()
+
+
+@pytest.mark.integration
+def test_run_refuses_a_status_user_without_password_with_exit_78(tmp_path: Path, smile_clip: Path) -> None:
+    """The real command: one line, exit 78 (systemd does not restart it), before the model loads."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'device_id = "no-pass"\n[source]\nuri = {json.dumps(str(smile_clip))}\n[mqtt]\nenabled = false\n'
+        f'[outbox]\npath = {json.dumps(str(tmp_path / "o.sqlite"))}\n'
+        f'[status]\nenabled = true\nport = {free_port()}\nusername = "operator"\n'
+    )
+    env = {"PYTHONPATH": str(ROOT / "device"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "microexpr", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 78, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "status.username is set but no password is" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "model loaded" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_refinement_joins_its_episode_and_failures_are_counted(server: StatusServer, played: Played,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from microexpr.events import RefinedEvent
+    from microexpr.facs import AU, Emotion
+
+    event = played.events[0]
+    refined = RefinedEvent(event_id=event.event_id, device_id="status-test", emotion=Emotion.HAPPINESS,
+                           confidence=0.8, rationale="AU6 with AU12: a felt smile", aus_cited=(AU(12),),
+                           local_emotion=event.emotion, model="test-model")
+    server.on_refined(refined)
+    stranger = RefinedEvent(event_id="not-listed", device_id="status-test", emotion=Emotion.SURPRISE,
+                            confidence=0.5, rationale="r", aus_cited=(), local_emotion=Emotion.FEAR, model="m")
+    server.on_refined(stranger)
+    shown = {e["event_id"]: e for e in json.loads(get(server.url + "api/episodes")[2])["episodes"]}
+    assert shown[event.event_id]["refined"] == {
+        "emotion": "happiness", "confidence": 0.8, "rationale": "AU6 with AU12: a felt smile",
+        "agrees_with_local": event.emotion is Emotion.HAPPINESS, "model": "test-model"}
+    assert "not-listed" not in shown
+    server.on_store_failed("event")
+    server.on_store_failed("refined")
+    server.on_store_failed("refined")
+    samples = scrape(server.url)
+    refined_counts = {tuple(sorted(dict(k).items())): v for k, v in samples["microexpr_refined_episodes_total"].items()}
+    assert sum(refined_counts.values()) == 2
+    assert refined_counts[(("agrees", "false"), ("label", "surprise"))] == 1
+    failures = {dict(k)["reason"]: v for k, v in samples["microexpr_publish_failures_total"].items()}
+    assert failures == {"event": 1, "refined": 2}
+    # a hook given nonsense logs (bounded) and never raises into the frame loop
+    server.on_frame({"tracker": "not a number"}, True, played.results[0].aus, None)  # type: ignore[dict-item]
+    server.on_frame({"tracker": "still not"}, True, played.results[0].aus, None)  # type: ignore[dict-item]
+    assert caplog.text.count("status: on_frame failed") == 1

@@ -228,14 +228,14 @@ class Service:
     def _open_status(self, stack: ExitStack) -> StatusServer | None:
         if not self.config.status.enabled:
             return None  # not even imported
-        from microexpr.status import StatusSources, open_status_server
+        from microexpr.status import BrokerState, StatusSources, open_status_server
 
-        return open_status_server(self.config, StatusSources(stats=self.stats, broker=self._broker_state), stack)
+        def broker() -> BrokerState:
+            if self._publisher is None:
+                return BrokerState.DISABLED
+            return BrokerState.CONNECTED if self._publisher.connected else BrokerState.OFFLINE
 
-    def _broker_state(self) -> str:
-        if self._publisher is None:
-            return "disabled"
-        return "connected" if self._publisher.connected else "offline"
+        return open_status_server(self.config, StatusSources(stats=self.stats, broker=broker), stack)
 
     # -- running -------------------------------------------------------------
 

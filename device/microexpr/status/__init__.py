@@ -20,7 +20,7 @@ from contextlib import ExitStack
 
 from microexpr.config import Config
 from microexpr.status.auth import BasicAuth
-from microexpr.status.feed import LiveFeed, StatusSources
+from microexpr.status.feed import BrokerState, LiveFeed, StatusSources
 from microexpr.status.server import StatusServer
 
 log = logging.getLogger(__name__)
@@ -46,4 +46,4 @@ def open_status_server(config: Config, sources: StatusSources, stack: ExitStack)
     return server
 
 
-__all__ = ["BasicAuth", "LiveFeed", "StatusServer", "StatusSources", "open_status_server"]
+__all__ = ["BasicAuth", "BrokerState", "LiveFeed", "StatusServer", "StatusSources", "open_status_server"]

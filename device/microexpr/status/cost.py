@@ -36,7 +36,7 @@ from pathlib import Path
 from microexpr.capture import Frame
 from microexpr.config import Config
 from microexpr.events import LatencyStats, Stats
-from microexpr.status.feed import StatusSources
+from microexpr.status.feed import BrokerState, StatusSources
 from microexpr.status.server import StatusServer
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def measure_status_cost(
                      latency={}, queues={}, outbox_depth=0, outbox_dropped=0, events=cost.episodes_on,
                      health="ok")
 
-    sources = StatusSources(stats=stats, broker=lambda: "disabled")
+    sources = StatusSources(stats=stats, broker=lambda: BrokerState.DISABLED)
     duration = frames[-1].timestamp - frames[0].timestamp + 1.0
     order = [("off", "on", "on", "off")[i % 4] for i in range(2 * passes)]
     with ExitStack() as stack:

@@ -14,14 +14,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from microexpr.capture import Frame
 from microexpr.events import Event, JsonObject, RefinedEvent, Stats
 
-#: Words the page shows for the broker: ``disabled`` (mqtt.enabled false),
-#: ``connected`` or ``offline``.
-BrokerState = Callable[[], str]
+class BrokerState(StrEnum):
+    """The MQTT connection as the page and ``microexpr_broker`` show it."""
+
+    CONNECTED = "connected"
+    OFFLINE = "offline"
+    #: ``mqtt.enabled = false``: events stay in the outbox.
+    DISABLED = "disabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +35,7 @@ class StatusSources:
 
     #: The same :class:`~microexpr.events.Stats` the retained MQTT ``stats`` carries.
     stats: Callable[[], Stats]
-    broker: BrokerState
+    broker: Callable[[], BrokerState]
 
 
 def episode_view(event: Event) -> JsonObject:

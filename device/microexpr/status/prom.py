@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from microexpr.config import ReasonerConfig
 from microexpr.events import Event, RefinedEvent
 from microexpr.health import Health
-from microexpr.status.feed import StatusSources
+from microexpr.status.feed import BrokerState, StatusSources
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ class _StatsCollector(Collector):
             health.add_metric([state.value], 1.0 if state.value == stats.health else 0.0)
         yield health
         brokers = GaugeMetricFamily("microexpr_broker", "1 for the MQTT connection's state.", labels=["state"])
-        for state in ("connected", "offline", "disabled"):
-            brokers.add_metric([state], 1.0 if broker == state else 0.0)
+        for state in BrokerState:
+            brokers.add_metric([state.value], 1.0 if broker is state else 0.0)
         yield brokers
         yield from self._reasoner_series(stats.reasoner)
 

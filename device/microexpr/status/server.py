@@ -172,7 +172,7 @@ class StatusServer:
 
     def status_payload(self) -> JsonObject:
         payload = self.sources.stats().to_payload()
-        payload["broker"] = self.sources.broker()
+        payload["broker"] = self.sources.broker().value
         payload["preview"] = self.settings.preview
         payload["live_interval_s"] = self.settings.live_interval_s
         payload["recent_episodes"] = self.settings.recent_episodes
