@@ -311,3 +311,22 @@ def test_missing_bundle_and_nothing_to_roll_back(tmp_path: Path) -> None:
     assert code == 66 and line == f"install.sh: error: --bundle {tmp_path / 'nope.tar.gz'}: no such file"
     code, line = refused(tmp_path / "root", "--rollback")
     assert code == 66 and "nothing to roll back to" in line
+
+
+def test_a_failed_install_removes_its_release_and_keeps_the_running_one(tmp_path: Path, slim: Path) -> None:
+    """The second bundle lacks the third-party wheels, so the offline pip step
+    fails mid-install: its half-built release goes, the first stays current."""
+    root = tmp_path / "root"
+    state = make_state(root)
+    before = digest_tree(state)
+    good = restamp(slim, tmp_path / "good.tar.gz", edit_json={"version": "0.1.0"})
+    assert install("--bundle", good, "--root", root, "--venv-from", VENV, "--skip-model").returncode == 0
+    opt = root / "opt" / "microexpr"
+    running = (opt / "current").resolve()
+    broken = restamp(slim, tmp_path / "broken.tar.gz", edit_json={"version": "0.2.0"})
+    proc = install("--bundle", broken, "--root", root, "--skip-model")
+    assert proc.returncode != 0
+    assert "removed the half-built" in proc.stderr
+    assert (opt / "current").resolve() == running and not (opt / "previous").exists()
+    assert [p.name for p in (opt / "releases").iterdir()] == [running.name]
+    assert {k: v for k, v in digest_tree(state).items() if not k.startswith("models/")} == before
