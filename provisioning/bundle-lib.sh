@@ -177,6 +177,7 @@ bundle_activate() {
         swap_link "$old" "$prefix/previous"
     fi
     swap_link "releases/$BUNDLE_LABEL" "$current"
+    BUNDLE_ACTIVE=0  # from here on the release is in use: never removed on a later failure
     if [[ -d $prefix/venv && ! -L $prefix/venv ]]; then
         # A venv built from a checkout: kept aside, not a rollback target (it has no bundle.json).
         act mv -T "$prefix/venv" "$prefix/venv.pre-bundle"
@@ -190,7 +191,6 @@ bundle_activate() {
         [[ $rel == "$BUNDLE_LABEL" || $rel == "$keep_prev" ]] || act rm -rf "$prefix/releases/$rel"
     done
     bundle_units "$(R "$RELEASE")"
-    BUNDLE_ACTIVE=0
     note "current: $BUNDLE_LABEL${keep_prev:+; previous (for --rollback): $keep_prev}"
 }
 
