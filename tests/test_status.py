@@ -581,11 +581,14 @@ def test_head_has_no_body_and_streams_are_capped(server: StatusServer) -> None:
             c.request("GET", "/events")
             r = c.getresponse()
             assert r.status == 200
-            streams.append(c)
+            # Keep the response: with "Connection: close" it owns the socket,
+            # and a freed response closes it, which frees the server's slot.
+            streams.append((c, r))
         assert get(server.url + "events")[0] == 503
         assert get(server.url + "api/status")[0] == 200  # the rest of the page still answers
     finally:
-        for c in streams:
+        for c, r in streams:
+            r.close()
             c.close()
     wait_until(lambda: _stream_opens(server), 10,
                "a stream slot after the others closed", interval=0.2)
