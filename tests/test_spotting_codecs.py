@@ -162,3 +162,60 @@ def test_side_mix_is_one_sided_aus_on_both_sides() -> None:
     assert not _side_mix(acts((AU.DIMPLER, Side.LEFT),))
     assert not _side_mix(acts((AU.CHEEK_RAISER, Side.BOTH), (AU.LIP_CORNER_PULLER, Side.RIGHT)))
     assert not _side_mix(acts((AU.CHEEK_RAISER, Side.BOTH), (AU.LIP_CORNER_PULLER, Side.BOTH)))
+
+
+@pytest.mark.parametrize("codec,quality", [(Codec.MJPEG, 80), (Codec.MP4V, None)])
+def test_full_strength_morphed_smiles_are_not_taken_for_head_motion(pipeline, source, tmp_path: Path, codec: Codec,
+                                                                    quality: int | None) -> None:
+    """The tracker reads a broad smile with the skull still as a 4-5° nod
+    (its pose is fitted to the whole mesh); the skull's pitch comes from the
+    pixels, so the smiles are found, not dropped as head motion."""
+    clip = _clip(source, 5.0, [micro(1.2, 0.2, 1.0), micro(3.0, 0.4, 1.0)], Distortion(noise_sigma=1.0))
+    written = write_video(clip, tmp_path / "full", FPS, codec, quality)
+    before = pipeline.suppressed.snapshot()["head_motion"]
+    spotted = _run(pipeline, written.path)
+    score = score_episodes(clip.truth(), [s.episode for s in spotted])
+    assert score.tp == 2 and score.fp == 0, [(s.episode.onset_frame, s.episode.offset_frame) for s in spotted]
+    assert all(abs(m.apex_error) <= 2 for m in score.matches)
+    assert [s.decision.label.value for s in spotted if s.decision] == ["happiness", "happiness"]
+    assert pipeline.suppressed.snapshot()["head_motion"] == before
+
+
+def _nod_frames(source, degrees: float, n_rest: int, n_nod: int) -> list[np.ndarray]:
+    """The calm frames, then the head pitched by ``degrees``: the tracker's
+    own 3D mesh rotated about its horizontal axis and projected back
+    (orthographic), rendered by the synthesiser's piecewise-affine warp —
+    a rotation with parallax, unlike a planar homography."""
+    from microexpr.synth import dense_field, warp
+
+    frames, ref_pts, _ = source
+    centre = ref_pts.mean(axis=0)
+    q = ref_pts - centre
+    th = np.radians(degrees)
+    moved_y = q[:, 1] * np.cos(th) - q[:, 2] * np.sin(th)
+    disp = np.stack([np.zeros(len(q)), moved_y - q[:, 1]], axis=1)
+    base = frames[10]
+    field = dense_field(ref_pts, disp, base.shape[1], base.shape[0])
+    return [base] * n_rest + [warp(base, field)] * n_nod
+
+
+def test_skull_pitch_is_read_from_the_parallax_of_the_rigid_anchors(pipeline, source) -> None:
+    """A true 4° nod reads as most of 4° of parallax pitch; the full-strength
+    morphed smile, which moves the tracker's pitch by degrees, reads as
+    almost none."""
+    pipeline.reset()
+    nod = [r.motion.parallax_deg[0] for r in
+           (pipeline.process(Frame(k, 100.0 + k / FPS, image)) for k, image in enumerate(_nod_frames(source, 4.0, 20, 10)))
+           if r.motion is not None and r.motion.valid]
+    assert max(abs(p) for p in nod[:10]) < 0.5  # at rest
+    assert 2.5 <= float(np.median(nod[-5:])) <= 5.0, nod[-5:]
+    pipeline.reset()
+    clip = _clip(source, 2.5, [micro(1.2, 0.4, 1.0)])
+    tracker_pitch, parallax = [], []
+    for k, image in enumerate(clip):
+        r = pipeline.process(Frame(k, 200.0 + k / FPS, image))
+        if r.motion is not None and r.motion.valid and r.observation.face is not None:
+            tracker_pitch.append(r.observation.face.pose.pitch)
+            parallax.append(r.motion.parallax_deg[0])
+    assert float(np.ptp(tracker_pitch)) > 3.0  # the tracker reads the smile as a nod…
+    assert max(abs(p) for p in parallax) < 1.5  # …the anchors do not move
