@@ -70,7 +70,7 @@ class ActivityConfig:
     #: At rest the flow runs on one frame in ``idle_stride``.
     idle_stride: int = 3
     #: Full rate for this long after the last frame with a sign of movement.
-    hold_s: float = 0.5
+    hold_s: float = 0.3
     #: A sign of movement: the change (largest per-cell mean |Δgrey|, 0–255,
     #: mean-normalised) at least ``change_factor`` × the subject's own
     #: resting change (the median over its warm-up, when the flow runs on

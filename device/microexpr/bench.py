@@ -551,7 +551,7 @@ def _ratio(a: Latency, b: Latency, attr: str) -> float | None:
 
 def build_report(
     *, machine: dict[str, Any], source: Path, frames: int, passes: int, inproc: InProcessResult,
-    daemon: DaemonResult | None, quick: bool, streams: StreamResult | None = None,
+    daemon: DaemonResult | None, quick: bool, streams: StreamResult | None = None, activity: Any = None,
 ) -> dict[str, Any]:
     bare, timeline, pipeline = Latency.of(inproc.bare), Latency.of(inproc.timeline), Latency.of(inproc.pipeline)
     report: dict[str, Any] = {
@@ -595,6 +595,11 @@ def build_report(
             "stream_overlap_vs_bare_p95": _ratio(s_ovl, s_bare, "p95"),
             "overlap_latency_vs_bare_p50": _ratio(s_lat, s_bare, "p50"),
         })
+    if activity is not None:
+        from microexpr.bench_activity import report_section
+
+        report["activity"], activity_ratios = report_section(activity)
+        report["ratios"].update(activity_ratios)
     if daemon is not None:
         e2e = Latency.of(daemon.e2e_frame_to_subscriber)
         report["daemon"] = {
@@ -660,6 +665,13 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lines.append(f"| latency of a frame with overlap (in → result) | {v['n']} | {v['p50']} | {v['p95']} | {v['p99']} | |")
         lines.append("")
         lines.append(f"Overlapped and sequential spotted identical episodes: {st['identical_episodes']}.")
+    if "activity" in report:
+        from microexpr.bench_activity import markdown
+
+        lines += markdown(report["activity"])
+    from microexpr.cores import bench_note
+
+    lines += bench_note(report["machine"].get("cores"))
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
     lines += ["", f"Model load: {report['model_load_s']} s. Venv size: {report['venv_size_mb']} MB."]
@@ -751,6 +763,10 @@ def run_bench(
                                 progress=(bar.update if bar is not None else lambda: None))
         streams = run_streams(frames, model_path=model_path, passes=max(3, passes // 2),
                               progress=(bar.update if bar is not None else lambda: None))
+        from microexpr.bench_activity import run_activity
+
+        activity = run_activity(frames, model_path=model_path, passes=1 if quick else 2,
+                                progress=(bar.update if bar is not None else lambda: None))
     finally:
         if bar is not None:
             bar.close()
@@ -763,7 +779,7 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="microexpr-bench-") as tmp:
             daemon = run_daemon(source, seconds=seconds, workdir=Path(tmp))
     report = build_report(machine=machine, source=source, frames=len(frames), passes=passes, inproc=inproc,
-                          daemon=daemon, quick=quick, streams=streams)
+                          daemon=daemon, quick=quick, streams=streams, activity=activity)
     name = "bench-quick" if quick else "bench"
     try:
         (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")

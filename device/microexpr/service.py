@@ -432,7 +432,15 @@ class Service:
     def _open_reasoner(self, stack: ExitStack) -> Reasoner | None:
         if not self.config.reasoner.enabled:
             return None
-        from microexpr.reasoner import Reasoner
+        try:
+            from microexpr.reasoner import Reasoner
+        except ImportError as exc:
+            # openai is not in the runtime set (the reasoner is off by
+            # default): requirements/reasoner.txt adds it.
+            if exc.name != "openai":
+                raise
+            raise ConfigError("reasoner.enabled = true needs the openai package, which is not installed "
+                              "(pip install -r requirements/reasoner.txt)") from None
 
         reasoner = Reasoner(self.config.reasoner, on_refined=self._on_refined)
         # Closed before the publisher (ExitStack order), with a short timeout:
@@ -486,7 +494,12 @@ class Service:
         pipeline = self._pipeline = self._pipeline_factory(self.config)
         stack.callback(pipeline.close)
         if self.config.tracker.overlap:
+            from microexpr.cores import available_cores
             from microexpr.overlap import OverlappedPipeline
+
+            if available_cores() == 1:
+                log.warning("tracker.overlap is on with 1 core available: the two threads take turns "
+                            "(set tracker.overlap = false on a single-core board)")
 
             self._runner = OverlappedPipeline(pipeline, self._on_result, self._on_failure)
             stack.callback(self._runner.close)  # before pipeline.close (LIFO)
@@ -1034,6 +1047,11 @@ def build_pipeline(config: Config) -> Pipeline:
         tracker_options.update(variant=config.onnx.variant, onnx_dir=config.onnx.models_dir)
         if config.tracker.threads:
             tracker_options["threads"] = config.tracker.threads
+        else:
+            # 0 = by core count (cores.py, the Pi profile)
+            from microexpr.cores import profile_for
+
+            tracker_options["threads"] = profile_for().tracker_threads
         model_path = None
     else:
         model_path = resolve_model_path(explicit)
