@@ -321,6 +321,9 @@ class Stats:
     #: Candidate episodes dropped, withheld or relabelled since start, per
     #: reason (``suppression.Suppression``): why the device is silent.
     suppressed: Mapping[str, int] = field(default_factory=dict)
+    #: Frames with a face on which the dense ROI flow ran / was skipped at
+    #: rest since start (``activity.py``): ``{"ran": n, "skipped": m}``.
+    flow: Mapping[str, int] = field(default_factory=dict)
     time: str = field(default_factory=utc_now_iso)
     schema_version: str = SCHEMA_VERSION
 
@@ -346,6 +349,7 @@ class Stats:
             "outbox": {"depth": int(self.outbox_depth), "dropped": int(self.outbox_dropped)},
             "events": int(self.events),
             "suppressed": {name: int(n) for name, n in self.suppressed.items()},
+            "flow": {name: int(n) for name, n in self.flow.items()},
             "health": self.health,
             "reasoner": None
             if self.reasoner is None

@@ -930,6 +930,7 @@ class Service:
             health=self.health.value.value,
             reasoner=reasoner,
             suppressed=self._suppressed(),
+            flow={key: int(getattr(self._pipeline, f"flow_{key}", 0) or 0) for key in ("ran", "skipped")},
         )
 
     def _suppressed(self) -> dict[str, int]:
