@@ -90,3 +90,20 @@ def test_gated_pipeline_spots_the_same_episodes(model_path: Path, media_dir: Pat
     assert plain, "the ungated pipeline spots the event"
     assert gated == plain
     assert skipped_gated > 0, "the rest before the event is gated"
+
+
+@pytest.mark.slow
+def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: Path) -> None:
+    from microexpr.bench import load_frames
+    from microexpr.bench_activity import markdown, report_section, run_activity
+
+    res = run_activity(load_frames(smile_clip), model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0)
+    assert res.expression_frames > 0 and res.rest_frames >= 2
+    # during an episode the flow runs on every frame, by the policy
+    assert res.expression.flow_skipped == 0 and res.expression.flow_ran == len(res.expression.pipeline_cpu)
+    assert res.rest.flow_ran + res.rest.flow_skipped == len(res.rest.pipeline_cpu) == 30
+    section, ratios = report_section(res)
+    assert section["expression"]["flow_share"] == 1.0
+    assert 0.0 < section["rest"]["flow_share"] <= 1.0
+    assert all(ratios[f"{r}_cpu_vs_bare_mean"] is not None for r in ("rest", "expression"))
+    assert any("| rest |" in line for line in markdown(section))
