@@ -47,6 +47,9 @@ from microexpr.motion import _robust_similarity
 
 log = logging.getLogger(__name__)
 
+#: Skipped frames are summarised in one INFO line per this many seconds.
+LOG_INTERVAL_S = 60.0
+
 
 class FlowReason(StrEnum):
     """Why the flow ran (or ``SKIPPED``) on a frame."""
@@ -111,6 +114,8 @@ class ActivityGate:
         self.threshold = float("inf")  # learnt at the end of the warm-up
         self.ran = 0
         self.skipped = 0
+        self._log_from = -np.inf
+        self._log_counts = (0, 0)
 
     def reset(self) -> None:
         self._last = None
@@ -196,4 +201,17 @@ class ActivityGate:
         else:
             self._since_flow += 1
             self.skipped += 1
+        self._log_rate(timestamp)
         return FlowDecision(run, reason, change)
+
+    def _log_rate(self, timestamp: float) -> None:
+        """One INFO line a minute (stream time) with the frames skipped in it."""
+        if timestamp - self._log_from < LOG_INTERVAL_S:
+            return
+        ran0, skipped0 = self._log_counts
+        ran, skipped = self.ran - ran0, self.skipped - skipped0
+        if skipped and np.isfinite(self._log_from):
+            log.info("dense flow skipped on %d of %d frames in the last %.0f s (face at rest; threshold %.2f)",
+                     skipped, ran + skipped, timestamp - self._log_from, self.threshold)
+        self._log_from = timestamp
+        self._log_counts = (self.ran, self.skipped)
