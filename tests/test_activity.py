@@ -46,7 +46,7 @@ def test_still_face_is_skipped_and_the_smile_runs_the_flow(
         t += 1 / 30
     # the same face held still: the flow runs on one frame in three
     still = [gate.decide(grey[14], _landmarks(smile_observations[14]), t + k / 30, needs_reference=False,
-                         warming_up=False, episode=False) for k in range(1, 10)]
+                         warming_up=False, episode=False) for k in range(9)]
     t += 10 / 30
     assert np.isfinite(gate.threshold) and gate.threshold >= ActivityConfig().change_floor
     assert [d.reason for d in still].count(FlowReason.STRIDE) == 3
@@ -60,6 +60,21 @@ def test_still_face_is_skipped_and_the_smile_runs_the_flow(
                     warming_up=False, episode=False)
     assert d.run and d.reason is FlowReason.HOLD
     assert gate.skipped == 6 and gate.ran == 10 + 3 + 2
+
+
+def test_at_low_frame_rates_the_flow_is_not_skipped(
+        smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
+    """Never more than idle_max_gap_s (0.1 s) between flowed frames: at 15 fps
+    one frame in two is skipped, at 6 fps none."""
+    grey = _grey_frames(smile_clip)
+    for fps, pattern in ((15.0, [False, True] * 3), (6.0, [True] * 6)):
+        gate = ActivityGate(ActivityConfig(idle_stride=3))
+        for i in range(5, 15):
+            gate.decide(grey[i], _landmarks(smile_observations[i]), (i - 5) / fps, needs_reference=(i == 5),
+                        warming_up=True, episode=False)
+        runs = [gate.decide(grey[14], _landmarks(smile_observations[14]), (10 + k) / fps, needs_reference=False,
+                            warming_up=False, episode=False).run for k in range(6)]
+        assert runs == pattern, fps
 
 
 def test_disabled_gate_runs_every_frame(smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:

@@ -25,7 +25,8 @@ Policy (in order; the first that holds runs the flow):
 3. the spotter is not at rest (an episode is open, held or not re-armed);
 4. the change is at least the subject's threshold (a sign of movement): full
    rate from this frame on, for ``hold_s`` after the last such frame;
-5. ``idle_stride`` frames since the flow last ran (the reduced rate at rest).
+5. ``idle_stride`` frames, or ``idle_max_gap_s``, since the flow last ran
+   (the reduced rate at rest).
 
 On a skipped frame the caller repeats the last flowed ``MotionFrame`` with
 the new index and timestamp: the face did not change more than the
@@ -70,8 +71,13 @@ class ActivityConfig:
     on every frame, as before the gate existed."""
 
     enabled: bool = True
-    #: At rest the flow runs on one frame in ``idle_stride``.
+    #: At rest the flow runs on one frame in ``idle_stride``, and never more
+    #: than ``idle_max_gap_s`` after the last flowed frame: at 30 fps and
+    #: above the stride decides (every 0.1 s or sooner); below, the gate
+    #: skips less, and at 10 fps or less not at all (a 6 fps stream with a
+    #: flow every 0.5 s changed what was spotted; measured, docs/benchmarks.md).
     idle_stride: int = 3
+    idle_max_gap_s: float = 0.1
     #: Full rate for this long after the last frame with a sign of movement.
     hold_s: float = 0.3
     #: A sign of movement: the change (largest per-cell mean |Δgrey|, 0–255,
@@ -109,6 +115,7 @@ class ActivityGate:
         self._last: np.ndarray | None = None
         self._template: np.ndarray | None = None
         self._since_flow = 0
+        self._last_flow_ts = -np.inf
         self._hot_until = -np.inf
         self._rest_changes: list[float] = []
         self.threshold = float("inf")  # learnt at the end of the warm-up
@@ -120,6 +127,7 @@ class ActivityGate:
     def reset(self) -> None:
         self._last = None
         self._template = None
+        self._last_flow_ts = -np.inf
         self._rest_changes = []
         self.threshold = float("inf")
         self._since_flow = 0
@@ -189,7 +197,7 @@ class ActivityGate:
             reason = FlowReason.CHANGE
         elif timestamp < self._hot_until:
             reason = FlowReason.HOLD
-        elif self._since_flow + 1 >= c.idle_stride:
+        elif self._since_flow + 1 >= c.idle_stride or timestamp - self._last_flow_ts >= c.idle_max_gap_s - 1e-6:
             reason = FlowReason.STRIDE
         if moving:
             self._hot_until = timestamp + c.hold_s
@@ -197,6 +205,7 @@ class ActivityGate:
         if run:
             self._last = coarse
             self._since_flow = 0
+            self._last_flow_ts = timestamp
             self.ran += 1
         else:
             self._since_flow += 1
