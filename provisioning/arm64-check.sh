@@ -78,6 +78,9 @@ for fs in proc sys dev; do
     mountpoint -q "$ROOT/$fs" || { mount --bind "/$fs" "$ROOT/$fs"; mounted+=("$ROOT/$fs"); }
 done
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The root trusts what this host trusts (a TLS-inspecting proxy's CA
+# included), for apt and for pip (PIP_CERT below: pip's own bundle otherwise).
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 
 # The checkout as a clone would have it (tracked files of the working tree),
 # and the shared folder beside it, as the README expects (../shared).
@@ -88,7 +91,8 @@ mkdir -p "$ROOT/work/microexpr" "$ROOT/work/shared/data/media" "$ROOT/work/out"
 cp -r "$SHARED/models" "$ROOT/work/shared/"
 cp "$SHARED/data/media/$CLIP" "$ROOT/work/shared/data/media/"
 
-in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 bash -c "$1"; }
+in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
 
 start=$(date +%s)
 note "install with the README's commands: make model (no compiler installed first)"
