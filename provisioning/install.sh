@@ -48,7 +48,7 @@ STATE=/var/lib/microexpr
 MODELS=$STATE/models
 UNIT_DIR=/etc/systemd/system
 MOSQUITTO_CONF=/etc/mosquitto/conf.d/microexpr.conf
-APT_PACKAGES=(python3-venv)  # no compiler: every package is a wheel (journal.py replaces systemd-python)
+APT_PACKAGES=(python3-venv libegl1 libgles2)  # libmediapipe.so links EGL/GLESv2; no compiler: every package is a wheel (journal.py replaces systemd-python)
 SECRETS=(mqtt_password openai_api_key)
 
 usage() {
