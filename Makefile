@@ -31,7 +31,7 @@ run: model
 
 test: model
 	@bash provisioning/system-deps.sh --test
-	$(PY) -m pip install --quiet -r requirements/onnx.txt  # the optional ONNX backend's tests
+	$(PY) -m pip install --quiet -r requirements/onnx.txt -r requirements/reasoner.txt  # optional parts' tests
 	$(PY) -m pytest -q
 
 bench: model

@@ -6,7 +6,7 @@
 # the same command on this (x86) machine, and the fast tests.
 #
 #   sudo provisioning/arm64-check.sh [--root DIR] [--frames N] [--out DIR]
-#                                    [--bootstrap-only] [--tests EXPR]
+#                                    [--bootstrap-only] [--tests 'PYTEST ARGS']
 #
 # Timing under emulation means nothing; installability and parity do. Not
 # part of `make test` (it takes tens of minutes). Needs root (debootstrap,
@@ -19,7 +19,7 @@ ROOT=/var/tmp/microexpr-arm64
 OUT=$SRC/benchmarks/results/aarch64-qemu
 FRAMES=0            # 0 = the whole clip
 BOOTSTRAP_ONLY=0
-TESTS="not integration and not slow"
+TESTS="-m 'not integration and not slow'"  # pytest arguments
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 CLIP=single_face.mp4
 TOL=${TOL:-0.05}   # max |AU(arm64) - AU(x86)| on the 0-5 intensity scale (values are printed with 2 decimals)
@@ -78,6 +78,9 @@ for fs in proc sys dev; do
     mountpoint -q "$ROOT/$fs" || { mount --bind "/$fs" "$ROOT/$fs"; mounted+=("$ROOT/$fs"); }
 done
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The root trusts what this host trusts (a TLS-inspecting proxy's CA
+# included), for apt and for pip (PIP_CERT below: pip's own bundle otherwise).
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 
 # The checkout as a clone would have it (tracked files of the working tree),
 # and the shared folder beside it, as the README expects (../shared).
@@ -88,7 +91,8 @@ mkdir -p "$ROOT/work/microexpr" "$ROOT/work/shared/data/media" "$ROOT/work/out"
 cp -r "$SHARED/models" "$ROOT/work/shared/"
 cp "$SHARED/data/media/$CLIP" "$ROOT/work/shared/data/media/"
 
-in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 bash -c "$1"; }
+in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
 
 start=$(date +%s)
 note "install with the README's commands: make model (no compiler installed first)"
@@ -133,9 +137,9 @@ PYTHONPATH=$SRC/device "$SRC/.venv/bin/python" "$SRC/benchmarks/au_parity.py" \
 parity_rc=$?
 cat "$ROOT/work/out/parity.md"
 
-note "fast tests on aarch64: -m '$TESTS'"
+note "fast tests on aarch64: pytest $TESTS"
 start=$(date +%s)
-in_root "cd /work/microexpr && .venv/bin/python -m pip install --quiet -r requirements/test.txt && .venv/bin/python -m pytest -q -p no:cacheprovider -m '$TESTS' --timeout 3000" \
+in_root "cd /work/microexpr && .venv/bin/python -m pip install --quiet -r requirements/test.txt && .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 3000 $TESTS" \
     >"$ROOT/work/out/tests.log" 2>&1
 tests_rc=$?
 tests_s=$(( $(date +%s) - start ))
@@ -162,7 +166,7 @@ mkdir -p "$OUT"
     echo
     echo "Timeline under emulation: ${timeline_s} s."
     echo
-    echo "## Fast tests on aarch64 (\`pytest -m '$TESTS'\`, exit $tests_rc, ${tests_s} s)"
+    echo "## Fast tests on aarch64 (\`pytest $TESTS\`, exit $tests_rc, ${tests_s} s)"
     echo
     echo '```'
     grep -E "passed|failed|error" "$ROOT/work/out/tests.log" | tail -15

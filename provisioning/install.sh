@@ -53,7 +53,7 @@ MODELS=$STATE/models
 UNIT_DIR=/etc/systemd/system
 BIN_LINK=/usr/local/bin/microexpr
 MOSQUITTO_CONF=/etc/mosquitto/conf.d/microexpr.conf
-APT_PACKAGES=(python3-venv)  # no compiler: every package is a wheel (journal.py replaces systemd-python)
+APT_PACKAGES=(python3-venv libegl1 libgles2)  # libmediapipe.so links EGL/GLESv2; no compiler: every package is a wheel (journal.py replaces systemd-python)
 SECRETS=(mqtt_password openai_api_key status_password)
 
 usage() {

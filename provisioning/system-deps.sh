@@ -15,6 +15,11 @@ if [[ ${1:-} == --test ]]; then
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # headless: the status page test (tests/test_status.py)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# mediapipe's libmediapipe.so links libEGL.so.1 and libGLESv2.so.2 even for
+# CPU inference (x86_64 and aarch64 wheels alike); a minimal bookworm or
+# Raspberry Pi OS Lite lacks them (found by provisioning/arm64-check.sh).
+ldconfig -p 2>/dev/null | grep -q 'libEGL\.so\.1 ' || missing+=(libegl1)
+ldconfig -p 2>/dev/null | grep -q 'libGLESv2\.so\.2 ' || missing+=(libgles2)
 if [[ ${1:-} == --test ]]; then
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # tests: throwaway CA for the TLS broker
 fi

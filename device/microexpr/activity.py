@@ -25,7 +25,8 @@ Policy (in order; the first that holds runs the flow):
 3. the spotter is not at rest (an episode is open, held or not re-armed);
 4. the change is at least the subject's threshold (a sign of movement): full
    rate from this frame on, for ``hold_s`` after the last such frame;
-5. ``idle_stride`` frames since the flow last ran (the reduced rate at rest).
+5. ``idle_stride`` frames, or ``idle_max_gap_s``, since the flow last ran
+   (the reduced rate at rest).
 
 On a skipped frame the caller repeats the last flowed ``MotionFrame`` with
 the new index and timestamp: the face did not change more than the
@@ -47,6 +48,9 @@ from microexpr.motion import _robust_similarity
 
 log = logging.getLogger(__name__)
 
+#: Skipped frames are summarised in one INFO line per this many seconds.
+LOG_INTERVAL_S = 60.0
+
 
 class FlowReason(StrEnum):
     """Why the flow ran (or ``SKIPPED``) on a frame."""
@@ -67,10 +71,15 @@ class ActivityConfig:
     on every frame, as before the gate existed."""
 
     enabled: bool = True
-    #: At rest the flow runs on one frame in ``idle_stride``.
+    #: At rest the flow runs on one frame in ``idle_stride``, and never more
+    #: than ``idle_max_gap_s`` after the last flowed frame: at 30 fps and
+    #: above the stride decides (every 0.1 s or sooner); below, the gate
+    #: skips less, and at 10 fps or less not at all (a 6 fps stream with a
+    #: flow every 0.5 s changed what was spotted; measured, docs/benchmarks.md).
     idle_stride: int = 3
+    idle_max_gap_s: float = 0.1
     #: Full rate for this long after the last frame with a sign of movement.
-    hold_s: float = 0.5
+    hold_s: float = 0.3
     #: A sign of movement: the change (largest per-cell mean |Δgrey|, 0–255,
     #: mean-normalised) at least ``change_factor`` × the subject's own
     #: resting change (the median over its warm-up, when the flow runs on
@@ -106,15 +115,19 @@ class ActivityGate:
         self._last: np.ndarray | None = None
         self._template: np.ndarray | None = None
         self._since_flow = 0
+        self._last_flow_ts = -np.inf
         self._hot_until = -np.inf
         self._rest_changes: list[float] = []
         self.threshold = float("inf")  # learnt at the end of the warm-up
         self.ran = 0
         self.skipped = 0
+        self._log_from = -np.inf
+        self._log_counts = (0, 0)
 
     def reset(self) -> None:
         self._last = None
         self._template = None
+        self._last_flow_ts = -np.inf
         self._rest_changes = []
         self.threshold = float("inf")
         self._since_flow = 0
@@ -184,7 +197,7 @@ class ActivityGate:
             reason = FlowReason.CHANGE
         elif timestamp < self._hot_until:
             reason = FlowReason.HOLD
-        elif self._since_flow + 1 >= c.idle_stride:
+        elif self._since_flow + 1 >= c.idle_stride or timestamp - self._last_flow_ts >= c.idle_max_gap_s - 1e-6:
             reason = FlowReason.STRIDE
         if moving:
             self._hot_until = timestamp + c.hold_s
@@ -192,8 +205,22 @@ class ActivityGate:
         if run:
             self._last = coarse
             self._since_flow = 0
+            self._last_flow_ts = timestamp
             self.ran += 1
         else:
             self._since_flow += 1
             self.skipped += 1
+        self._log_rate(timestamp)
         return FlowDecision(run, reason, change)
+
+    def _log_rate(self, timestamp: float) -> None:
+        """One INFO line a minute (stream time) with the frames skipped in it."""
+        if timestamp - self._log_from < LOG_INTERVAL_S:
+            return
+        ran0, skipped0 = self._log_counts
+        ran, skipped = self.ran - ran0, self.skipped - skipped0
+        if skipped and np.isfinite(self._log_from):
+            log.info("dense flow skipped on %d of %d frames in the last %.0f s (face at rest; threshold %.2f)",
+                     skipped, ran + skipped, timestamp - self._log_from, self.threshold)
+        self._log_from = timestamp
+        self._log_counts = (self.ran, self.skipped)

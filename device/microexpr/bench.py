@@ -552,7 +552,7 @@ def _ratio(a: Latency, b: Latency, attr: str) -> float | None:
 def build_report(
     *, machine: dict[str, Any], source: Path, frames: int, passes: int, inproc: InProcessResult,
     daemon: DaemonResult | None, quick: bool, streams: StreamResult | None = None,
-    status_cost: dict[str, Any] | None = None,
+    status_cost: dict[str, Any] | None = None, activity: Any = None,
 ) -> dict[str, Any]:
     bare, timeline, pipeline = Latency.of(inproc.bare), Latency.of(inproc.timeline), Latency.of(inproc.pipeline)
     report: dict[str, Any] = {
@@ -605,6 +605,11 @@ def build_report(
             "status_on_vs_off_frame_thread_cpu_p50": status_cost["ratio_thread_cpu_p50_on_vs_off"],
             "status_hooks_share_of_frame": status_cost["hooks_share_of_frame"],
         })
+    if activity is not None:
+        from microexpr.bench_activity import report_section
+
+        report["activity"], activity_ratios = report_section(activity)
+        report["ratios"].update(activity_ratios)
     if daemon is not None:
         e2e = Latency.of(daemon.e2e_frame_to_subscriber)
         report["daemon"] = {
@@ -688,6 +693,13 @@ def markdown_summary(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {v['n']} | {v['p50']} | {v['p95']} | {v['mean']} |")
         lines.append(f"\nScrapes {sc['scrapes']}, event-stream bytes {sc['event_stream_bytes']}; "
                      f"CPU per frame on/off {sc['ratio_cpu_per_frame_on_vs_off']}.")
+    if "activity" in report:
+        from microexpr.bench_activity import markdown
+
+        lines += markdown(report["activity"])
+    from microexpr.cores import bench_note
+
+    lines += bench_note(report["machine"].get("cores"))
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
     lines += ["", f"Model load: {report['model_load_s']} s. Venv size: {report['venv_size_mb']} MB."]
@@ -819,6 +831,10 @@ def run_bench(
 
         status_cost = measure_status_cost(frames, model_path=model_path, passes=passes,
                                           progress=(bar.update if bar is not None else lambda: None)).report()
+        from microexpr.bench_activity import run_activity
+
+        activity = run_activity(frames, model_path=model_path, passes=1 if quick else 2,
+                                progress=(bar.update if bar is not None else lambda: None))
     finally:
         if bar is not None:
             bar.close()
@@ -833,7 +849,8 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="microexpr-bench-") as tmp:
             daemon = run_daemon(source, seconds=seconds, workdir=Path(tmp))
     report = build_report(machine=machine, source=source, frames=len(frames), passes=passes, inproc=inproc,
-                          daemon=daemon, quick=quick, streams=streams, status_cost=status_cost)
+                          daemon=daemon, quick=quick, streams=streams, status_cost=status_cost,
+                          activity=activity)
     name = "bench-quick" if quick else "bench"
     try:
         (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -330,6 +330,9 @@ class Stats:
     outbox_counts: Mapping[str, int] = field(default_factory=dict)
     #: Why health is ``degraded`` when storage is the cause ("" otherwise).
     health_reason: str = ""
+    #: Frames with a face on which the dense ROI flow ran / was skipped at
+    #: rest since start (``activity.py``): ``{"ran": n, "skipped": m}``.
+    flow: Mapping[str, int] = field(default_factory=dict)
     time: str = field(default_factory=utc_now_iso)
     schema_version: str = SCHEMA_VERSION
 
@@ -360,6 +363,7 @@ class Stats:
             "events": int(self.events),
             "suppressed": {name: int(n) for name, n in self.suppressed.items()},
             "controls": {name: int(n) for name, n in self.controls.items()},
+            "flow": {name: int(n) for name, n in self.flow.items()},
             "health": self.health,
             "health_reason": self.health_reason,
             "reasoner": None

@@ -33,6 +33,7 @@ from microexpr import lodo
 from microexpr.classify.profiles import PROFILES, get_profile
 from microexpr.classify.prototypes import PrototypeSet
 from microexpr.config import add_config_argument, load_config
+from microexpr.errors import ConfigError
 from microexpr.evaluate import PROTOCOLS, EvalSettings, Refiner, folds, run_eval, write_outputs
 from microexpr.labels import read_labels
 
@@ -174,7 +175,13 @@ def _command(args: argparse.Namespace, protocols: list[str]) -> str:
 def _reasoner(args: argparse.Namespace) -> Refiner:
     """The ``--reasoner`` seam: the flag is the consent for this run; the
     model, endpoint, budget and cache file come from ``[reasoner]``."""
-    from microexpr.reasoner import refine_rows
+    try:
+        from microexpr.reasoner import refine_rows
+    except ImportError as exc:
+        if exc.name != "openai":
+            raise
+        raise ConfigError("--reasoner needs the openai package, which is not installed "
+                          "(pip install -r requirements/reasoner.txt)") from None
 
     reasoner_settings = load_config(args.config).reasoner
     return lambda pairs: refine_rows(pairs, reasoner_settings)

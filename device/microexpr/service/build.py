@@ -30,6 +30,11 @@ def build_pipeline(config: Config) -> Pipeline:
         tracker_options.update(variant=config.onnx.variant, onnx_dir=config.onnx.models_dir)
         if config.tracker.threads:
             tracker_options["threads"] = config.tracker.threads
+        else:
+            # 0 = by core count (cores.py, the Pi profile)
+            from microexpr.cores import profile_for
+
+            tracker_options["threads"] = profile_for().tracker_threads
         model_path = None
     else:
         model_path = resolve_model_path(explicit)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 from microexpr import config as cfg
 from microexpr.capture import Frame, FrameSource, open_source
 from microexpr.config import Config
-from microexpr.errors import ExitCode, MicroexprError, SourceError
+from microexpr.errors import ConfigError, ExitCode, MicroexprError, SourceError
 from microexpr.events import Event, RefinedEvent, Stats
 from microexpr.health import Health, HealthState
 from microexpr.mqtt import MqttPublisher, Topics
@@ -215,7 +215,15 @@ class Service:
     def _open_reasoner(self, stack: ExitStack) -> Reasoner | None:
         if not self.config.reasoner.enabled:
             return None
-        from microexpr.reasoner import Reasoner
+        try:
+            from microexpr.reasoner import Reasoner
+        except ImportError as exc:
+            # openai is not in the runtime set (the reasoner is off by
+            # default): requirements/reasoner.txt adds it.
+            if exc.name != "openai":
+                raise
+            raise ConfigError("reasoner.enabled = true needs the openai package, which is not installed "
+                              "(pip install -r requirements/reasoner.txt)") from None
 
         reasoner = Reasoner(self.config.reasoner, on_refined=self._on_refined)
         # Closed before the publisher (ExitStack order), with a short timeout:
@@ -282,7 +290,12 @@ class Service:
         pipeline = self._pipeline = self._pipeline_factory(self.config)
         stack.callback(pipeline.close)
         if self.config.tracker.overlap:
+            from microexpr.cores import available_cores
             from microexpr.overlap import OverlappedPipeline
+
+            if available_cores() == 1:
+                log.warning("tracker.overlap is on with 1 core available: the two threads take turns "
+                            "(set tracker.overlap = false on a single-core board)")
 
             self._runner = OverlappedPipeline(pipeline, self._on_result, self._on_failure)
             stack.callback(self._runner.close)  # before pipeline.close (LIFO)
@@ -840,6 +853,7 @@ class Service:
             suppressed=suppression_counts(self._pipeline),
             controls={"paused": int(self.paused), "paused_frames": self.paused_frames,
                       "commands_accepted": self.controls.accepted, "commands_rejected": self.controls.rejected},
+            flow={key: int(getattr(self._pipeline, f"flow_{key}", 0) or 0) for key in ("ran", "skipped")},
         )
 
     def _publish_stats(self) -> None:

@@ -25,7 +25,6 @@ bounded rate. A client that stops reading is dropped after
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import threading
 import time

@@ -1,0 +1,199 @@
+"""``microexpr bench``: a face at rest vs during expressions.
+
+The dense ROI flow runs at a reduced rate while the face is at rest
+(``activity.py``), so the cost of the pipeline depends on what the face
+does. This scenario measures both regimes in one run, against the bare
+MediaPipe call on the same frames:
+
+* **rest**: the clip's frames before its first spotted onset, played
+  forward and back (a real resting face, its own small movements and
+  noise) for ``rest_s`` seconds after a warm-up the pipeline learns its
+  baseline on (not measured);
+* **expression**: the clip's frames from each spotted episode's onset to its
+  offset, measured while the clip plays whole (a fresh pipeline each pass).
+
+For each: the stream interval with the tracker and analysis overlapped
+(``tracker.overlap``), per-frame CPU of the sequential pipeline (process
+CPU time, all threads), and the share of frames on which the dense flow
+ran. Ratios only: absolute times on a shared machine say little.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microexpr.capture import Frame
+
+
+@dataclass
+class RegimeSamples:
+    bare_interval: list[float] = field(default_factory=list)
+    bare_cpu: list[float] = field(default_factory=list)
+    overlap_interval: list[float] = field(default_factory=list)
+    pipeline_cpu: list[float] = field(default_factory=list)
+    flow_ran: int = 0
+    flow_skipped: int = 0
+
+
+@dataclass
+class ActivityResult:
+    rest_frames: int = 0
+    expression_frames: int = 0
+    rest: RegimeSamples = field(default_factory=RegimeSamples)
+    expression: RegimeSamples = field(default_factory=RegimeSamples)
+
+
+def _retimed(frames: Sequence[Frame], start_ts: float, step: float, start_index: int) -> list[Frame]:
+    return [Frame(start_index + i, start_ts + i * step, f.image) for i, f in enumerate(frames)]
+
+
+def _ping_pong(frames: Sequence[Frame], n: int) -> list[Frame]:
+    cycle = list(frames) + list(frames[-2:0:-1])
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def run_activity(
+    frames: Sequence[Frame], *, model_path: Path, passes: int, rest_s: float = 6.0, warmup_s: float = 3.0,
+    progress: Callable[[], None] = lambda: None,
+) -> ActivityResult:
+    from microexpr.bench import _BareMediaPipe
+    from microexpr.overlap import OverlappedPipeline
+    from microexpr.pipeline import Pipeline, PipelineResult
+
+    result = ActivityResult()
+    step = float(np.median(np.diff([f.timestamp for f in frames]))) if len(frames) > 1 else 1 / 30
+    bare = _BareMediaPipe(model_path)
+    seq = Pipeline.create(model_path=model_path)
+    ovl = Pipeline.create(model_path=model_path)
+    done: list[tuple[float, int]] = []
+
+    def on_result(_started: float, frame: Frame, _out: PipelineResult) -> None:
+        done.append((time.perf_counter(), frame.index))
+
+    runner: OverlappedPipeline[float] = OverlappedPipeline(ovl, on_result, name="bench-activity")
+    try:
+        # Where the expressions are: one plain pass.
+        spans: list[tuple[int, int]] = []
+        for f in frames:
+            spans += [(e.episode.onset_frame, e.episode.offset_frame) for e in seq.process(f).episodes]
+        spans += [(e.episode.onset_frame, e.episode.offset_frame) for e in seq.finish()]
+        seq.reset()
+        first_onset = min((a for a, _ in spans), default=len(frames))
+        # skip the first frames (the tracker settling, the head finding its place)
+        # and the last ones before the onset (the movement starts before the
+        # spotter marks it)
+        lo, hi = min(5, len(frames) // 4), max(first_onset - 3, 2)
+        rest_clip = list(frames[lo:hi]) if hi - lo >= 2 else list(frames[:2])
+        expr_idx = {i for a, b in spans for i in range(a, b + 1)}
+        result.rest_frames = len(rest_clip)
+        result.expression_frames = len(expr_idx)
+        n_warm, n_rest = int(round(warmup_s / step)), int(round(rest_s / step))
+        t_next = 0.0
+        idx_next = 0
+
+        def measure(seq_frames: list[Frame], keep: Callable[[int], bool], bucket: RegimeSamples,
+                    measured_from: int) -> None:
+            # sequential: per-frame CPU and the flow share
+            for k, f in enumerate(seq_frames):
+                ran0, skip0 = seq.flow_ran, seq.flow_skipped
+                c0 = time.process_time()
+                seq.process(f)
+                c1 = time.process_time()
+                if k >= measured_from and keep(k):
+                    bucket.pipeline_cpu.append(c1 - c0)
+                    bucket.flow_ran += seq.flow_ran - ran0
+                    bucket.flow_skipped += seq.flow_skipped - skip0
+                progress()
+            # bare MediaPipe: interval (back to back = its own time) and CPU
+            for k, f in enumerate(seq_frames):
+                c0 = time.process_time()
+                dt = bare.time_frame(f, 0.0)
+                c1 = time.process_time()
+                if k >= measured_from and keep(k):
+                    bucket.bare_interval.append(dt)
+                    bucket.bare_cpu.append(c1 - c0)
+            # overlapped stream: time between consecutive finished frames
+            done.clear()
+            for f in seq_frames:
+                runner.submit(f, time.perf_counter())
+            runner.finish(timeout=120)
+            first = seq_frames[0].index
+            for (t0, _), (t1, i1) in zip(done, done[1:]):
+                k = i1 - first
+                if k >= measured_from and keep(k):
+                    bucket.overlap_interval.append(t1 - t0)
+
+        for _ in range(passes):
+            rest_seq = _retimed(_ping_pong(rest_clip, n_warm + n_rest), t_next, step, idx_next)
+            measure(rest_seq, lambda k: True, result.rest, n_warm)
+            t_next += (n_warm + n_rest + 30) * step
+            idx_next += n_warm + n_rest + 30
+            seq.reset()
+            ovl.reset()
+            whole = _retimed(frames, t_next, step, idx_next)
+            measure(whole, lambda k: k in expr_idx, result.expression, 0)
+            t_next += (len(frames) + 30) * step
+            idx_next += len(frames) + 30
+            seq.reset()
+            ovl.reset()
+    finally:
+        runner.close()
+        seq.close()
+        ovl.close()
+        bare.close()
+    return result
+
+
+def _lat(samples: Sequence[float]) -> dict[str, Any]:
+    from microexpr.bench import Latency
+
+    return asdict(Latency.of(samples))
+
+
+def _r(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
+    if not b.get(key) or not np.isfinite(a.get(key, float("nan"))):
+        return None
+    return round(a[key] / b[key], 3)
+
+
+def report_section(res: ActivityResult) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """The report's ``activity`` section and its ratios."""
+    section: dict[str, Any] = {"rest_clip_frames": res.rest_frames, "expression_frames": res.expression_frames}
+    ratios: dict[str, float | None] = {}
+    for name, b in (("rest", res.rest), ("expression", res.expression)):
+        total = b.flow_ran + b.flow_skipped
+        s = {
+            "interval_ms": {"bare_mediapipe": _lat(b.bare_interval), "pipeline_overlap": _lat(b.overlap_interval)},
+            "cpu_ms": {"bare_mediapipe": _lat(b.bare_cpu), "pipeline_sequential": _lat(b.pipeline_cpu)},
+            "flow_share": round(b.flow_ran / total, 3) if total else None,
+        }
+        section[name] = s
+        ratios[f"{name}_stream_overlap_vs_bare_p50"] = _r(s["interval_ms"]["pipeline_overlap"],
+                                                          s["interval_ms"]["bare_mediapipe"], "p50")
+        ratios[f"{name}_cpu_vs_bare_mean"] = _r(s["cpu_ms"]["pipeline_sequential"], s["cpu_ms"]["bare_mediapipe"], "mean")
+        ratios[f"{name}_flow_share"] = s["flow_share"]
+    return section, ratios
+
+
+def markdown(section: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"Activity: a face at rest ({section['rest_clip_frames']} frames before the clip's first onset, played "
+        "forward and back after an unmeasured warm-up) vs during expressions (the clip's "
+        f"{section['expression_frames']} frames from onset to offset). CPU = process CPU time per frame.",
+        "",
+        "| regime | overlap interval p50 ms | bare interval p50 ms | pipeline CPU mean ms | bare CPU mean ms | frames with dense flow |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("rest", "expression"):
+        s = section[name]
+        lines.append(f"| {name} | {s['interval_ms']['pipeline_overlap']['p50']} | {s['interval_ms']['bare_mediapipe']['p50']} "
+                     f"| {s['cpu_ms']['pipeline_sequential']['mean']} | {s['cpu_ms']['bare_mediapipe']['mean']} "
+                     f"| {s['flow_share']} |")
+    return lines
