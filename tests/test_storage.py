@@ -547,3 +547,89 @@ def test_producer_sigkill_loses_nothing_that_was_printed(
         proc.wait(10)
     result = report("producer-sigkill", produced, ids(sub.snapshot()))
     assert result.lost == 0
+
+
+# --------------------------------------------------------------------------
+# The daemon itself: printed only after the commit, degraded with the reason
+
+
+@pytest.mark.integration
+def test_daemon_on_a_full_disk_prints_only_committed_events_and_says_why(
+    tmpfs: Callable[[int], Path], smile_clip: Path, model_path: Path
+) -> None:
+    """The real Service (real model, the real clip replayed live) with its outbox on
+    a tmpfs filled to ENOSPC mid-run, then freed."""
+    import io
+    import threading
+
+    from microexpr.config import parse_config
+    from microexpr.events import PayloadKind, validate
+    from microexpr.health import Health
+    from microexpr.service import Service
+
+    disk = tmpfs(8192)
+    config = parse_config({
+        "device_id": f"st-{new_device_id()}",
+        "source": {"uri": f"replay:{smile_clip}"},
+        "model": {"path": str(model_path)},
+        "mqtt": {"enabled": False},
+        "outbox": {"path": str(disk / "outbox.sqlite"), "reserve_mb": 0.0},
+    })
+    out = io.StringIO()
+    service = Service(config, print_events=True, out=out)
+    runner = threading.Thread(target=lambda: service.run(install_signals=False), name="service-under-test")
+    runner.start()
+    filler: Path | None = None
+    try:
+        wait_until(lambda: service.metrics.events >= 1, 180, "a first event")
+        filler = fill(disk)
+        wait_until(lambda: service._guard is not None and service._guard.counts().spilled >= 2, 180,
+                   "events held in memory while the disk is full")
+        wait_until(lambda: service.health.value is Health.DEGRADED, 30, "health degraded")
+        stats = service.stats().to_payload()
+        validate(stats, PayloadKind.STATS)
+        assert stats["health"] == "degraded" and stats["health_reason"].startswith("write_failed"), stats
+        assert stats["outbox"]["spilled"] >= 2
+        printed_while_full = [json.loads(line)["event_id"] for line in out.getvalue().splitlines()]
+        assert len(printed_while_full) == service.metrics.events  # held events are neither printed nor counted
+        filler.unlink()
+        filler = None
+        wait_until(lambda: service._guard.counts().spilled == 0 and service._guard.counts().written_back >= 2,
+                   30, "the held events written back")
+        wait_until(lambda: service.health.value is Health.OK, 30, "health ok again")
+    finally:
+        if filler is not None:
+            filler.unlink()
+        service.request_stop("test")
+        runner.join(60)
+    assert not runner.is_alive()
+    printed = [json.loads(line)["event_id"] for line in out.getvalue().splitlines()]
+    with sqlite3.connect(disk / "outbox.sqlite") as db:
+        stored = [row[0] for row in db.execute("SELECT event_id FROM outbox ORDER BY seq")]
+    counts = service._guard.counts()
+    result = report("daemon-disk-full", printed, stored, counts.lost)
+    assert result.lost == 0 and counts.lost == 0 and result.duplicated == 0
+    assert printed == stored  # every printed event is in the outbox, in the order it was committed
+    assert len(printed) == service.metrics.events
+
+
+def test_held_events_are_written_back_when_space_returns_but_stays_below_the_reserve(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite")
+    free = {"bytes": 100 * MB}
+    guard = OutboxGuard(outbox, reserve_bytes=16 * MB, spill_max=10, free_space=lambda: free["bytes"])
+    try:
+        for _ in range(3):
+            guard.store(message("d"))
+        outbox.close()  # every commit fails from now on, like a full disk
+        free["bytes"] = 0
+        held = [message("d") for _ in range(4)]
+        assert [guard.store(m)[0] for m in held] == [StoreOutcome.SPILLED] * 4
+        outbox = Outbox(tmp_path / "o.sqlite")  # the medium answers again, 8 MB free: below the reserve
+        guard.outbox = outbox
+        free["bytes"] = 8 * MB
+        written = guard.drain()
+        assert [m.event_id for m in written] == [m.event_id for m in held]
+        assert len(outbox) == 3 and outbox.dropped == 4  # drop_oldest made room for each, counted
+        assert guard.problem is StorageProblem.LOW_SPACE and guard.counts().lost == 0
+    finally:
+        outbox.close()
