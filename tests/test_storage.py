@@ -633,3 +633,29 @@ def test_held_events_are_written_back_when_space_returns_but_stays_below_the_res
         assert guard.problem is StorageProblem.LOW_SPACE and guard.counts().lost == 0
     finally:
         outbox.close()
+
+
+def test_below_the_reserve_rows_go_into_free_pages_before_anything_is_dropped(tmp_path: Path) -> None:
+    """After deliveries, deleted rows leave free pages: storing there does not grow
+    the file, so drop_oldest drops nothing until they are used up."""
+    path = tmp_path / "o.sqlite"
+    outbox = Outbox(path)
+    free = {"bytes": 100 * MB}
+    guard = OutboxGuard(outbox, reserve_bytes=16 * MB, free_space=lambda: free["bytes"])
+    try:
+        delivered = [message("d") for _ in range(60)]
+        for m in delivered:
+            guard.store(m)
+        for m in delivered[:-1]:
+            outbox.mark_sent(m.event_id, m.topic)  # PUBACK: deleted, their pages go to the freelist
+        outbox._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = path.stat().st_size
+        free["bytes"] = 1 * MB
+        for _ in range(10):
+            assert guard.store(message("d"))[0] is StoreOutcome.STORED
+        assert outbox.dropped == 0 and len(outbox) == 11
+        outbox._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert path.stat().st_size == size  # the file did not grow
+        assert guard.problem is StorageProblem.LOW_SPACE
+    finally:
+        outbox.close()

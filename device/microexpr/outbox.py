@@ -48,6 +48,9 @@ _T = TypeVar("_T")
 #: smaller keeps the ``-wal`` file small on an SD card; a checkpoint of a few
 #: hundred kilobytes costs little at a few events a minute.
 WAL_AUTOCHECKPOINT_PAGES = 100
+#: Free database pages that let a row be stored below the free-space reserve
+#: without growing the file (a table leaf, an index leaf, room for a split).
+HOLD_FREE_PAGES = 4
 #: Bytes the ``-wal`` file is truncated to after a checkpoint (it otherwise keeps its high-water size).
 WAL_SIZE_LIMIT = 1024 * 1024
 
@@ -194,9 +197,10 @@ class SqliteQueue:
         """Store an item durably; returns False if ``key`` is already stored.
 
         Returns only after the commit, so the item survives a crash from
-        then on. ``make_room``: the queue must not grow (free space is below
-        the reserve, :mod:`microexpr.outbox_guard`): the oldest item makes
-        way for this one under ``drop_oldest``, counted in ``dropped``.
+        then on. ``make_room``: the file must not grow (free space is below
+        the reserve, :mod:`microexpr.outbox_guard`): unless the row fits in
+        pages the database already has free, the oldest item makes way for
+        this one under ``drop_oldest``, counted in ``dropped``.
 
         Raises:
             PublishError: the queue is full and the policy is ``reject_new``.
@@ -245,7 +249,7 @@ class SqliteQueue:
         ``hold``: keep the depth where it is (low disk space), whatever ``max_items``.
         """
         excess = self._count + 1 - self.max_items
-        if hold and self._count and self.when_full is WhenFull.DROP_OLDEST:
+        if hold and self._count and self.when_full is WhenFull.DROP_OLDEST and not self._has_free_pages():
             excess = max(excess, 1)
         if excess <= 0:
             return 0
@@ -267,6 +271,13 @@ class SqliteQueue:
                 ", ".join(k for _, k in victims), total,
             )
         return len(victims)
+
+    def _has_free_pages(self) -> bool:
+        """Can a row go into pages the file already has (rows deleted after
+        delivery leave them on SQLite's freelist)? Then storing it below the
+        reserve does not grow the database, and nothing needs to be dropped."""
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return free >= HOLD_FREE_PAGES
 
     def items(self, limit: int, *, exclude: Collection[str] = ()) -> list[QueueItem]:
         """Up to ``limit`` stored items, oldest first, skipping keys in ``exclude``."""
