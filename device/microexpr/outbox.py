@@ -48,9 +48,6 @@ _T = TypeVar("_T")
 #: smaller keeps the ``-wal`` file small on an SD card; a checkpoint of a few
 #: hundred kilobytes costs little at a few events a minute.
 WAL_AUTOCHECKPOINT_PAGES = 100
-#: Free database pages that let a row be stored below the free-space reserve
-#: without growing the file (a table leaf, an index leaf, room for a split).
-HOLD_FREE_PAGES = 4
 #: Bytes the ``-wal`` file is truncated to after a checkpoint (it otherwise keeps its high-water size).
 WAL_SIZE_LIMIT = 1024 * 1024
 
@@ -198,9 +195,12 @@ class SqliteQueue:
 
         Returns only after the commit, so the item survives a crash from
         then on. ``make_room``: the file must not grow (free space is below
-        the reserve, :mod:`microexpr.outbox_guard`): unless the row fits in
-        pages the database already has free, the oldest item makes way for
-        this one under ``drop_oldest``, counted in ``dropped``.
+        the reserve, :mod:`microexpr.outbox_guard`): a row that fits in the
+        pages the database already has (free room in a page, or pages freed
+        by delivered rows) is stored as is; one that would need a new page
+        makes the oldest item give way under ``drop_oldest``, counted in
+        ``dropped`` (rows are appended, so the file may still take a page or
+        two before the pages emptied at the old end are reused).
 
         Raises:
             PublishError: the queue is full and the policy is ``reject_new``.
@@ -212,15 +212,21 @@ class SqliteQueue:
         names = ["key", "payload", "created", *fields]
         values = [key, payload, time.time(), *fields.values()]
         placeholders = ", ".join("?" for _ in names)
-        def insert() -> int | None:
+        def insert(drop_first: bool) -> int | None:
+            """One transaction; -1: the row would grow the file below the reserve (rolled back)."""
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 exists = self._db.execute(f"SELECT 1 FROM {self.TABLE} WHERE key = ?", (key,)).fetchone()
                 if exists:
                     self._db.execute("ROLLBACK")
                     return None
-                dropped = self._make_room(key, hold=make_room)
+                pages = self._page_count()
+                dropped = self._make_room(key, hold=drop_first)
                 self._db.execute(f"INSERT INTO {self.TABLE} ({', '.join(names)}) VALUES ({placeholders})", values)
+                if make_room and not drop_first and self._count and self.when_full is WhenFull.DROP_OLDEST \
+                        and self._page_count() > pages:
+                    self._db.execute("ROLLBACK")
+                    return -1
                 self._db.execute("COMMIT")
                 return dropped
             except BaseException:
@@ -232,7 +238,12 @@ class SqliteQueue:
             self._check_open()
             try:
                 self._sync_level(self._synchronous)
-                dropped = self._when_full_reclaim(insert)
+                # Below the reserve (make_room) a row that fits in the pages the
+                # file already has is stored as is; only one that would grow
+                # the file makes the oldest item give way.
+                dropped = self._when_full_reclaim(lambda: insert(False))
+                if dropped == -1:
+                    dropped = self._when_full_reclaim(lambda: insert(True))
                 if dropped is None:
                     return False
             except sqlite3.Error as exc:
@@ -249,7 +260,7 @@ class SqliteQueue:
         ``hold``: keep the depth where it is (low disk space), whatever ``max_items``.
         """
         excess = self._count + 1 - self.max_items
-        if hold and self._count and self.when_full is WhenFull.DROP_OLDEST and not self._has_free_pages():
+        if hold and self._count and self.when_full is WhenFull.DROP_OLDEST:
             excess = max(excess, 1)
         if excess <= 0:
             return 0
@@ -272,12 +283,9 @@ class SqliteQueue:
             )
         return len(victims)
 
-    def _has_free_pages(self) -> bool:
-        """Can a row go into pages the file already has (rows deleted after
-        delivery leave them on SQLite's freelist)? Then storing it below the
-        reserve does not grow the database, and nothing needs to be dropped."""
-        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
-        return free >= HOLD_FREE_PAGES
+    def _page_count(self) -> int:
+        """Pages of the database as this transaction sees it (grows when a row needs a new page)."""
+        return int(self._db.execute("PRAGMA page_count").fetchone()[0])
 
     def items(self, limit: int, *, exclude: Collection[str] = ()) -> list[QueueItem]:
         """Up to ``limit`` stored items, oldest first, skipping keys in ``exclude``."""
