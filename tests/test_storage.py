@@ -658,3 +658,19 @@ def test_below_the_reserve_rows_go_into_free_pages_before_anything_is_dropped(tm
         assert guard.problem is StorageProblem.LOW_SPACE
     finally:
         outbox.close()
+
+
+def test_low_space_is_reported_between_events_and_clears_by_itself(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite")
+    free = {"bytes": 100 * MB}
+    guard = OutboxGuard(outbox, reserve_bytes=16 * MB, free_space=lambda: free["bytes"])
+    try:
+        assert guard.drain() == [] and guard.problem is None
+        free["bytes"] = 2 * MB  # the disk fills while no event comes
+        guard.drain()
+        assert guard.problem is StorageProblem.LOW_SPACE and guard.reason().startswith("low_space: 2.0 MB free")
+        free["bytes"] = 100 * MB
+        guard.drain()
+        assert guard.problem is None and guard.reason() == ""
+    finally:
+        outbox.close()

@@ -139,9 +139,21 @@ class OutboxGuard:
             return StoreOutcome.STORED if stored else StoreOutcome.DUPLICATE
 
     def drain(self) -> list[Pending]:
-        """Write spilled messages back while commits succeed; returns those written."""
+        """Write spilled messages back while commits succeed; returns those written.
+
+        Called every few seconds: with nothing held it also re-checks the
+        reserve, so health says ``low_space`` (and recovers) when the disk
+        fills or empties between events, not only at the next event.
+        """
         with self._lock:
-            return self._drain_locked()
+            written = self._drain_locked()
+            if not self._spill:
+                low = self._below_reserve()
+                if low is not None:
+                    self._set_problem(StorageProblem.LOW_SPACE, low)
+                elif self._problem is not None:
+                    self._clear_problem()
+            return written
 
     def close(self) -> int:
         """Count what is still in memory as lost (the process is ending); returns that number."""
