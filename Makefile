@@ -9,7 +9,7 @@ MODEL_MIRROR ?= $(SHARED)/models
 SOURCE ?= $(SHARED)/data/media/single_face.mp4
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model run test bench clean
+.PHONY: setup model run test bench clean soak
 
 $(STAMP): pyproject.toml requirements/runtime.txt requirements/test.txt requirements/mediapipe.txt
 	@bash provisioning/system-deps.sh
@@ -36,6 +36,11 @@ test: model
 
 bench: model
 	$(VENV)/bin/microexpr bench --source $(SOURCE)
+
+# Storage soak (issue 14): 10 min of replay:, broker SIGKILLed every minute,
+# the outbox's disk filled once. Needs root (tmpfs) and mosquitto; not part of `make test`.
+soak: model
+	nice -n 10 $(PY) benchmarks/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -596,7 +596,7 @@ def test_camera_absent_then_lost_then_back(tmp_path: Path, smile_clip: Path, mod
 
         camera.plugged.set()
         wait_until(lambda: service.health.value is Health.OK, START_S, "health ok after the first frame")
-        assert any(line.startswith("STATUS=ok") for line in notifier.lines())
+        wait_until(lambda: any(line.startswith("STATUS=ok") for line in notifier.lines()), EVENT_S, "STATUS=ok")
         frames = service.metrics.frames
 
         camera.plugged.clear()  # unplugged mid-stream

@@ -399,3 +399,80 @@ def test_missing_instance_config_is_one_line_and_exit_78(tmp_path: Path) -> None
     assert lines == [f"microexpr: error: {missing}: no such configuration file"]
     assert str(ExitCode.CONFIG.value) in one("RestartPreventExitStatus").split()
     assert not (tmp_path / "state").exists()  # nothing created for an instance that cannot run
+
+
+@pytest.mark.integration
+def test_broker_auth_example_allows_only_loopback_reads_anonymously(tmp_path: Path) -> None:
+    """services/mosquitto-microexpr-auth.conf + .acl on the real mosquitto: anonymous
+    loopback clients read but cannot publish (not even homeassistant/status);
+    the daemon's and Home Assistant's users publish where the ACL says."""
+    passwd_tool = Path("/usr/bin/mosquitto_passwd")
+    if not MOSQUITTO.is_file() or not passwd_tool.is_file():
+        pytest.fail("mosquitto / mosquitto_passwd not installed")
+    port = free_port()
+    passwd, acl = tmp_path / "microexpr.passwd", tmp_path / "microexpr.acl"
+    for user in ("microexpr", "homeassistant"):
+        subprocess.run([str(passwd_tool), *(["-c"] if not passwd.exists() else []), "-b", str(passwd), user, f"pw-{user}"],
+                       check=True, capture_output=True)
+    acl.write_text((ROOT / "services" / "mosquitto-microexpr.acl").read_text())
+    text = (ROOT / "services" / "mosquitto-microexpr-auth.conf").read_text()
+    text = (text.replace("listener 1883 127.0.0.1", f"listener {port} 127.0.0.1")
+                .replace("/etc/mosquitto/microexpr.passwd", str(passwd))
+                .replace("/etc/mosquitto/microexpr.acl", str(acl)))
+    assert f"listener {port} 127.0.0.1" in text and str(acl) in text
+    if os.geteuid() == 0:
+        text += "user root\n"
+    os.chmod(passwd, 0o600)
+    os.chmod(acl, 0o600)
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(text)
+    broker = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    received: list[tuple[str, bytes]] = []
+    clients: list[paho.Client] = []
+
+    def client(name: str, user: str | None = None) -> paho.Client:
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=name)
+        if user:
+            c.username_pw_set(user, f"pw-{user}")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c.connect("127.0.0.1", port)
+                break
+            except OSError:
+                assert broker.poll() is None, broker.stderr.read().decode() if broker.stderr else ""
+                assert time.monotonic() < deadline, "broker did not listen"
+                time.sleep(0.05)
+        c.loop_start()
+        clients.append(c)
+        return c
+
+    try:
+        reader = client("anon-reader")
+        reader.on_message = lambda _c, _u, msg: received.append((msg.topic, msg.payload))
+        reader.subscribe([("microexpr/#", 1), ("homeassistant/#", 1)])
+        time.sleep(0.3)
+        anon = client("anon-writer")
+        anon.publish("homeassistant/status", b"online", qos=1).wait_for_publish(10)
+        anon.publish("microexpr/dev/event", b"forged", qos=1).wait_for_publish(10)
+        daemon = client("daemon", "microexpr")
+        daemon.publish("microexpr/dev/event", b"real", qos=1).wait_for_publish(10)
+        daemon.publish("homeassistant/sensor/dev/emotion/config", b"{}", qos=1).wait_for_publish(10)
+        daemon.publish("homeassistant/status", b"online", qos=1).wait_for_publish(10)  # not the daemon's to say
+        ha = client("ha", "homeassistant")
+        ha.publish("homeassistant/status", b"online", qos=1).wait_for_publish(10)
+        wait_until(lambda: len(received) >= 3, 10, "the three allowed publications")
+        time.sleep(0.5)  # room for a forged message to arrive, if the ACL let it through
+        assert sorted(received) == sorted([
+            ("microexpr/dev/event", b"real"),
+            ("homeassistant/sensor/dev/emotion/config", b"{}"),
+            ("homeassistant/status", b"online"),
+        ])
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        broker.terminate()
+        broker.wait(10)
+        if broker.stderr:
+            broker.stderr.close()

@@ -16,7 +16,7 @@ class Health(StrEnum):
 
     STARTING = "starting"  #: model loading, or no frame processed yet
     OK = "ok"  #: frames flow through the pipeline
-    DEGRADED = "degraded"  #: frames flow, but the pipeline failed on recent frames
+    DEGRADED = "degraded"  #: frames flow, but the pipeline failed on recent frames, or storage fails
     NO_CAMERA = "no_camera"  #: the camera is lost (or absent at start); reconnecting with backoff
     STOPPING = "stopping"  #: SIGTERM/SIGINT or end of input: flushing and closing
     #: every thread joined, the pipeline flushed into the outbox: the last

@@ -30,12 +30,12 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from microexpr import sqlitefile
 from microexpr.errors import ExitCode, PublishError
@@ -43,6 +43,13 @@ from microexpr.errors import ExitCode, PublishError
 log = logging.getLogger(__name__)
 
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+_T = TypeVar("_T")
+#: WAL pages before an automatic checkpoint (SQLite's default is 1000, 4 MB):
+#: smaller keeps the ``-wal`` file small on an SD card; a checkpoint of a few
+#: hundred kilobytes costs little at a few events a minute.
+WAL_AUTOCHECKPOINT_PAGES = 100
+#: Bytes the ``-wal`` file is truncated to after a checkpoint (it otherwise keeps its high-water size).
+WAL_SIZE_LIMIT = 1024 * 1024
 
 #: On-disk layout version (``PRAGMA user_version``); bump with a migration.
 _LAYOUT_VERSION = 1
@@ -132,6 +139,8 @@ class SqliteQueue:
 
         def setup(db: sqlite3.Connection) -> None:
             db.execute(f"PRAGMA synchronous={synchronous}")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             layout = int(db.execute("PRAGMA user_version").fetchone()[0])
             if layout > _LAYOUT_VERSION:
                 raise OutboxError(
@@ -188,9 +197,13 @@ class SqliteQueue:
         """Store an item durably; returns False if ``key`` is already stored.
 
         Returns only after the commit, so the item survives a crash from
-        then on. ``make_room``: the queue must not grow (free space is below
-        the reserve, :mod:`microexpr.outbox_guard`): the oldest item makes
-        way for this one under ``drop_oldest``, counted in ``dropped``.
+        then on. ``make_room``: the file must not grow (free space is below
+        the reserve, :mod:`microexpr.outbox_guard`): a row that fits in the
+        pages the database already has (free room in a page, or pages freed
+        by delivered rows) is stored as is; one that would need a new page
+        makes the oldest item give way under ``drop_oldest``, counted in
+        ``dropped`` (rows are appended, so the file may still take a page or
+        two before the pages emptied at the old end are reused).
 
         Raises:
             PublishError: the queue is full and the policy is ``reject_new``.
@@ -202,25 +215,40 @@ class SqliteQueue:
         names = ["key", "payload", "created", *fields]
         values = [key, payload, time.time(), *fields.values()]
         placeholders = ", ".join("?" for _ in names)
+        def insert(drop_first: bool) -> int | None:
+            """One transaction; -1: the row would grow the file below the reserve (rolled back)."""
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                exists = self._db.execute(f"SELECT 1 FROM {self.TABLE} WHERE key = ?", (key,)).fetchone()
+                if exists:
+                    self._db.execute("ROLLBACK")
+                    return None
+                pages = self._page_count()
+                dropped = self._make_room(key, hold=drop_first)
+                self._db.execute(f"INSERT INTO {self.TABLE} ({', '.join(names)}) VALUES ({placeholders})", values)
+                if make_room and not drop_first and self._count and self.when_full is WhenFull.DROP_OLDEST \
+                        and self._page_count() > pages:
+                    self._db.execute("ROLLBACK")
+                    return -1
+                self._db.execute("COMMIT")
+                return dropped
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
         with self._lock:
             self._check_open()
             try:
                 self._sync_level(self._synchronous)
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    exists = self._db.execute(f"SELECT 1 FROM {self.TABLE} WHERE key = ?", (key,)).fetchone()
-                    if exists:
-                        self._db.execute("ROLLBACK")
-                        return False
-                    dropped = self._make_room(key, hold=make_room)
-                    self._db.execute(
-                        f"INSERT INTO {self.TABLE} ({', '.join(names)}) VALUES ({placeholders})", values
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
+                # Below the reserve (make_room) a row that fits in the pages the
+                # file already has is stored as is; only one that would grow
+                # the file makes the oldest item give way.
+                dropped = self._when_full_reclaim(lambda: insert(False))
+                if dropped == -1:
+                    dropped = self._when_full_reclaim(lambda: insert(True))
+                if dropped is None:
+                    return False
             except sqlite3.Error as exc:
                 raise OutboxError(
                     f"{self.path}: cannot store {key}: {exc}", sqlite_code=sqlitefile.primary_code(exc)
@@ -258,6 +286,10 @@ class SqliteQueue:
             )
         return len(victims)
 
+    def _page_count(self) -> int:
+        """Pages of the database as this transaction sees it (grows when a row needs a new page)."""
+        return int(self._db.execute("PRAGMA page_count").fetchone()[0])
+
     def items(self, limit: int, *, exclude: Collection[str] = ()) -> list[QueueItem]:
         """Up to ``limit`` stored items, oldest first, skipping keys in ``exclude``."""
         if limit <= 0:
@@ -290,7 +322,9 @@ class SqliteQueue:
                 return False
             try:
                 self._sync_level("NORMAL")
-                deleted = self._db.execute(f"DELETE FROM {self.TABLE} WHERE key = ?", (key,)).rowcount
+                deleted = self._when_full_reclaim(
+                    lambda: self._db.execute(f"DELETE FROM {self.TABLE} WHERE key = ?", (key,)).rowcount
+                )
             except sqlite3.Error as exc:
                 raise OutboxError(
                     f"{self.path}: cannot delete {key}: {exc}", sqlite_code=sqlitefile.primary_code(exc)
@@ -305,17 +339,45 @@ class SqliteQueue:
             return
         with self._lock:
             self._check_open()
+            def update() -> None:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        f"UPDATE {self.TABLE} SET attempts = attempts + 1, state = ? WHERE key = ?", batch
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+
             try:
                 self._sync_level("NORMAL")
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    f"UPDATE {self.TABLE} SET attempts = attempts + 1, state = ? WHERE key = ?", batch
-                )
-                self._db.execute("COMMIT")
+                self._when_full_reclaim(update)
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise OutboxError(f"{self.path}: cannot update: {exc}") from None
+
+    def _when_full_reclaim(self, write: Callable[[], _T]) -> _T:
+        """Run ``write``; on "disk full", give back the WAL's space and try once more (lock held).
+
+        In WAL mode every commit appends to the ``-wal`` file, which only a
+        checkpoint empties; on a small or nearly full file system the WAL
+        itself can be what fills it. ``wal_checkpoint(TRUNCATE)`` copies the
+        committed pages into the database and truncates the WAL to zero bytes,
+        which is often exactly the room the next commit needs.
+        """
+        try:
+            return write()
+        except sqlite3.Error as exc:
+            if sqlitefile.primary_code(exc) != sqlitefile.SQLITE_FULL:
+                raise
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                raise exc from None
+            return write()
 
     def _sync_level(self, level: str) -> None:
         """Switch the connection's fsync level between transactions (lock held)."""

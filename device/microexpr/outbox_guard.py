@@ -139,9 +139,21 @@ class OutboxGuard:
             return StoreOutcome.STORED if stored else StoreOutcome.DUPLICATE
 
     def drain(self) -> list[Pending]:
-        """Write spilled messages back while commits succeed; returns those written."""
+        """Write spilled messages back while commits succeed; returns those written.
+
+        Called every few seconds: with nothing held it also re-checks the
+        reserve, so health says ``low_space`` (and recovers) when the disk
+        fills or empties between events, not only at the next event.
+        """
         with self._lock:
-            return self._drain_locked()
+            written = self._drain_locked()
+            if not self._spill:
+                low = self._below_reserve()
+                if low is not None:
+                    self._set_problem(StorageProblem.LOW_SPACE, low)
+                elif self._problem is not None:
+                    self._clear_problem()
+            return written
 
     def close(self) -> int:
         """Count what is still in memory as lost (the process is ending); returns that number."""
@@ -219,13 +231,18 @@ class OutboxGuard:
         written: list[Pending] = []
         while self._spill:
             message = self._spill[0]
+            # Below the reserve the policy applies to held messages as to new
+            # ones (otherwise a disk that stays a little short of the reserve
+            # would keep them in memory until the spill overflows).
             low = self._below_reserve()
-            if low is not None:
-                # Writing back would eat the reserve the outbox keeps for SQLite itself.
-                self._set_problem(StorageProblem.WRITE_FAILED, low)
-                break
+            if low is not None and self.outbox.when_full is WhenFull.REJECT_NEW:
+                self._spill.popleft()
+                self._rejected += 1
+                self._log_refusal(message, low)
+                continue
             try:
-                self.outbox.put(message.event_id, message.topic, message.payload, qos=message.qos)
+                self.outbox.put(message.event_id, message.topic, message.payload, qos=message.qos,
+                                make_room=low is not None)
             except PublishError as exc:  # reject_new at max_events: refused like a new one
                 self._spill.popleft()
                 self._rejected += 1
@@ -243,7 +260,11 @@ class OutboxGuard:
                 self.outbox.path, len(written), len(self._spill),
             )
         if not self._spill and self._problem is StorageProblem.WRITE_FAILED and written:
-            self._clear_problem()
+            low = self._below_reserve()
+            if low is not None:
+                self._set_problem(StorageProblem.LOW_SPACE, low)
+            else:
+                self._clear_problem()
         return written
 
     def _spill_locked(self, message: Pending, why: str) -> None:

@@ -42,7 +42,7 @@ DISCOVERY_MIN_INTERVAL_S = 30.0
 #: A delete after PUBACK that failed (disk full) is retried after this long,
 #: doubling up to the maximum; the message is never re-sent meanwhile.
 DELETE_RETRY_MIN_S = 1.0
-DELETE_RETRY_MAX_S = 60.0
+DELETE_RETRY_MAX_S = 10.0
 #: Repeated publisher conditions (failed deletes) are logged at most this often.
 LOG_INTERVAL_S = 60.0
 
@@ -368,7 +368,12 @@ class MqttPublisher:
             sent.append(message.key)
             with self._lock:
                 self._in_flight[message.key] = info
-        self.outbox.mark_attempted(sent)
+        try:
+            self.outbox.mark_attempted(sent)
+        except OutboxError as exc:  # attempt counts are bookkeeping: a full disk must not stop delivery
+            gate = self._log_throttle.gate("attempts")
+            if gate.allowed:
+                log.warning("%s (delivery goes on)%s", exc, gate.suffix())
         self._reap()  # QoS 0 messages count as sent once written
 
     def _reap(self, *, final: bool = False) -> None:
@@ -395,7 +400,7 @@ class MqttPublisher:
             for key in done:
                 self._acked[key] = (now, DELETE_RETRY_MIN_S)
             due = [(key, delay) for key, (at, delay) in self._acked.items() if final or at <= now]
-        failed = 0
+        failed = succeeded = 0
         reason = ""
         for key, delay in due:
             try:
@@ -406,10 +411,15 @@ class MqttPublisher:
                 with self._lock:
                     self._acked[key] = (now + delay, min(delay * 2, DELETE_RETRY_MAX_S))
                 continue
+            succeeded += 1
             with self._lock:
                 self._acked.pop(key, None)
                 if deleted:
                     self._delivered += 1
+        if succeeded and failed == 0:
+            with self._lock:  # space is back: the others waiting for a retry go now
+                for key in self._acked:
+                    self._acked[key] = (now, DELETE_RETRY_MIN_S)
         if failed:
             gate = self._log_throttle.gate("delete")
             if gate.allowed:

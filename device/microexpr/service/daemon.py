@@ -126,6 +126,9 @@ class Service:
         self._guard: OutboxGuard | None = None
         #: Ambiguous events held in the guard's memory spill, for the reasoner once written back.
         self._spilled_emitted: dict[str, Emitted] = {}
+        #: Held from an outbox commit to its stdout line, so lines come in commit order
+        #: (the stats thread writes back held events while inference emits new ones).
+        self._commit_lock = threading.Lock()
         #: READY=1 was sent (model loaded, outbox open): reloads end with READY=1 again.
         self._notified_ready = False
         self._publisher: MqttPublisher | None = None
@@ -680,34 +683,35 @@ class Service:
             return
         assert self._guard is not None
         message = Pending(event.event_id, self.topics.event, event.to_json(), self.config.mqtt.qos)
-        try:
-            outcome, written = self._guard.store(message)
-        except Exception:  # a bug in the guard must not lose the loop; the event is counted as lost
-            log.exception("event %s: storing failed unexpectedly", event.event_id)
+        with self._commit_lock:
+            try:
+                outcome, written = self._guard.store(message)
+            except Exception:  # a bug in the guard must not end the loop
+                log.exception("event %s: storing failed unexpectedly", event.event_id)
+                if self._status is not None:
+                    self._status.on_store_failed("event")
+                return
+            self._committed(written)
+            if outcome is StoreOutcome.SPILLED and self._reasoner is not None and event.ambiguous:
+                self._spilled_emitted[event.event_id] = emitted
+                while len(self._spilled_emitted) > max(1, self._guard.spill_max):
+                    self._spilled_emitted.pop(next(iter(self._spilled_emitted)))
+            if outcome not in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
+                if outcome is StoreOutcome.REJECTED and self._status is not None:
+                    self._status.on_store_failed("event")
+                self._update_health(time.monotonic())
+                return  # held in memory (reported when written back) or refused (counted)
+            if self._lifecycle is not None:
+                self._store_notice(self._lifecycle.end_notice(event))
+            self.metrics.event_emitted()
             if self._status is not None:
-                self._status.on_store_failed("event")
-            return
-        self._committed(written)
-        if outcome is StoreOutcome.SPILLED and self._reasoner is not None and event.ambiguous:
-            self._spilled_emitted[event.event_id] = emitted
-            while len(self._spilled_emitted) > max(1, self._guard.spill_max):
-                self._spilled_emitted.pop(next(iter(self._spilled_emitted)))
-        if outcome not in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
-            if outcome is StoreOutcome.REJECTED and self._status is not None:
-                self._status.on_store_failed("event")
-            self._update_health(time.monotonic())
-            return  # held in memory (reported when written back) or refused (counted)
-        if self._lifecycle is not None:
-            self._store_notice(self._lifecycle.end_notice(event))
-        self.metrics.event_emitted()
-        if self._status is not None:
-            self._status.on_event(event)
-        log.info(
-            "event %s: %s %s (%.2f, stage %s)%s", event.event_id, event.kind.value, event.emotion.value,
-            event.confidence, event.stage.value, " ambiguous" if event.ambiguous else "",
-            extra={"MICROEXPR_EVENT_ID": event.event_id},
-        )
-        self._print(event.to_json())
+                self._status.on_event(event)
+            log.info(
+                "event %s: %s %s (%.2f, stage %s)%s", event.event_id, event.kind.value, event.emotion.value,
+                event.confidence, event.stage.value, " ambiguous" if event.ambiguous else "",
+                extra={"MICROEXPR_EVENT_ID": event.event_id},
+            )
+            self._print(event.to_json())
         if self._publisher is not None:
             self._publisher.wake()
         if self._reasoner is not None and event.ambiguous:
@@ -730,7 +734,8 @@ class Service:
         if self._guard is None:
             return
         try:
-            self._committed(self._guard.drain())
+            with self._commit_lock:
+                self._committed(self._guard.drain())
         except Exception:
             log.exception("writing back held events failed unexpectedly (continuing)")
 
