@@ -14,6 +14,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements/runtime.txt requirements/test.txt requirements/mediapipe.txt
 	@bash provisioning/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
+	@bash provisioning/link-systemd.sh $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/runtime.txt -r requirements/test.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/mediapipe.txt
@@ -31,7 +32,6 @@ run: model
 
 test: model
 	@bash provisioning/system-deps.sh --test
-	$(PY) -m pip install --quiet -r requirements/onnx.txt -r requirements/reasoner.txt  # optional parts' tests
 	$(PY) -m pytest -q
 
 bench: model

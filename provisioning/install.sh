@@ -53,7 +53,7 @@ MODELS=$STATE/models
 UNIT_DIR=/etc/systemd/system
 BIN_LINK=/usr/local/bin/microexpr
 MOSQUITTO_CONF=/etc/mosquitto/conf.d/microexpr.conf
-APT_PACKAGES=(python3-venv libegl1 libgles2)  # libmediapipe.so links EGL/GLESv2; no compiler: every package is a wheel (journal.py replaces systemd-python)
+APT_PACKAGES=(python3-venv python3-systemd libegl1 libgles2)  # libmediapipe.so links EGL/GLESv2; no compiler: Debian's prebuilt systemd-python is linked into the venv (link-systemd.sh)
 SECRETS=(mqtt_password openai_api_key status_password)
 
 usage() {
@@ -287,6 +287,8 @@ else
     else
         act "$PYTHON" -m venv "${venv_opts[@]}" "$(R "$VENV")"
     fi
+    # systemd-python from Debian's python3-systemd: no compiler (a no-op with a note without it).
+    act bash "$SRC/provisioning/link-systemd.sh" "$(R "$VENV")"
     [[ -n $WHEELS ]] || act "$PY" -m pip install "${pip_opts[@]}" --upgrade pip
     act "$PY" -m pip install "${pip_opts[@]}" -r "$SRC/requirements/runtime.txt"
     # mediapipe without its dependencies: they would add opencv-contrib (overwriting

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Debian / Raspberry Pi OS packages the venv build needs: python3-venv only.
-# No compiler: every Python package installs from a wheel (the journal is
-# written by hand in device/microexpr/journal.py, not through the
-# systemd-python sdist). Installs them when run as root (or with passwordless sudo),
+# Debian / Raspberry Pi OS packages the venv build needs: python3-venv, and
+# python3-systemd (Debian's prebuilt systemd-python, linked into the venv by
+# provisioning/link-systemd.sh). No compiler: every other Python package
+# installs from a wheel. Installs them when run as root (or with passwordless sudo),
 # otherwise names what is missing and stops. With --test it also installs
 # what the test suite runs for real: mosquitto (the broker the fixtures start
 # on loopback), systemd (systemd-analyze checks the unit files) and chromium
@@ -15,6 +15,7 @@ if [[ ${1:-} == --test ]]; then
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # headless: the status page test (tests/test_status.py)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+[[ -f /usr/lib/python3/dist-packages/systemd/journal.py ]] || missing+=(python3-systemd)
 # mediapipe's libmediapipe.so links libEGL.so.1 and libGLESv2.so.2 even for
 # CPU inference (x86_64 and aarch64 wheels alike); a minimal bookworm or
 # Raspberry Pi OS Lite lacks them (found by provisioning/arm64-check.sh).

@@ -17,6 +17,19 @@ def _under_systemd() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM")) and bool(os.environ.get("INVOCATION_ID"))
 
 
+def _journal_handler() -> logging.Handler | None:
+    """systemd-python's JournalHandler (Debian's python3-systemd, linked into
+    the venv by provisioning/link-systemd.sh); where it cannot be imported,
+    the native protocol written by hand in journal.py. None: no journal socket."""
+    try:
+        from systemd.journal import JournalHandler as SystemdJournalHandler  # type: ignore[import-not-found]
+    except ImportError:
+        from microexpr.journal import JournalHandler, available
+
+        return JournalHandler("microexpr") if available() else None
+    return SystemdJournalHandler(SYSLOG_IDENTIFIER="microexpr")
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Install exactly one handler on the root logger."""
     root = logging.getLogger()
@@ -24,12 +37,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         root.removeHandler(handler)
     handler: logging.Handler | None = None
     if _under_systemd():
-        # journald's native protocol, written by hand (journal.py): no
-        # systemd-python, so no compiler on the device.
-        from microexpr.journal import JournalHandler, available
-
-        if available():
-            handler = JournalHandler("microexpr")
+        handler = _journal_handler()
+        if handler is not None:
             handler.setFormatter(logging.Formatter("%(message)s"))
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)

@@ -181,7 +181,7 @@ def _reasoner(args: argparse.Namespace) -> Refiner:
         if exc.name != "openai":
             raise
         raise ConfigError("--reasoner needs the openai package, which is not installed "
-                          "(pip install -r requirements/reasoner.txt)") from None
+                          "(pip install -r requirements/runtime.txt)") from None
 
     reasoner_settings = load_config(args.config).reasoner
     return lambda pairs: refine_rows(pairs, reasoner_settings)

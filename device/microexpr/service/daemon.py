@@ -221,12 +221,12 @@ class Service:
         try:
             from microexpr.reasoner import Reasoner
         except ImportError as exc:
-            # openai is not in the runtime set (the reasoner is off by
-            # default): requirements/reasoner.txt adds it.
+            # A venv built without the runtime set's openai (e.g. by hand):
+            # one line and exit 78, not a traceback.
             if exc.name != "openai":
                 raise
             raise ConfigError("reasoner.enabled = true needs the openai package, which is not installed "
-                              "(pip install -r requirements/reasoner.txt)") from None
+                              "(pip install -r requirements/runtime.txt)") from None
 
         reasoner = Reasoner(self.config.reasoner, on_refined=self._on_refined)
         # Closed before the publisher (ExitStack order), with a short timeout:

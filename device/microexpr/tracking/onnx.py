@@ -296,10 +296,10 @@ def _session(data: bytes, threads: int, what: str) -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
-        # Optional since the runtime set dropped it (80 MB): requirements/onnx.txt.
+        # In the runtime set; a venv built without it gets one line and exit 78.
         raise ConfigError(
             "tracker.backend = \"onnx\" needs onnxruntime, which is not installed "
-            "(pip install -r requirements/onnx.txt)") from None
+            "(pip install -r requirements/runtime.txt)") from None
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
