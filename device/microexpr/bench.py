@@ -782,6 +782,15 @@ class LineProgress:
         pass
 
 
+def _grow(bar: Any) -> Callable[[int], None]:
+    """Add frames to a progress bar's total once a scenario knows how many it will run."""
+    def grow(n: int) -> None:
+        bar.total += n
+        if hasattr(bar, "refresh"):  # tqdm
+            bar.refresh()
+    return grow
+
+
 def run_bench(
     source: Path, *, model_path: Path, out_root: Path, quick: bool, daemon_seconds: float | None = None,
     show_progress: bool = False, progress_lines: bool = False,
@@ -834,7 +843,8 @@ def run_bench(
         from microexpr.bench_activity import run_activity
 
         activity = run_activity(frames, model_path=model_path, passes=1 if quick else 2,
-                                progress=(bar.update if bar is not None else lambda: None))
+                                progress=(bar.update if bar is not None else lambda: None),
+                                expect=(_grow(bar) if bar is not None else lambda n: None))
     finally:
         if bar is not None:
             bar.close()

@@ -60,8 +60,11 @@ def _ping_pong(frames: Sequence[Frame], n: int) -> list[Frame]:
 
 def run_activity(
     frames: Sequence[Frame], *, model_path: Path, passes: int, rest_s: float = 6.0, warmup_s: float = 3.0,
-    progress: Callable[[], None] = lambda: None,
+    progress: Callable[[], None] = lambda: None, expect: Callable[[int], None] = lambda n: None,
 ) -> ActivityResult:
+    """``progress`` is called once per measured frame; ``expect`` once, with how
+    many calls will come, as soon as the rest stretch is known (after the
+    plain pass that finds the expressions)."""
     from microexpr.bench import _BareMediaPipe
     from microexpr.overlap import OverlappedPipeline
     from microexpr.pipeline import Pipeline, PipelineResult
@@ -94,6 +97,7 @@ def run_activity(
         result.rest_frames = len(rest_clip)
         result.expression_frames = len(expr_idx)
         n_warm, n_rest = int(round(warmup_s / step)), int(round(rest_s / step))
+        expect(passes * (n_warm + n_rest + len(frames)))
         t_next = 0.0
         idx_next = 0
 

@@ -139,18 +139,22 @@ def _writable_refusal(key: str, path: Path | None) -> MicroexprError | None:
     if path is None:
         return None
     from microexpr.outbox import OutboxError
+    from microexpr.sqlitefile import StorageReadOnlyError
 
     target = Path(path)
     if target.exists():
         if target.is_dir():
             return OutboxError(f"{target}: cannot open queue: is a directory ({key})")
-        ok = os.access(target, os.R_OK | os.W_OK)
+        where, ok = target, os.access(target, os.R_OK | os.W_OK)
     else:
-        parent = target.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        ok = parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
-    return None if ok else OutboxError(f"{target}: cannot open queue: permission denied ({key})")
+        where = target.parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        ok = where.is_dir() and os.access(where, os.W_OK | os.X_OK)
+    # The daemon's own refusal for this (sqlitefile.check_writable): its own exit
+    # code, 73, so a read-only mount is not mistaken for a corrupt queue.
+    return None if ok else StorageReadOnlyError(
+        f"{target}: cannot write the queue: {where} is read-only or not writable by this user ({key})")
 
 
 def check(config: Config, *, origin: str | None = None) -> None:
