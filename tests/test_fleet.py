@@ -159,7 +159,7 @@ def dedupe(messages: list[Any]) -> dict[str, dict[str, bytes]]:
 
 def test_central_broker_down_mid_stream_loses_nothing(
     tmp_path: Path, instances: list[Instance], fleets: list[Fleet],
-    smile_clip: Path, second_clip: Path, model_path: Path,
+    smile_clip: Path, model_path: Path,
 ) -> None:
     host = cfg.hostname_device_id()
     devices = [f"{host}-cam0", f"{host}-cam1"]
@@ -178,8 +178,12 @@ def test_central_broker_down_mid_stream_loses_nothing(
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        # Two cameras replayed in real time, looping: a live stream that keeps publishing.
-        for name, clip in (("cam0", smile_clip), ("cam1", second_clip)):
+        # Two cameras replayed in real time, looping: live streams that keep
+        # publishing. Both play the real smile clip (a smile every loop, 2.4 s):
+        # the looped 4-s synth clip once went quiet for > 30 s on one instance
+        # (suppressed as "held", counted and logged; a spotting matter, issue 12),
+        # and this test is about the bridge, which needs both devices publishing.
+        for name, clip in (("cam0", smile_clip), ("cam1", smile_clip)):
             instances.append(start_instance(tmp_path, name, instance_settings(f"replay:{clip}", model_path,
                                                                                fleet.device.port)))
         # Mid-stream: both devices' events already reach the central broker.
