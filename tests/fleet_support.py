@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.broker import Broker
+from fixtures.toml import toml_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "services" / "microexpr@.service"
@@ -35,22 +36,6 @@ def template_entries(key: str) -> list[str]:
         if line.startswith(f"{key}="):
             out.append(line.split("=", 1)[1])
     return out
-
-
-def toml_text(data: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        return json.dumps(str(v))
-
-    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for section, table in data.items():
-        if isinstance(table, dict):
-            lines.append(f"[{section}]")
-            lines.extend(f"{k} = {value(v)}" for k, v in table.items())
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

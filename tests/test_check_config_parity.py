@@ -9,7 +9,6 @@ the one image and exits 0.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,27 +20,13 @@ from typing import Any
 
 import pytest
 
+from fixtures.toml import toml_text
+
 from microexpr import config as cfg
 from microexpr.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 _SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY")
-
-
-def _toml(data: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        return json.dumps(str(v))
-
-    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for section, table in data.items():
-        if isinstance(table, dict):
-            lines.append(f"[{section}]")
-            lines.extend(f"{k} = {value(v)}" for k, v in table.items())
-    return "\n".join(lines) + "\n"
 
 
 def _microexpr(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
@@ -154,7 +139,7 @@ def test_check_config_refuses_exactly_what_run_refuses(
     elsewhere = tmp_path / "cwd"  # relative paths must not depend on where the command runs
     elsewhere.mkdir()
     config = folder / "config.toml"
-    config.write_text(_toml(setup(folder, model_path, media_dir / "single_face.jpg")))
+    config.write_text(toml_text(setup(folder, model_path, media_dir / "single_face.jpg")))
 
     checked = _microexpr(["check-config", "--config", str(config)], elsewhere, tmp_path)
     ran = _microexpr(["run", "--config", str(config), "--no-print-events"], elsewhere, tmp_path)
@@ -175,7 +160,7 @@ def test_check_config_refuses_exactly_what_run_refuses(
 
 def test_an_absent_camera_is_a_note_not_a_refusal(tmp_path: Path, model_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(_toml({"source": {"uri": "/dev/video-none-here"}, "model": {"path": str(model_path)},
+    config.write_text(toml_text({"source": {"uri": "/dev/video-none-here"}, "model": {"path": str(model_path)},
                              "mqtt": {"enabled": False}}))
     checked = _microexpr(["check-config", "--config", str(config)], tmp_path, tmp_path)
     assert checked.returncode == 0, checked.stderr

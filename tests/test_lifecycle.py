@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from fixtures.toml import toml_text
+
 from microexpr.capture import open_source
 from microexpr.events import PayloadKind, validate
 from microexpr.pipeline import Pipeline
@@ -109,15 +111,6 @@ def test_an_open_episode_the_engine_drops_ends_discarded() -> None:
     assert tracker.counts == {"new": 1, "update": 1, "end": 1, "emitted": 0, "discarded": 1}
 
 
-def _toml(data: dict[str, Any]) -> str:
-    lines = []
-    for section, table in data.items():
-        lines.append(f"[{section}]")
-        for key, value in table.items():
-            lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
-    return "\n".join(lines) + "\n"
-
-
 @pytest.mark.integration
 def test_lifecycle_arrives_in_order_on_a_real_broker(tmp_path: Path, broker: Any, make_subscriber: Any,
                                                      smile_clip: Path, model_path: Path, openai_server: Any) -> None:
@@ -128,7 +121,7 @@ def test_lifecycle_arrives_in_order_on_a_real_broker(tmp_path: Path, broker: Any
     subscriber = make_subscriber(broker, [f"{base}/event", f"{base}/event/lifecycle", f"{base}/event/refined"])
     openai_server.default = Reply.answer(label="happiness", confidence=0.7, aus_cited=())
     config = tmp_path / "config.toml"
-    config.write_text(f'device_id = "{device_id}"\n' + _toml({
+    config.write_text(f'device_id = "{device_id}"\n' + toml_text({
         "source": {"uri": str(smile_clip)},
         "model": {"path": str(model_path)},
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "event_lifecycle": True},

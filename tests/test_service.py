@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from fixtures.broker import Broker, wait_until
 from fixtures.openai_server import OpenAIServer, Reply
+from fixtures.toml import toml_text
 
 from microexpr import cli
 from microexpr.capture import VideoFileSource, open_camera
@@ -55,24 +56,6 @@ _SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREA
 
 # --------------------------------------------------------------------------
 # Helpers
-
-
-def toml(data: Mapping[str, Any]) -> str:
-    """A small TOML writer for test configurations (strings, numbers, booleans, one level of tables)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        return json.dumps(str(v))
-
-    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, Mapping)]
-    for section, table in data.items():
-        if isinstance(table, Mapping):
-            lines.append(f"[{section}]")
-            lines.extend(f"{k} = {value(v)}" for k, v in table.items())
-    return "\n".join(lines) + "\n"
 
 
 def daemon_config(
@@ -296,7 +279,7 @@ def test_live_daemon_notify_events_reasoner_reload_and_sigterm(
                   "queue_path": str(tmp_path / "reasoner.sqlite3")},
     )
     config = tmp_path / "config.toml"
-    config.write_text(toml(data))
+    config.write_text(toml_text(data))
     daemon = daemons(
         tmp_path, ["run", "--config", str(config), "--print-events"],
         env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "300000"},
@@ -352,7 +335,7 @@ def test_live_daemon_notify_events_reasoner_reload_and_sigterm(
     data["mqtt"]["stats_interval_s"] = 2.0
     data["mqtt"]["keepalive_s"] = 7
     data["engine"]["micro_max_s"] = 0.4
-    config.write_text(toml(data))
+    config.write_text(toml_text(data))
     daemon.send(signal.SIGHUP)
     daemon.wait_until(lambda: "needs a restart" in daemon.stderr(), EVENT_S, "the reload to be logged")
     daemon.wait_until(lambda: "engine settings applied: micro_max_s 0.4" in daemon.stderr(), EVENT_S,
@@ -411,7 +394,7 @@ def test_outbox_replayed_after_sigkill_and_last_will_on_kill_9(
     base = f"microexpr/{device_id}"
     config = tmp_path / "config.toml"
     # The sequential path (tracker.overlap off): the same guarantees.
-    config.write_text(toml(daemon_config(tmp_path, device_id=device_id, source=f"replay:{smile_clip}",
+    config.write_text(toml_text(daemon_config(tmp_path, device_id=device_id, source=f"replay:{smile_clip}",
                                          model_path=model_path, port=broker.port, tracker={"overlap": False})))
 
     first = daemons(tmp_path, ["run", "--config", str(config), "--print-events"], name="first")
