@@ -412,6 +412,12 @@ class Classifier:
             return None
         facs, strength = max(rule_scores.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))
         data = max(q_mix.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))[0]
+        if facs is Emotion.OTHERS and any(v > 0.0 for e, v in rule_scores.items() if e is not Emotion.OTHERS):
+            # "Others" leads only because the emotion patterns that fit are
+            # partial ones (a brow flash, AU1+AU2, is surprise at 0.30): the
+            # data choose among them. Only "no pattern fits at all" (a lone
+            # AU4) stands against a dataset's convention.
+            return None
         if strength < FACS_FIRM or data is facs or strength - rule_scores.get(data, 0.0) < CONFLICT_LEAD:
             return None
         what = "no FACS emotion pattern fits" if facs is Emotion.OTHERS else f"FACS reads it as {facs.value}"

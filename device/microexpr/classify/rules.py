@@ -175,6 +175,11 @@ def _surprise(c: _Collector) -> None:
           "conversational brow flash)")
     c.hit("surprise.eyes-jaw", Emotion.SURPRISE, 0.75, ev.all_of(5) * ev.any_of(26, 27),
           "AU5 with AU26/AU27: eyes widened and jaw dropped")
+    # The widened eyes alone are the eyes-only partial surprise, brief
+    # "momentary" surprise (Ekman & Friesen 1975, ch. 4); with AU4 or AU7
+    # the same lids belong to the fear or anger glare instead.
+    c.hit("surprise.eyes", Emotion.SURPRISE, 0.35, min(ev.w(5), ev.none_of(1, 2, 4, 7, 26, 27)),
+          "AU5: upper lids raised, the surprise eyes (a partial display, weak on its own)")
     # One brow action alone is weaker still (and counted only without the other).
     c.hit("surprise.outer-brow", Emotion.SURPRISE, 0.3, min(ev.w(2), ev.none_of(1)), "AU2: outer brow raised")
     c.hit("surprise.inner-brow", Emotion.SURPRISE, 0.35, min(ev.w(1), ev.none_of(2)),
