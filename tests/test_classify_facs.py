@@ -267,3 +267,33 @@ def _samples(spec: dict[str, list[tuple[str, int]]]) -> list[Sample]:
         for text, n in configs:
             out += [(parse_aus(text).readings(), Emotion(emotion))] * n
     return out
+
+
+@pytest.mark.parametrize("aus", [(1, 2), (5,), (1, 2, 5)])
+def test_brow_flash_and_widened_eyes_stay_surprise_where_others_is_a_label(aus: tuple[int, ...]) -> None:
+    """A partial surprise display that every shared dataset calls surprise is
+    not 'contested' by the rules' 'others' (which only says the partial
+    pattern is weak): with SAMM's labels it stays surprise."""
+    decision = Classifier(labels=SAMM_ALL).classify(both(*aus))
+    assert decision.label is Emotion.SURPRISE, decision.trace
+
+
+def test_lone_lowered_brow_is_still_contested_where_others_is_a_label() -> None:
+    """No emotion pattern fits a lone AU4 at all, and the datasets disagree
+    about it (CASME II others, CAS(ME)³ disgust): no confident label."""
+    decision = Classifier(labels=SAMM_ALL).classify(both(4))
+    assert decision.ambiguous
+    assert decision.label is not Emotion.DISGUST
+
+
+def test_a_confusion_pair_needs_both_labels() -> None:
+    """Lowered brows with pressed lips are held back (repression) rather than
+    anger where repression is a label; where it is not (SAMM), the pair has
+    nothing to decide and the EMFACS anger reading stands."""
+    ev = Evidence.from_activations(both(4, 24))
+    result = evaluate_rules(ev)
+    with_repression = result.scores(tuple(Emotion))
+    without = result.scores(SAMM_ALL)
+    assert without[Emotion.ANGER] > with_repression[Emotion.ANGER]
+    assert Classifier(labels=SAMM_ALL).classify(both(4, 24)).label is Emotion.ANGER
+    assert Classifier().classify(both(4, 24)).label is not Emotion.ANGER

@@ -197,7 +197,7 @@ def _hand_on(
     moved: list[tuple[Emotion, float, str]] = []
     allowed = set(candidates)
     for emotion, p in posterior.items():
-        factor = rules.factor(emotion) if emotion in allowed else 0.0
+        factor = rules.factor(emotion, allowed) if emotion in allowed else 0.0
         kept[emotion] = p * factor
         if p * (1.0 - factor) >= 0.005:
             why = ("not a label here" if emotion not in allowed and emotion not in rules.vetoed
@@ -521,7 +521,7 @@ class Classifier:
             favoured = set()
             if fused.proto is not None:
                 favoured = {e for e, _p in fused.proto.ranked()[:2]}
-            for adj in fused.rules.adjustments:
+            for adj in fused.rules.applied(self.labels):
                 # Only the pair decisions that mattered: the emotion had a rule
                 # for it, or the prototypes favoured an emotion now ruled out.
                 mattered = adj.emotion in hit or (adj.factor <= 0.0 and adj.emotion in favoured)

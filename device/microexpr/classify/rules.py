@@ -59,12 +59,21 @@ class RuleHit:
 
 @dataclass(frozen=True, slots=True)
 class Adjustment:
-    """A confusion-pair decision: multiply ``emotion``'s score by ``factor``."""
+    """A confusion-pair decision: multiply ``emotion``'s score by ``factor``.
+
+    ``favours`` is the other side of the pair, when there is one: a pair
+    decides between two labels, so where the label set has no ``favours``
+    (SAMM has no "repression", CASME II no "anger") there is nothing to
+    decide and the adjustment does not apply."""
 
     rule: str
     emotion: Emotion
     factor: float  #: 0 rules the emotion out
     reason: str
+    favours: Emotion | None = None
+
+    def applies(self, labels: Collection[Emotion] | None) -> bool:
+        return labels is None or self.favours is None or self.favours in labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +87,26 @@ class RuleResult:
     def vetoed(self) -> frozenset[Emotion]:
         return frozenset(a.emotion for a in self.adjustments if a.factor <= 0.0)
 
-    def factor(self, emotion: Emotion) -> float:
-        """The product of the adjustments' factors for ``emotion`` (1 if none)."""
+    def factor(self, emotion: Emotion, labels: Collection[Emotion] | None = None) -> float:
+        """The product of the adjustments' factors for ``emotion`` (1 if none)
+        that apply to the label set."""
         out = 1.0
         for a in self.adjustments:
-            if a.emotion is emotion:
+            if a.emotion is emotion and a.applies(labels):
                 out *= a.factor
         return out
+
+    def applied(self, labels: Collection[Emotion] | None = None) -> tuple[Adjustment, ...]:
+        """The adjustments that apply to the label set."""
+        return tuple(a for a in self.adjustments if a.applies(labels))
 
     def scores(self, labels: Collection[Emotion] | None = None) -> dict[Emotion, float]:
         """Score per allowed label; "others" = how little the allowed emotions explain."""
         allowed = set(Emotion) if labels is None else set(labels)
-        out = {e: self.raw.get(e, 0.0) for e in Emotion if e in allowed and e is not Emotion.OTHERS}
+        raw = self.raw
+        if len(self.applied(allowed)) != len(self.adjustments):
+            raw = _best(self.hits, self.applied(allowed))
+        out = {e: raw.get(e, 0.0) for e in Emotion if e in allowed and e is not Emotion.OTHERS}
         if Emotion.OTHERS in allowed:
             best = max(out.values(), default=0.0)
             out[Emotion.OTHERS] = OTHERS_BASE * (1.0 - best)
@@ -110,10 +127,22 @@ class _Collector:
         if score >= MIN_SCORE:
             self.hits.append(RuleHit(rule, emotion, round(score, 4), reason))
 
-    def adjust(self, rule: str, emotion: Emotion, factor: float, reason: str) -> None:
+    def adjust(self, rule: str, emotion: Emotion, factor: float, reason: str,
+               favours: Emotion | None = None) -> None:
         factor = max(0.0, min(1.0, factor))
         if factor < 0.999:
-            self.adjustments.append(Adjustment(rule, emotion, round(factor, 4), reason))
+            self.adjustments.append(Adjustment(rule, emotion, round(factor, 4), reason, favours))
+
+
+def _best(hits: Iterable[RuleHit], adjustments: Iterable[Adjustment]) -> dict[Emotion, float]:
+    """Best hit per emotion, scaled by the adjustments."""
+    raw: dict[Emotion, float] = {}
+    for h in hits:
+        raw[h.emotion] = max(raw.get(h.emotion, 0.0), h.score)
+    for a in adjustments:
+        if a.emotion in raw:
+            raw[a.emotion] *= a.factor
+    return raw
 
 
 def evaluate_rules(ev: Evidence) -> RuleResult:
@@ -125,13 +154,8 @@ def evaluate_rules(ev: Evidence) -> RuleResult:
                           _anger_not_disgust, _repression_vs_anger, _sadness_vs_repression,
                           _contempt_needs_one_side, _contempt_not_smile, _crying, _happiness_needs_smile):
         discriminator(c)
-    raw: dict[Emotion, float] = {}
-    for h in c.hits:
-        raw[h.emotion] = max(raw.get(h.emotion, 0.0), h.score)
-    for a in c.adjustments:
-        if a.emotion in raw:
-            raw[a.emotion] *= a.factor
-    return RuleResult(tuple(sorted(c.hits, key=lambda h: -h.score)), tuple(c.adjustments), raw)
+    return RuleResult(tuple(sorted(c.hits, key=lambda h: -h.score)), tuple(c.adjustments),
+                      _best(c.hits, c.adjustments))
 
 
 # --- emotion prototypes (EMFACS) ------------------------------------------------
@@ -288,7 +312,8 @@ def _fear_vs_surprise(c: _Collector) -> None:
     if cue > 0.0 and ev.any_of(1, 2, 5) > 0.0:
         which = "+".join(f"AU{a}" for a in (4, 20) if ev.present(a)) or "AU4/AU20"
         c.adjust("pair.fear-vs-surprise", Emotion.SURPRISE, 1.0 - 0.7 * cue,
-                 f"{which} with raised brows: brows drawn together or lips stretched mean fear, not surprise")
+                 f"{which} with raised brows: brows drawn together or lips stretched mean fear, not surprise",
+                 favours=Emotion.FEAR)
 
 
 def _fear_vs_anger(c: _Collector) -> None:
@@ -296,7 +321,8 @@ def _fear_vs_anger(c: _Collector) -> None:
     cue = min(ev.all_of(1, 2), ev.w(4))
     if cue > 0.0:
         c.adjust("pair.fear-vs-anger", Emotion.ANGER, 1.0 - 0.7 * cue,
-                 "AU1+AU2 with AU4: the brows are raised and drawn together (the fear brow), not lowered in anger")
+                 "AU1+AU2 with AU4: the brows are raised and drawn together (the fear brow), not lowered in anger",
+                 favours=Emotion.FEAR)
 
 
 def _disgust_vs_sadness(c: _Collector) -> None:
@@ -304,7 +330,8 @@ def _disgust_vs_sadness(c: _Collector) -> None:
     cue = ev.any_of(9, 10)
     if cue > 0.0 and ev.any_of(1, 15, 17) > 0.0:
         c.adjust("pair.disgust-vs-sadness", Emotion.SADNESS, 1.0 - 0.7 * cue,
-                 "AU9/AU10 present: a wrinkled nose or raised upper lip means disgust, not sadness")
+                 "AU9/AU10 present: a wrinkled nose or raised upper lip means disgust, not sadness",
+                 favours=Emotion.DISGUST)
 
 
 def _smile_companions(c: _Collector) -> None:
@@ -349,7 +376,8 @@ def _anger_not_disgust(c: _Collector) -> None:
     if cue > 0.0:
         c.adjust("pair.anger-not-disgust", Emotion.DISGUST, 1.0 - 0.7 * cue,
                  "AU10 with AU4, AU5/AU7 and AU23/AU24 and no AU9: the upper lip rises in the EMFACS anger face, "
-                 "not disgust")
+                 "not disgust",
+                 favours=Emotion.ANGER)
 
 
 def _repression_vs_anger(c: _Collector) -> None:
@@ -359,18 +387,21 @@ def _repression_vs_anger(c: _Collector) -> None:
     if brow_lid > 0.0 and lips > 0.0:
         c.adjust("pair.repression-vs-anger", Emotion.REPRESSION, 1.0 - 0.6 * brow_lid,
                  "AU4 with AU5/AU7 alongside the tightened lips: brows and lids join in, anger rather than "
-                 "suppression")
+                 "suppression",
+                 favours=Emotion.ANGER)
     elif lips > 0.0 and ev.w(4) > 0.0:
         c.adjust("pair.anger-vs-repression", Emotion.ANGER, 1.0 - 0.5 * lips,
                  "lips pressed with AU4 but no AU5/AU7: without the glaring or tightened lids this is held "
-                 "back (repression) rather than anger")
+                 "back (repression) rather than anger",
+                 favours=Emotion.REPRESSION)
 
 
 def _sadness_vs_repression(c: _Collector) -> None:
     ev = c.ev
     if ev.w(1) > 0.0 and ev.any_of(15, 17) > 0.0:
         c.adjust("pair.sadness-vs-repression", Emotion.REPRESSION, 1.0 - 0.5 * ev.w(1),
-                 "AU1 with AU15/AU17: the raised inner brows make the pulled-down mouth sadness, not suppression")
+                 "AU1 with AU15/AU17: the raised inner brows make the pulled-down mouth sadness, not suppression",
+                 favours=Emotion.SADNESS)
 
 
 def _contempt_needs_one_side(c: _Collector) -> None:
@@ -386,7 +417,8 @@ def _contempt_not_smile(c: _Collector) -> None:
     if cue > 0.0:
         c.adjust("pair.contempt-not-smile", Emotion.HAPPINESS, 1.0 - 0.7 * cue,
                  "AU12 with AU14 on one side: the lip corner tightened and slightly raised is contempt "
-                 "(Ekman & Friesen 1986), not a smile")
+                 "(Ekman & Friesen 1986), not a smile",
+                 favours=Emotion.CONTEMPT)
 
 
 def _happiness_needs_smile(c: _Collector) -> None:
