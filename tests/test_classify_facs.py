@@ -297,3 +297,17 @@ def test_a_confusion_pair_needs_both_labels() -> None:
     assert without[Emotion.ANGER] > with_repression[Emotion.ANGER]
     assert Classifier(labels=SAMM_ALL).classify(both(4, 24)).label is Emotion.ANGER
     assert Classifier().classify(both(4, 24)).label is not Emotion.ANGER
+
+
+def test_a_label_the_data_cannot_give_here_falls_back_on_the_base_rate_and_says_so() -> None:
+    """Lip pressing alone fits no emotion pattern; the fitted data called it
+    'others', which a label set like CAS(ME)³'s lacks. The rules have no
+    opinion, so the freed probability follows how common each label was in
+    the fitted data (not the enum's order), and the decision is marked."""
+    protos = PrototypeSet.fit(_samples({"others": [("24", 12)], "disgust": [("9", 10), ("10", 8)],
+                                        "surprise": [("1+2", 4)], "happiness": [("12", 3)]}))
+    labels = (Emotion.HAPPINESS, Emotion.DISGUST, Emotion.SURPRISE, Emotion.FEAR)
+    decision = Classifier(protos, labels=labels).classify(both(24))
+    assert decision.label is Emotion.DISGUST, decision.trace
+    assert decision.ambiguous
+    assert any("base rate" in line for line in decision.trace), decision.trace

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -128,6 +128,9 @@ class _Fused:
     unknown_aus: bool = False
     #: Why the configuration is contested (the pooled datasets disagree), or None.
     contest: str | None = None
+    #: Most of the prototypes' opinion went to labels not allowed here and the
+    #: rules had none: the label is a base rate, not a reading of the AUs.
+    base_rate: bool = False
 
     @property
     def ranked(self) -> list[tuple[Emotion, float]]:
@@ -180,7 +183,8 @@ def _hand_on(
     rules: RuleResult,
     pi: dict[Emotion, float],
     candidates: Sequence[Emotion],
-) -> tuple[dict[Emotion, float], tuple[tuple[Emotion, float, str], ...]]:
+    shares: Mapping[Emotion, float] | None = None,
+) -> tuple[dict[Emotion, float], tuple[tuple[Emotion, float, str], ...], bool]:
     """The prototypes' posterior after the FACS decisions, as the mixture uses it.
 
     The prototypes' probability for an emotion that is not a label here (a
@@ -191,8 +195,16 @@ def _hand_on(
     AU15 would go to whatever else CASME II coders saw AU15 in). It is handed
     on to the candidates in proportion to the rules' opinion π. What the
     prototypes keep is shared with the emotions they were never fitted on as
-    in ``_share_others``.
+    in ``_share_others``. When the rules have no opinion among the
+    candidates (π is flat: no pattern fits and "others" is no label here),
+    π says nothing either, and what is freed follows ``shares``, how common
+    each candidate was in the fitted data, as any base rate would.
     """
+    flat = bool(shares) and bool(pi) and max(pi.values()) - min(pi.values()) <= 1e-9
+    if flat:
+        known = {e: (shares or {}).get(e, 0.0) for e in candidates}
+        if sum(known.values()) > 0.0:
+            pi = {e: v / sum(known.values()) for e, v in known.items()}
     kept: dict[Emotion, float] = {}
     moved: list[tuple[Emotion, float, str]] = []
     allowed = set(candidates)
@@ -204,12 +216,13 @@ def _hand_on(
                    else "ruled out" if factor <= 0.0 else f"scaled by {factor:.2f}")
             moved.append((emotion, p * (1.0 - factor), why))
     freed = max(0.0, sum(posterior.values()) - sum(kept.values()))
+    base_rate = flat and freed > 0.5 * sum(posterior.values())
     kept = _share_others({e: v for e, v in kept.items() if e in allowed}, pi, candidates)
     out = {e: kept.get(e, 0.0) + freed * pi.get(e, 0.0) for e in candidates}
     total = sum(out.values())
     if total > 0:
         out = {e: v / total for e, v in out.items()}
-    return out, tuple(sorted(moved, key=lambda m: -m[1]))
+    return out, tuple(sorted(moved, key=lambda m: -m[1])), base_rate
 
 
 def _unavailable(emotion: Emotion, fused: _Fused) -> str:
@@ -339,6 +352,7 @@ class Classifier:
         moved: tuple[tuple[Emotion, float, str], ...] = ()
         unknown = False
         contest: str | None = None
+        base_rate = False
         if self.prototypes is not None:
             # With the rules on, scored over every fitted emotion so that the
             # FACS decisions can hand on what they take away (``_hand_on``);
@@ -356,7 +370,8 @@ class Classifier:
         else:
             q = _share_others(q, pi, candidates)
             assert rules is not None and proto is not None
-            q_mix, moved = _hand_on(dict(proto.posterior), rules, pi, candidates)
+            q_mix, moved, base_rate = _hand_on(dict(proto.posterior), rules, pi, candidates,
+                                     {e: c.count for e, c in self.prototypes.classes.items()})
             # Rules are a prior worth `rule_prior` episodes at full strength;
             # the prototypes count for the fitted episodes with exactly this
             # configuration plus `data_prior` for their AU-by-AU generalisation.
@@ -389,7 +404,8 @@ class Classifier:
             probs = {e: data_weight * q_mix.get(e, 0.0) + (1.0 - data_weight) * pi[e] for e in candidates}
         norm = sum(probs.values()) or 1.0
         probs = {e: v / norm for e, v in probs.items()}
-        return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight, moved, unknown, contest)
+        return _Fused(probs, rules, rule_scores, pi, proto, q, candidates, data_weight, moved, unknown, contest,
+                      base_rate)
 
     @staticmethod
     def _unknown_to_both(fused: _Fused) -> bool:
@@ -468,7 +484,7 @@ class Classifier:
         else:
             stage = Stage.PROTOTYPE
         ambiguous = (confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
-                     or fused.contest is not None or self._unknown_to_both(fused))
+                     or fused.contest is not None or self._unknown_to_both(fused) or fused.base_rate)
         trace = self._trace(ev, fused, context, label, confidence, runner_up, margin, stage, rules_top, proto_top,
                             before, ambiguous)
         return Decision(
@@ -564,6 +580,8 @@ class Classifier:
                 low.append("contested configuration")
             if self._unknown_to_both(fused):
                 low.append("neither a FACS pattern nor the fitted data know this configuration")
+            if fused.base_rate:
+                low.append("the fitted data's label for it is no label here and no FACS pattern fits: a base rate")
             if confidence < self.ambiguous_confidence:
                 low.append(f"confidence {confidence:.2f} < {self.ambiguous_confidence:.2f}")
             if margin < self.ambiguous_margin:
