@@ -311,3 +311,19 @@ def test_a_label_the_data_cannot_give_here_falls_back_on_the_base_rate_and_says_
     assert decision.label is Emotion.DISGUST, decision.trace
     assert decision.ambiguous
     assert any("base rate" in line for line in decision.trace), decision.trace
+
+
+def test_when_facs_ties_two_emotions_thin_data_do_not_make_a_confident_label() -> None:
+    """A lone inner-brow raise (AU1) is the surprise brow and the sad brow
+    alike; four surprise rows against two sadness rows are no ground for a
+    confident surprise, forty against two are."""
+    labels = (Emotion.HAPPINESS, Emotion.SURPRISE, Emotion.SADNESS, Emotion.DISGUST)
+    base = {"happiness": [("12", 10)], "disgust": [("9", 10)]}
+    thin = PrototypeSet.fit(_samples({**base, "surprise": [("1", 4), ("1+2", 10)], "sadness": [("1", 2), ("15", 5)]}))
+    plenty = PrototypeSet.fit(_samples({**base, "surprise": [("1", 40), ("1+2", 10)],
+                                        "sadness": [("1", 2), ("15", 5)]}))
+    unsure = Classifier(thin, labels=labels).classify(both(1))
+    assert unsure.ambiguous and any("FACS cannot tell sadness from surprise" in line for line in unsure.trace)
+    sure = Classifier(plenty, labels=labels).classify(both(1))
+    assert sure.label is Emotion.SURPRISE
+    assert not any("FACS cannot tell" in line for line in sure.trace), sure.trace

@@ -144,6 +144,20 @@ class _Fused:
 _ORDER = {e: i for i, e in enumerate(Emotion)}
 
 
+def _wilson_lower(k: float, n: float, z: float = 1.96) -> float:
+    """Lower end of the Wilson score interval for a proportion k/n."""
+    if n <= 0:
+        return 0.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def _count_text(n: float) -> str:
+    return f"{n:.0f}" if abs(n - round(n)) < 0.05 else f"{n:.1f}"
+
+
 def _share_others(
     q: dict[Emotion, float], pi: dict[Emotion, float], candidates: Sequence[Emotion]
 ) -> dict[Emotion, float]:
@@ -416,6 +430,30 @@ class Classifier:
         return (fused.rules is not None and fused.proto is not None and fused.proto.support <= 0.0
                 and bool(fused.proto.key) and max(fused.rule_scores.values(), default=0.0) <= 0.0)
 
+    @staticmethod
+    def _rules_tie_data_unsure(fused: _Fused, label: Emotion) -> str | None:
+        """FACS reads the AUs as two emotions equally (a lone AU1 is the inner
+        brow of surprise and of sadness), so the label rests on the data; it
+        is confident only if the data say it more often than not with 95 %
+        confidence (Wilson lower bound of its share of this configuration's
+        fitted episodes above 1/2). Otherwise the reason, for the trace."""
+        if fused.rules is None or fused.proto is None:
+            return None
+        emotions = sorted(((v, e) for e, v in fused.rule_scores.items() if e is not Emotion.OTHERS and v > 0.0),
+                          key=lambda ve: (-ve[0], _ORDER[ve[1]]))
+        if len(emotions) < 2 or emotions[0][0] - emotions[1][0] >= CONFLICT_LEAD:
+            return None
+        tied = {e for _v, e in emotions[:2]}
+        if label not in tied:
+            return None
+        seen = {e: n for e, n in fused.proto.seen.items() if e in fused.candidates}
+        k, n = seen.get(label, 0.0), sum(seen.values())
+        if n > 0 and _wilson_lower(k, n) > 0.5:
+            return None
+        a, b = sorted(e.value for e in tied)
+        return (f"FACS cannot tell {a} from {b} here and the fitted data do not settle it "
+                f"({_count_text(k)} of {_count_text(n)} episodes with these AUs)")
+
     def _contest(self, proto: PrototypeScores, rule_scores: dict[Emotion, float], q_mix: dict[Emotion, float],
                  candidates: Sequence[Emotion]) -> str | None:
         """Why this configuration is contested, for prototypes pooled over datasets."""
@@ -483,8 +521,10 @@ class Classifier:
             stage = Stage.RULES
         else:
             stage = Stage.PROTOTYPE
+        undecided = self._rules_tie_data_unsure(fused, label)
         ambiguous = (confidence < self.ambiguous_confidence or margin < self.ambiguous_margin
-                     or fused.contest is not None or self._unknown_to_both(fused) or fused.base_rate)
+                     or fused.contest is not None or self._unknown_to_both(fused) or fused.base_rate
+                     or undecided is not None)
         trace = self._trace(ev, fused, context, label, confidence, runner_up, margin, stage, rules_top, proto_top,
                             before, ambiguous)
         return Decision(
@@ -582,6 +622,9 @@ class Classifier:
                 low.append("neither a FACS pattern nor the fitted data know this configuration")
             if fused.base_rate:
                 low.append("the fitted data's label for it is no label here and no FACS pattern fits: a base rate")
+            undecided = self._rules_tie_data_unsure(fused, label)
+            if undecided is not None:
+                low.append(undecided)
             if confidence < self.ambiguous_confidence:
                 low.append(f"confidence {confidence:.2f} < {self.ambiguous_confidence:.2f}")
             if margin < self.ambiguous_margin:
