@@ -193,7 +193,7 @@ class EngineConfig(_Section):
     #: How long after an episode's offset it is emitted (causal spotting latency).
     emit_delay_s: float = Field(0.2, ge=0, le=5.0)
     #: Below this confidence, or this margin to the runner-up, an episode is ambiguous.
-    ambiguous_confidence: float = Field(0.55, ge=0, le=1)
+    ambiguous_confidence: float = Field(0.45, ge=0, le=1)
     ambiguous_margin: float = Field(0.15, ge=0, le=1)
     #: Robust z-score over the subject's baseline an AU needs to count as evidence.
     min_evidence_z: float = Field(3.0, ge=0, le=50)

@@ -24,7 +24,7 @@ CASME II prototypes) share the prototypes' "others" mass in proportion to π,
 because coders without such a label filed those episodes under "others".
 
 A decision is **ambiguous** — sent to the reasoner, still labelled locally —
-when its confidence is below ``ambiguous_confidence`` (default 0.55) or its
+when its confidence is below ``ambiguous_confidence`` (default 0.45) or its
 margin over the runner-up is below ``ambiguous_margin`` (default 0.15).
 
 **Contested configurations.** Prototypes pooled over several datasets
@@ -63,7 +63,7 @@ from microexpr.facs import AUActivation, Emotion
 #: (``benchmarks/risk_coverage.py``, benchmarks/results/eval/lodo/risk_coverage.md)
 #: by the mean over the three shared tables: the smallest mean ambiguous share
 #: whose mean confident accuracy reaches 0.85 (0.50 gave 0.843).
-DEFAULT_AMBIGUOUS_CONFIDENCE = 0.55
+DEFAULT_AMBIGUOUS_CONFIDENCE = 0.45
 DEFAULT_AMBIGUOUS_MARGIN = 0.15
 #: Rule scores become a distribution by softmax(RULE_SHARPNESS · score): a
 #: rule at 1.0 makes its emotion e^3 ≈ 20× as likely as one no rule supports.
