@@ -65,7 +65,7 @@ from microexpr.flowmorph import Distortion, MorphClip, MorphEvent, micro  # noqa
 from microexpr.pipeline import Pipeline, SpottedEpisode  # noqa: E402
 from microexpr.synth import GroundTruth, Renderer, SynthSpec, score_episodes  # noqa: E402
 from microexpr.tracking import create_tracker  # noqa: E402
-from microexpr.videocodec import Codec, write_video  # noqa: E402
+from microexpr.videocodec import Codec, h264_available, write_video  # noqa: E402
 
 SHARED = Path(os.environ.get("MICROEXPR_SHARED", ROOT.parent / "shared")).resolve()
 MEDIA = SHARED / "data" / "media"
@@ -76,8 +76,12 @@ MODEL = SHARED / "models" / "face_landmarker.task"
 #: quality 70 and 90 and at FFmpeg's default (≈ 50), mp4v
 CODECS: tuple[tuple[Codec, int | None], ...] = (
     (Codec.LOSSLESS, None), (Codec.MJPEG, 70), (Codec.MJPEG, 90), (Codec.MJPEG_AVI, None), (Codec.MP4V, None))
+#: H.264 at 1 Mbit/s (an IP camera's stream) where the ffmpeg program is
+#: installed (``videocodec``); listed in the report as skipped otherwise
+H264 = (Codec.H264, None)
 #: the expression suites: the control is left out (distractors have it)
 EXPRESSION_CODECS = CODECS[1:]
+QUICK_CODECS: tuple[tuple[Codec, int | None], ...] = ((Codec.MJPEG, 80), (Codec.MP4V, None))
 DISTRACTORS: dict[str, Distortion] = {
     "neutral_back_and_forth": Distortion(),
     "sensor_noise": Distortion(noise_sigma=4.0),
@@ -181,11 +185,12 @@ PHASES_S = (0.0, 0.1, 0.2)
 
 
 def run_distractors(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.ndarray], seconds: float,
-                    kinds: Sequence[str] = tuple(DISTRACTORS)) -> dict[str, Any]:
+                    kinds: Sequence[str] = tuple(DISTRACTORS),
+                    codecs: Sequence[tuple[Codec, int | None]] = CODECS) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in kinds:
         distortion = DISTRACTORS[kind]
-        for codec, q in CODECS:
+        for codec, q in codecs:
             spotted: list[SpottedEpisode] = []
             for k, phase in enumerate(PHASES_S):
                 clip = MorphClip(frames, 30.0, seconds / len(PHASES_S), (), distortion, seed=7 + k, face_points=pts[0],
@@ -223,9 +228,9 @@ def morph_plan(quick: bool, holdout: bool = False) -> list[tuple[MorphEvent, ...
 
 
 def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.ndarray], quick: bool,
-               holdout: bool = False) -> dict[str, Any]:
+               holdout: bool = False, codecs: Sequence[tuple[Codec, int | None]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    codecs = EXPRESSION_CODECS if not quick else ((Codec.MJPEG, 80), (Codec.MP4V, None))
+    codecs = codecs if codecs is not None else EXPRESSION_CODECS if not quick else QUICK_CODECS
     for codec, q in codecs:
         tp = fp = fn = apex_ok = 0
         labels: dict[str, Counter[str]] = defaultdict(Counter)
@@ -278,12 +283,12 @@ def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.nd
 SYNTH_AUS = ("12", "6+12", "L12", "4", "1+2", "15", "R14", "9", "10", "20", "17", "6")
 
 
-def run_synth(r: Runner, quick: bool) -> dict[str, Any]:
+def run_synth(r: Runner, quick: bool, codecs: Sequence[tuple[Codec, int | None]] | None = None) -> dict[str, Any]:
     """synth.py events on the real video base, through each codec: detection,
     and label agreement of weak (0.3, 0.5) vs full-strength (1.0) events."""
     tracker = create_tracker(model_path=MODEL)
     aus = SYNTH_AUS if not quick else ("12", "6+12", "4", "1+2", "15", "R14")
-    codecs = EXPRESSION_CODECS if not quick else ((Codec.MJPEG, 80), (Codec.MP4V, None))
+    codecs = codecs if codecs is not None else EXPRESSION_CODECS if not quick else QUICK_CODECS
     out: dict[str, Any] = {}
     try:
         from microexpr.synth import parse_event
@@ -389,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="seconds per distractor kind and codec (default 30, --quick 15)")
     ap.add_argument("--holdout", action="store_true",
                     help="morphs: the held-out set (other order, times, seeds and sway phase)")
+    ap.add_argument("--codecs", nargs="+", metavar="NAME",
+                    help="only these codecs (names as in the report: lossless, mjpeg70, mjpeg90, mjpeg_avi, mp4v, "
+                         "mjpeg80, h264); default: every suite's own list, plus h264 where ffmpeg is installed")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "spotting")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -396,6 +404,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = read_frames(VIDEO)
     pts = landmarks(frames)
     suites = set(args.only or ("distractors", "morphs", "synth"))
+    have_h264 = h264_available()
+    known = {codec_name(c, q): (c, q) for c, q in (*CODECS, *QUICK_CODECS, H264)}
+    if args.codecs:
+        unknown = [n for n in args.codecs if n not in known]
+        if unknown:
+            ap.error(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        if "h264" in args.codecs and not have_h264:
+            ap.error("h264 needs the ffmpeg program (Debian package ffmpeg), which is not installed")
+    extra = (H264,) if have_h264 else ()
+
+    def pick(default: Sequence[tuple[Codec, int | None]]) -> list[tuple[Codec, int | None]]:
+        if args.codecs:
+            return [known[n] for n in args.codecs]
+        return [*default, *extra]
+
     with tempfile.TemporaryDirectory(prefix="codecs-") as tmp:
         r = Runner(Path(tmp), args.ablate)
         try:
@@ -403,12 +426,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "date": time.strftime("%Y-%m-%d"), "mode": "quick" if args.quick else "full",
                 "command": "benchmarks/codec_spotting.py" + (" --quick" if args.quick else "")
                 + "".join(f" --only {s}" for s in args.only or ()) + "".join(f" --ablate {a}" for a in args.ablate)
-                + (" --holdout" if args.holdout else ""),
+                + (" --holdout" if args.holdout else "") + (" --codecs " + " ".join(args.codecs) if args.codecs else ""),
                 "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
+                "skipped": [] if have_h264 or args.codecs else ["h264: the ffmpeg program is not installed"],
             }
-            report["distractors"] = run_distractors(r, frames, pts, args.seconds or (15.0 if args.quick else 30.0), args.kinds) if "distractors" in suites else {}
-            report["morphs"] = run_morphs(r, frames, pts, args.quick, args.holdout) if "morphs" in suites else {}
-            report["synth"] = run_synth(r, args.quick) if "synth" in suites else {}
+            expression = EXPRESSION_CODECS if not args.quick else QUICK_CODECS
+            report["distractors"] = run_distractors(r, frames, pts, args.seconds or (15.0 if args.quick else 30.0),
+                                                    args.kinds, pick(CODECS)) if "distractors" in suites else {}
+            report["morphs"] = run_morphs(r, frames, pts, args.quick, args.holdout,
+                                          pick(expression)) if "morphs" in suites else {}
+            report["synth"] = run_synth(r, args.quick, pick(expression)) if "synth" in suites else {}
             report["bitrate_mbps"] = {k: float(np.mean(v)) for k, v in r.bitrates.items()}
             report["cost"] = {k: percentiles(v) for k, v in r.timings.items()}
             # what the engine dropped or withheld, and why (``Pipeline.suppressed``:
@@ -420,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.close()
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = (("" if not args.only else "-" + "-".join(sorted(suites))) + "".join(f"-no-{a}" for a in args.ablate)
-              + ("-holdout" if args.holdout else ""))
+              + ("-holdout" if args.holdout else "") + ("-" + "-".join(args.codecs) if args.codecs else ""))
     (args.out / f"codecs{suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
     if report["distractors"] and report["morphs"] and report["synth"]:
         (args.out / f"codecs{suffix}.md").write_text(markdown(report))

@@ -5,14 +5,16 @@
 # installs from a wheel. Installs them when run as root (or with passwordless sudo),
 # otherwise names what is missing and stops. With --test it also installs
 # what the test suite runs for real: mosquitto (the broker the fixtures start
-# on loopback), systemd (systemd-analyze checks the unit files) and chromium
-# (headless, for the status page test).
+# on loopback), systemd (systemd-analyze checks the unit files), chromium
+# (headless, for the status page test) and ffmpeg (H.264, the codec IP cameras
+# stream, for the spotting-through-codecs tests).
 set -euo pipefail
 missing=()
 if [[ ${1:-} == --test ]]; then
     command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # headless: the status page test (tests/test_status.py)
+    command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)  # libx264: real pixels through H.264 (tests/test_spotting_codecs.py)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 [[ -f /usr/lib/python3/dist-packages/systemd/journal.py ]] || missing+=(python3-systemd)

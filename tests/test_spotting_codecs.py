@@ -99,6 +99,31 @@ def test_mjpeg_writer_takes_the_quality_and_mp4v_bitrate_is_measured(source, tmp
     assert np.array_equal(first, jpeg_roundtrip(clip.render(0), 60))
 
 
+def test_h264_is_written_at_the_bitrate_asked_and_decodes(source, tmp_path: Path) -> None:
+    """H.264 through the ffmpeg program (installed by `system-deps.sh --test`):
+    the bitrate reaches the encoder, OpenCV's FFmpeg decodes every frame."""
+    clip = _clip(source, 2.0)
+    low = write_video(clip, tmp_path / "low", FPS, Codec.H264, 300)
+    high = write_video(clip, tmp_path / "high", FPS, Codec.H264, 3000)
+    assert low.frames == high.frames == 60
+    assert high.size_bytes > 3 * low.size_bytes
+    assert 0.1 < low.bitrate_mbps < 0.6
+    with open_source(low.path) as src:
+        decoded = [f.image for f in src]
+    assert len(decoded) == 60
+    error = np.abs(decoded[30].astype(int) - clip.render(30).astype(int)).mean()
+    assert 0.0 < error < 12.0  # lossy, and still the same picture
+
+
+def test_h264_bad_bitrate_and_missing_ffmpeg_are_clear_errors(source, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="bitrate must be > 0"):
+        write_video(_clip(source, 0.2), tmp_path / "zero", FPS, Codec.H264, 0)
+    monkeypatch.setattr("microexpr.videocodec.shutil.which", lambda _name: None)
+    with pytest.raises(RuntimeError, match="needs the ffmpeg program"):
+        write_video(_clip(source, 0.2), tmp_path / "none", FPS, Codec.H264)
+
+
 def test_morph_truth_and_timing(source) -> None:
     clip = _clip(source, 2.0, [micro(0.5, 0.3, 0.6)])
     truth = clip.truth()
@@ -110,7 +135,7 @@ def test_morph_truth_and_timing(source) -> None:
     assert moved[:40].max() == 0  # …and not the background above the head
 
 
-@pytest.mark.parametrize("codec,quality", [(Codec.MJPEG, 70), (Codec.MP4V, None)])
+@pytest.mark.parametrize("codec,quality", [(Codec.MJPEG, 70), (Codec.MP4V, None), (Codec.H264, 1000)])
 @pytest.mark.parametrize("phase_s", [0.0, 0.2])
 def test_real_neutral_played_back_and_forth_gives_no_episode(pipeline, source, tmp_path: Path, codec: Codec,
                                                              quality: int | None, phase_s: float) -> None:
@@ -119,7 +144,7 @@ def test_real_neutral_played_back_and_forth_gives_no_episode(pipeline, source, t
     assert [(s.episode.onset_frame, "+".join(map(str, s.episode.activations))) for s in spotted] == []
 
 
-@pytest.mark.parametrize("codec,quality", [(Codec.MJPEG, 80), (Codec.MP4V, None)])
+@pytest.mark.parametrize("codec,quality", [(Codec.MJPEG, 80), (Codec.MP4V, None), (Codec.H264, 1000)])
 def test_morphed_micro_smiles_are_found_and_named_happiness(pipeline, source, tmp_path: Path, codec: Codec,
                                                             quality: int | None) -> None:
     clip = _clip(source, 5.0, [micro(1.2, 0.3, 0.75), micro(3.0, 0.3, 0.35)], Distortion(noise_sigma=1.0))

@@ -18,15 +18,20 @@ opening, and its scale is not libjpeg's: "70" gave three quarters of libjpeg
 FFmpeg, whose bitrate cannot be set from OpenCV (neither a writer
 parameter nor ``OPENCV_FFMPEG_WRITER_OPTIONS`` changed it: 0.84 Mbit/s at
 640x360 on the real clip either way), so the achieved bitrate is measured
-and reported; H.264 cannot be written here (OpenCV finds only the
-``h264_v4l2m2m`` hardware encoder, which has no device). ``LOSSLESS``
-writes a PNG folder, the control.
+and reported. H.264 cannot be written through OpenCV here (it finds only
+the ``h264_v4l2m2m`` hardware encoder, which has no device), so ``H264`` is
+written by the ``ffmpeg`` program (Debian's package, libx264) when it is
+installed: constant bitrate (default 1 Mbit/s, what an IP camera streams at
+640x360), a key frame every 2 s, no B-frames (cameras stream with low
+latency), yuv420p. OpenCV's bundled FFmpeg decodes it. ``LOSSLESS`` writes a
+PNG folder, the control.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,10 +52,22 @@ class Codec(StrEnum):
     #: (≈ libjpeg quality 50 on the real clip: same error, 3.9 Mbit/s)
     MJPEG_AVI = "mjpeg_avi"
     MP4V = "mp4v"  #: .mp4, MPEG-4 Part 2 through FFmpeg (bitrate as OpenCV sets it)
+    #: .mp4, H.264 (libx264) through the ``ffmpeg`` program at a set bitrate
+    H264 = "h264"
 
     @property
     def suffix(self) -> str:
-        return {Codec.LOSSLESS: "", Codec.MJPEG: "", Codec.MJPEG_AVI: ".avi", Codec.MP4V: ".mp4"}[self]
+        return {Codec.LOSSLESS: "", Codec.MJPEG: "", Codec.MJPEG_AVI: ".avi", Codec.MP4V: ".mp4",
+                Codec.H264: ".h264.mp4"}[self]
+
+
+#: H.264 bitrate when none is given: about what an IP camera streams at 640x360.
+H264_DEFAULT_KBPS = 1000
+
+
+def h264_available() -> bool:
+    """Whether ``Codec.H264`` can be written (the ``ffmpeg`` program is installed)."""
+    return shutil.which("ffmpeg") is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +92,12 @@ def write_video(frames: Iterable[np.ndarray], path: Path, fps: float, codec: Cod
                 quality: int | None = None) -> WrittenVideo:
     """Write BGR frames to ``path`` (its suffix is replaced by the codec's;
     LOSSLESS makes a folder of PNGs). ``quality``: JPEG quality 1-100 for
-    MJPEG (default 80)."""
+    MJPEG (default 80); for H264 the bitrate in kbit/s (default 1000)."""
     path = Path(path)
     out = path.with_suffix(codec.suffix)
     count = 0
+    if codec is Codec.H264:
+        return _write_h264(frames, out, fps, int(quality if quality is not None else H264_DEFAULT_KBPS))
     if codec in (Codec.LOSSLESS, Codec.MJPEG):
         q = None if codec is Codec.LOSSLESS else int(quality if quality is not None else 80)
         if q is not None and not 1 <= q <= 100:
@@ -115,6 +134,42 @@ def write_video(frames: Iterable[np.ndarray], path: Path, fps: float, codec: Cod
     size = out.stat().st_size if out.exists() else 0
     written = WrittenVideo(out, codec, q, count, fps, size)
     log.debug("wrote %s: %d frames, %s, %.2f Mbit/s", out, count, codec.value, written.bitrate_mbps)
+    return written
+
+
+def _write_h264(frames: Iterable[np.ndarray], out: Path, fps: float, kbps: int) -> WrittenVideo:
+    """Pipe raw BGR frames into ``ffmpeg`` (libx264, constant bitrate)."""
+    program = shutil.which("ffmpeg")
+    if program is None:
+        raise RuntimeError("H.264 needs the ffmpeg program (Debian package ffmpeg); it is not installed")
+    if kbps <= 0:
+        raise ValueError(f"H.264 bitrate must be > 0 kbit/s, got {kbps}")
+    proc: subprocess.Popen[bytes] | None = None
+    count = 0
+    try:
+        for image in frames:
+            if proc is None:
+                h, w = image.shape[:2]
+                gop = max(1, round(2 * fps))
+                cmd = [program, "-hide_banner", "-loglevel", "error", "-y",
+                       "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-",
+                       "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", str(gop),
+                       "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{2 * kbps}k",
+                       "-pix_fmt", "yuv420p", str(out)]
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert proc.stdin is not None
+            proc.stdin.write(np.ascontiguousarray(image).tobytes())
+            count += 1
+    finally:
+        if proc is not None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            if proc.wait() != 0:
+                raise RuntimeError(f"{out}: ffmpeg failed: {err.splitlines()[-1] if err else proc.returncode}")
+    size = out.stat().st_size if out.exists() else 0
+    written = WrittenVideo(out, Codec.H264, kbps, count, fps, size)
+    log.debug("wrote %s: %d frames, h264 %d kbit/s, %.2f Mbit/s", out, count, kbps, written.bitrate_mbps)
     return written
 
 
