@@ -133,6 +133,83 @@ def test_a_looped_smile_is_reported_every_loop_to_the_end(model_path: Path, clip
 
 
 # --------------------------------------------------------------------------
+# Under load: late, irregular and dropped frames (issue 12)
+
+#: The synthetic loop ``microexpr run --source replay:`` went quiet on:
+#: the real face's frames 0-17 played back and forth, a full smile at 1.0 s
+#: (clip frames 30-39) and a brow lowering at 2.5 s (75-86); 110 frames.
+LOOP_EVENTS = ("6+12@1.0/0.3", "4@2.5/0.35")
+LOOP_SMILE, LOOP_BROW = (30, 39), (75, 86)
+
+
+@pytest.fixture(scope="module")
+def loop_clip(model_path: Path, media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
+    events = tuple(parse_event(e) for e in LOOP_EVENTS)
+    spec = SynthSpec(media_dir / "single_face.mp4", FPS, max(e.offset_s for e in events) + 0.8, events,
+                     base_frames=(0, 17))  # what `microexpr synth ... --frames 0-17 -e ... -e ...` makes
+    path = tmp_path_factory.mktemp("loop") / "loop.mp4"
+    with create_tracker(model_path=model_path) as tracker:
+        write_clip(spec, tracker, path)
+    with open_source(path) as source:
+        return [frame.image for frame in source]
+
+
+def _loaded(seconds: float, seed: int, stall: tuple[float, float] | None = None) -> list[int]:
+    """Which frames of a real-time 30 fps stream a consumer under load takes:
+    it takes the latest frame, spends 30-100 ms on it (random, seeded:
+    about every other frame is dropped, at irregular gaps), and may stall
+    (``stall``: start, length in seconds) — a live source's drops."""
+    rng = np.random.default_rng(seed)
+    t, last, taken = 0.0, -1, []
+    while t < seconds:
+        k = int(t * FPS + 1e-9)
+        if k > last:
+            taken.append(k)
+            last = k
+        t += float(rng.uniform(0.03, 0.10))
+        if stall is not None and stall[0] <= t < stall[0] + stall[1]:
+            t = stall[0] + stall[1]
+        t = max(t, (last + 1) / FPS)
+    return taken
+
+
+def test_a_loop_joined_mid_expression_under_load_keeps_reporting(model_path: Path, loop_clip: list[np.ndarray],
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The stream joins the looped clip at frame 26, just before its smile,
+    and frames come late and irregularly (half of them dropped, a 0.5 s
+    stall). Before: the motion reference was taken at a frame the face was
+    moving (the smile, then — when the subject started over from rest —
+    one of the back-and-forth turns of the neutral stretch, where the
+    mouth corners already move); every later frame read as a displaced
+    corner (AU15), the episode was capped after 4 s and held for good:
+    one event, then silence, each candidate counted `held`. Now the warm-up
+    sees that the reference is the odd one out and takes another: every
+    loop's smile is reported (happiness), the brow lowering too, nothing is
+    held, and the gaps between events stay under a loop."""
+    n = len(loop_clip)
+    start = 26
+    taken = _loaded(14.0, seed=0, stall=(6.0, 0.5))
+    with caplog.at_level(logging.INFO, logger="microexpr"):
+        spotted, pipeline = _feed(model_path, [loop_clip[(start + k) % n] for k in taken], [k / FPS for k in taken])
+    # frame indices here are positions in `taken`: map back to stream frames
+    onsets = [taken[s.episode.onset_frame] for s in spotted]
+    offsets = [taken[s.episode.offset_frame] for s in spotted]
+    loops = range(1, (start + taken[-1]) // n)  # whole loops after the first
+    for loop in loops:
+        base = loop * n - start
+        smile = [s for s, on in zip(spotted, onsets) if abs(on - (base + LOOP_SMILE[0])) <= 6]
+        assert smile, (loop, _describe(spotted))
+        assert any(AU.LIP_CORNER_PULLER in {a.au for a in s.episode.activations} and s.decision is not None
+                   and s.decision.label is Emotion.HAPPINESS for s in smile), (loop, _describe(smile))
+        brow = [on for on, off in zip(onsets, offsets) if on <= base + LOOP_BROW[1] and off >= base + LOOP_BROW[0]]
+        assert brow, (loop, _describe(spotted))
+    gaps = np.diff([k / FPS for k in onsets])
+    assert len(spotted) >= 2 * len(loops) and float(np.max(gaps)) < n / FPS, (gaps, _describe(spotted))
+    assert pipeline.suppressed.count(Suppression.HELD) == 0, pipeline.suppressed.snapshot()
+    assert "not the resting face" in caplog.text  # the odd reference was seen and replaced
+
+
+# --------------------------------------------------------------------------
 # Long holds
 
 

@@ -277,3 +277,105 @@ def test_gated_frames_close_an_open_episode() -> None:
         spotter.update(ev)
     assert not spotter.busy
     assert spotter.rejected[Rejection.HEAD_MOTION] == 1
+
+
+# --------------------------------------------------------------------------
+# A stale reference never holds the spotter for good (issue 12)
+
+
+def _displaced(t: float, *, z: float, rebased_at: float | None, smiles: float = 3.7) -> Evidence:
+    """One frame of a face read against a stale reference: the left mouth
+    corner displaced (motion names AU15) by ``z`` until the reference is
+    renewed at ``rebased_at``; meanwhile a 0.3 s smile (the estimator's AU12
+    rising 0.5 over neutral, the corner's z unchanged) every ``smiles`` s —
+    another expression coming and going, as in the looped clip."""
+    level = z if rebased_at is None or t < rebased_at else 1.0
+    smiling = (t % smiles) < 0.3 and t > 5.5
+    rise = MappingProxyType({AU.LIP_CORNER_PULLER: 0.5} if smiling else {})
+    motion = MappingProxyType({AU.LIP_CORNER_DEPRESSOR: level})
+    regions = MappingProxyType({Region.MOUTH_CORNER_L: level})
+    return Evidence(subject_id=0, frame_index=int(round(t * 30)), timestamp=t, face_found=True, ready=True,
+                    gated=False, activity=level, activity_raw=level, region_z=regions, region_z_raw=regions,
+                    au_z=motion, au_z_left=motion, motion_z_left=motion, rise_left=rise, rise_right=rise)
+
+
+def _until_rebase(spotter: Spotter, start: float, z: float, seconds: float = 30.0) -> tuple[float | None, list[Episode]]:
+    """Feed displaced frames from ``start``; the time the spotter asks for a new reference (None: never)."""
+    episodes: list[Episode] = []
+    for i in range(int(seconds * 30)):
+        t = start + i / 30
+        episodes += spotter.update(_displaced(t, z=z, rebased_at=None))
+        if spotter.take_rebase_request():
+            return t, episodes
+    return None, episodes
+
+
+def test_a_hold_on_a_stale_reference_ends_though_other_expressions_come_and_go() -> None:
+    """Capped at 4 s, the displaced corner (AU15) is held; the estimator
+    never sees AU15, only a smile every 3.7 s. Before, any expressive AU
+    above neutral restarted the 10 s count, so the hold (and the device's
+    silence) lasted for good. Now only the held expression's AUs keep it:
+    a new reference is asked for 10 s after the cap, and the next movement
+    is an episode again."""
+    c = SpotterConfig()
+    spotter = Spotter(c)
+    for i in range(30):  # a second at rest
+        spotter.update(_displaced(i / 30, z=1.0, rebased_at=None))
+    asked, episodes = _until_rebase(spotter, 1.0, 30.0)
+    assert [e.truncated for e in episodes] == [True]
+    assert {a.au for a in episodes[0].activations} == {AU.LIP_CORNER_DEPRESSOR}
+    assert asked is not None and asked - 1.0 <= c.max_episode_s + c.hold_rebase_s + 0.2, asked
+    # the reference renewed: the corner rests, the spotter re-arms, a smile is spotted
+    after = [_displaced(asked + i / 30, z=30.0, rebased_at=asked) for i in range(60)]
+    bump = _stream(30.0, 1.0, [(0.2, 0.3, 0.45, 20.0)])
+    after += [replace(e, timestamp=asked + 2.0 + e.timestamp, frame_index=e.frame_index + 10_000) for e in bump]
+    assert len(_run(spotter, after)) == 1
+
+
+def test_a_hold_on_the_held_expression_itself_lasts() -> None:
+    """The same displaced corner with the estimator seeing the held AU
+    (AU15 risen 0.5): a held expression, never taken as the resting face."""
+    spotter = Spotter()
+    for i in range(30):
+        spotter.update(_displaced(i / 30, z=1.0, rebased_at=None))
+    held = MappingProxyType({AU.LIP_CORNER_DEPRESSOR: 0.5})
+    for i in range(30 * 30):
+        ev = _displaced(1.0 + i / 30, z=30.0, rebased_at=None)
+        spotter.update(replace(ev, rise_left=held, rise_right=held))
+        assert not spotter.take_rebase_request()
+    assert spotter.holding
+
+
+def test_a_spotter_left_disarmed_by_a_stale_reference_recovers() -> None:
+    """An episode whose corner stays displaced after it (z 5: below its
+    close level, 15 % of a peak of 40, above ``off_z``): before, the
+    spotter was never re-armed — every later movement `not_rearmed`, for
+    good. Now, once the corner has stayed displaced ``hold_rebase_s`` with
+    none of the episode's AUs seen by the estimator, a new reference is
+    asked for."""
+    c = SpotterConfig()
+    spotter = Spotter(c)
+    frames = [_displaced(i / 30, z=1.0, rebased_at=None) for i in range(30)]
+    frames += [_displaced(1.0 + i / 30, z=40.0 * math.sin(math.pi * i / 9) if i < 9 else 5.0, rebased_at=None)
+               for i in range(9 * 30)]
+    asked = None
+    episodes: list[Episode] = []
+    for ev in frames:
+        episodes += spotter.update(ev)
+        if spotter.take_rebase_request():
+            asked = ev.timestamp
+            break
+    assert len(episodes) == 1 and not episodes[0].truncated
+    assert not spotter.at_rest
+    assert asked is None  # within hold_rebase_s: still the episode's tail
+    t0 = frames[-1].timestamp
+    for i in range(int(c.hold_rebase_s * 30) + 30):
+        t = t0 + (i + 1) / 30
+        spotter.update(_displaced(t, z=5.0, rebased_at=None))
+        if spotter.take_rebase_request():
+            asked = t
+            break
+    assert asked is not None and asked - 1.3 <= c.hold_rebase_s + 0.5, asked
+    for i in range(20):  # the new reference: the corner rests, the spotter re-arms
+        spotter.update(_displaced(asked + (i + 1) / 30, z=5.0, rebased_at=asked))
+    assert spotter.at_rest

@@ -182,6 +182,22 @@ class BaselineConfig:
     #: taken, and a frame that has moved as far as an onset (the spotter's
     #: ``on_z``) is an expression starting, not the resting face.
     warmup_max_z: float = 7.0
+    #: A reference most warm-up frames did not come near (they moved
+    #: ``warmup_max_z`` from it) while they held still among themselves (at
+    #: least half of them within ``warmup_max_z`` of their own median) and
+    #: showed no expression the reference lacked (the estimator's expressive
+    #: AUs risen by less than FACS "marked", ``retake_max_rise``, in the
+    #: median frame) is not the resting face: it was taken at a moment the
+    #: face was moving (the end of a movement, a lip settling, a tracker
+    #: snap). The reference is taken again and the warm-up restarts, at most
+    #: ``max_retakes`` times in a row. Before, such a reference stayed: the
+    #: looped synthetic clip joined mid-smile restarted from one of the two
+    #: frames where its played-back neutral stretch turns (the mouth corners
+    #: already moving), every other frame read as z ≈ 30 (AU15), the episode
+    #: was capped after 4 s and held for good: the device fell silent
+    #: (issue 12).
+    retake_max_rise: float = 0.5
+    max_retakes: int = 3
     refresh_s: float = 0.25  #: statistics recomputed at most this often
     commit_delay_s: float = 0.3  #: a neutral frame joins the stats this late
     neutral_max_z: float = 3.0  #: frames above this (any region) are not neutral
@@ -432,6 +448,9 @@ class SubjectBaseline:
         self._stats: _RobustStats | None = None
         self._floors: np.ndarray | None = None
         self._priors: np.ndarray | None = None
+        #: References taken again because no warm-up frame came near them
+        #: (``BaselineConfig.retake_max_rise``), over this baseline's life.
+        self.retakes = 0
         self.reset()
 
     def reset(self) -> None:
@@ -447,6 +466,11 @@ class SubjectBaseline:
         self._pending: deque[tuple[float, np.ndarray]] = deque()
         #: the reference frame's features at a (re)start (see ``min_samples``)
         self._ref_sample: tuple[float, np.ndarray] | None = None
+        #: every warm-up frame's features (to judge the reference: ``retake_max_rise``)
+        self._warm_frames: list[np.ndarray] = []
+        self._judging = False
+        self._judged_ref: np.ndarray | None = None
+        self._retakes_in_row = 0
         self._poses: deque[tuple[float, np.ndarray]] = deque()
         self._gate_until = -math.inf
         self._slow_since: float | None = None
@@ -497,6 +521,46 @@ class SubjectBaseline:
                 self._gaze_ref = iris
             x[lay.gaze_start : lay.gaze_start + 4] = iris - self._gaze_ref
         return x
+
+    def _reference_is_odd(self, lay: _Layout) -> bool:
+        """At the end of a warm-up in which most frames did not come near the reference:
+        True when the warm-up frames held still among themselves and showed
+        no marked expression the reference lacked — the reference, not the
+        face, is the odd one (``BaselineConfig.retake_max_rise``). A face
+        that moved into an expression after a good reference either keeps
+        moving (a rise) or shows the expression to the estimator (a held
+        smile rises ≈ 0.9), and keeps its reference."""
+        c = self.config
+        frames = self._warm_frames
+        if self._judged_ref is None or len(frames) < 2 or self._retakes_in_row >= c.max_retakes:
+            return False
+        n = lay.n_regions
+        motion = np.stack([x[0:2 * n] for x in frames])
+        centre = np.median(motion, axis=0)
+        spread = np.hypot(*(motion - centre).reshape(len(frames), n, 2).transpose(2, 0, 1)) / c.motion_prior_iod
+        still = float(np.mean(np.max(spread, axis=1) < c.warmup_max_z))
+        ref = self._judged_ref
+        expressive = [k for k, a in enumerate(lay.intensity_aus) if a not in _NOT_EXPRESSION]
+        cols = np.array([lay.int_start + 2 * k + side for k in expressive for side in (0, 1)], dtype=int)
+        rise = float(np.median([np.max(x[cols] - ref[cols], initial=0.0) for x in frames])) if len(cols) else 0.0
+        return still >= 0.5 and rise < c.retake_max_rise
+
+    def _retake(self, motion: MotionFrame, t: float) -> Evidence:
+        """Drop an odd reference: ask for a new one and restart the warm-up from it."""
+        self.retakes += 1
+        self._retakes_in_row += 1
+        log.info("subject %d: most warm-up frames did not come near the motion reference taken at %.2f s while "
+                 "the face held still: it was not the resting face; taking a new one (%d in a row)", self.subject_id,
+                 self._reference_t, self._retakes_in_row)
+        assert self._layout is not None
+        self._stats = _RobustStats(self._layout.size, self.config)
+        self._ref_sample = None
+        self._warm_frames = []
+        self._start_t = None
+        self._smooth = None
+        self._pending.clear()
+        self._rebase_requested_at = t
+        return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0, rebase=True)
 
     def skull_pose(self, pose: HeadPose | None, motion: MotionFrame) -> HeadPose | None:
         """The tracker's pose with its pitch replaced by the one the pixels
@@ -573,6 +637,9 @@ class SubjectBaseline:
                 # neutral sample of last resort (at 6 fps it may be the only
                 # one before a movement begins)
                 self._ref_sample = (t, self._features(motion, au, face, lay))
+                self._judged_ref = self._ref_sample[1]
+                self._warm_frames = []
+                self._judging = True
             return Evidence(self.subject_id, motion.frame_index, t, True, False, False, 0.0, 0.0)
         if self._start_t is None:
             self._start_t = t
@@ -601,6 +668,16 @@ class SubjectBaseline:
         gated = t <= self._gate_until or stale
 
         warm = (t - self._start_t) < c.warmup_s
+        if warm and self._judging:
+            self._warm_frames.append(raw.copy())
+        elif self._judging:
+            # the warm-up is over: were its frames like the reference? (the
+            # statistics hold the warm-up's admitted frames only)
+            self._judging = False
+            if len(self._stats) < 0.5 * len(self._warm_frames) and self._reference_is_odd(lay):
+                return self._retake(motion, t)
+            self._retakes_in_row = 0
+            self._warm_frames = []
         if not warm and not len(self._stats) and self._ref_sample is not None:
             self._stats.add(*self._ref_sample)
         self._ref_sample = None if len(self._stats) else self._ref_sample

@@ -237,6 +237,10 @@ class Spotter:
         self._calm_since: float | None = None
         #: regions of the last episode (its carrier and those strong at its apex)
         self._released: frozenset[Region] = frozenset()
+        #: the AUs the last episode was named with (what a hold waits on)
+        self._released_aus: frozenset[AU] = frozenset()
+        #: not re-armed since (the released regions stayed displaced)
+        self._disarmed_since = 0.0
 
     @property
     def busy(self) -> bool:
@@ -292,6 +296,7 @@ class Spotter:
                 # a released expression is not a new expression
                 if ev.activity >= c.off_z and not self._released_quiet(ev):
                     self._calm_since = None
+                    self._check_stale(ev, "not re-armed")
                 elif self._calm_since is None:
                     self._calm_since = t
                 self._armed = self._calm_since is not None and t - self._calm_since >= c.effective_release_s - 1e-9
@@ -337,6 +342,8 @@ class Spotter:
                 self._state = _State.IDLE
                 self._open = None
                 self._released = self._moved(op)
+                self._released_aus = _aus_of(episode)
+                self._disarmed_since = t
                 self._armed = ev.activity < c.off_z
                 self._calm_since = t if self._armed else None
                 # frames after the offset seed the next pre-roll
@@ -348,6 +355,7 @@ class Spotter:
                 if episode is not None:
                     out.append(episode)
                 self._released = self._moved(op)
+                self._released_aus = _aus_of(episode)
                 self._state = _State.HOLD
                 self._open = None
                 self._hold_since = t
@@ -364,6 +372,7 @@ class Spotter:
             if t - self._hold_since >= c.hold_rebase_s:
                 self._state = _State.IDLE
                 self._armed, self._calm_since = False, None  # the held expression is not a new one
+                self._disarmed_since = t
                 self._history.clear()
             return out
         if ev.activity < c.off_z or self._released_quiet(ev):
@@ -375,16 +384,50 @@ class Spotter:
                 self._history.clear()
         else:
             self._quiet_since = None
-            if ev.expression_rise >= c.hold_rest_rise:
-                self._hold_since = t  # still an expression: keep holding, never absorb it
+            if self._held_rise(ev) >= c.hold_rest_rise:
+                self._hold_since = t  # still the expression: keep holding, never absorb it
             elif t - self._hold_since >= c.hold_rebase_s:
-                log.info("regions displaced %.0f s after a capped episode with no AU above neutral: "
-                         "the motion reference is stale, renewing it", t - self._hold_since)
+                log.info("regions displaced %.0f s after a capped episode with none of its AUs (%s) above neutral: "
+                         "the motion reference is stale, renewing it", t - self._hold_since,
+                         "+".join(str(a) for a in sorted(self._released_aus)) or "any")
                 self._wants_rebase = True
                 self._state = _State.IDLE
                 self._armed, self._calm_since = False, None
+                self._disarmed_since = t
                 self._history.clear()
         return out
+
+    def _held_rise(self, ev: Evidence) -> float:
+        """How far the estimator sees the last episode's expression above the
+        subject's neutral: the largest rise of the AUs it was named with
+        (any expressive AU when it was named with none). Another expression
+        coming and going — the next smile of a looped clip, a mouth that
+        talks — says nothing about whether this one is still held; counted
+        before, one every few seconds kept a hold on a stale reference for
+        good (issue 12)."""
+        if not self._released_aus:
+            return ev.expression_rise
+        return max((max(ev.rise_left.get(a, 0.0), ev.rise_right.get(a, 0.0)) for a in self._released_aus), default=0.0)
+
+    def _check_stale(self, ev: Evidence, where: str) -> None:
+        """Not re-armed because the last episode's regions stay displaced: as
+        in a hold, once they have stayed so for ``hold_rebase_s`` while the
+        estimator sees none of its AUs above neutral, the reference is stale
+        (posture, light, or a reference taken while the face moved), and a
+        new one is asked for; the regions then come back to rest and the
+        spotter re-arms. Without this the spotter stayed disarmed for good."""
+        c = self.config
+        if not ev.ready or ev.gated:
+            return
+        t = ev.timestamp
+        if self._held_rise(ev) >= c.hold_rest_rise:
+            self._disarmed_since = t
+        elif t - self._disarmed_since >= c.hold_rebase_s:
+            log.info("regions displaced %.0f s after an episode (%s) with none of its AUs (%s) above neutral: "
+                     "the motion reference is stale, renewing it", t - self._disarmed_since, where,
+                     "+".join(str(a) for a in sorted(self._released_aus)) or "any")
+            self._wants_rebase = True
+            self._disarmed_since = t
 
     def finish(self) -> list[Episode]:
         """End of stream: close an open episode at the last frame."""
@@ -640,6 +683,18 @@ def _smile_nose_lift(chosen: dict[AU, tuple[float, float]], ev: Evidence, c: Spo
     out = {au: v for au, v in chosen.items() if au is not AU.NOSE_WRINKLER}
     out.setdefault(AU.LIP_CORNER_PULLER, corner)
     return out
+
+
+def _aus_of(episode: Episode | None) -> frozenset[AU]:
+    """The expressive AUs an episode was named with (none for a rejected
+    one); the lids' are left out, as in ``Evidence.expression_rise`` (blinks
+    and gaze move them)."""
+    if episode is None:
+        return frozenset()
+    return frozenset(a.au for a in episode.activations if a.au not in NON_EXPRESSIVE and a.au not in _LID_AUS)
+
+
+_LID_AUS = frozenset({AU.UPPER_LID_RAISER, AU.LID_TIGHTENER, AU.BLINK, AU.EYES_CLOSED})
 
 
 def _apex_evidence(span: Sequence[Evidence], activity: np.ndarray, plateau: float = 0.9) -> Evidence:
