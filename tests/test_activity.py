@@ -36,7 +36,7 @@ def _landmarks(obs: FaceObservation) -> np.ndarray:
 def test_still_face_is_skipped_and_the_smile_runs_the_flow(
         smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
     grey = _grey_frames(smile_clip)
-    gate = ActivityGate(ActivityConfig(idle_stride=3, hold_s=0.3))
+    gate = ActivityGate(ActivityConfig(idle_stride=3, quiet_stride=3, hold_s=0.1))
     t = 0.0
     # warm-up on real resting frames (the clip's neutral stretch)
     for i in range(5, 15):
@@ -61,6 +61,27 @@ def test_still_face_is_skipped_and_the_smile_runs_the_flow(
                     warming_up=False, episode=False)
     assert d.run and d.reason is FlowReason.HOLD
     assert gate.skipped == 6 and gate.ran == 10 + 3 + 2
+
+
+def test_a_quiet_face_lengthens_the_stride(smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
+    """Still frames at 30 fps: the gap between flowed frames grows by one
+    frame per quiet stride, 3 → 6 frames (0.1 → 0.2 s), and a movement
+    brings it back to 3."""
+    grey = _grey_frames(smile_clip)
+    gate = ActivityGate(ActivityConfig(idle_stride=3, quiet_stride=6, hold_s=0.0))
+    for i in range(5, 15):
+        gate.decide(grey[i], _landmarks(smile_observations[i]), (i - 5) / 30, needs_reference=(i == 5),
+                    warming_up=True, episode=False)
+    runs = [gate.decide(grey[14], _landmarks(smile_observations[14]), (10 + k) / 30, needs_reference=False,
+                        warming_up=False, episode=False).run for k in range(30)]
+    flowed = [k for k, r in enumerate(runs) if r]
+    assert np.diff(flowed).tolist()[:4] == [4, 5, 6, 6]
+    t = 40 / 30
+    assert gate.decide(grey[40], _landmarks(smile_observations[40]), t, needs_reference=False,
+                       warming_up=False, episode=False).reason is FlowReason.CHANGE
+    after = [gate.decide(grey[40], _landmarks(smile_observations[40]), t + (k + 1) / 30, needs_reference=False,
+                         warming_up=False, episode=False).run for k in range(3)]
+    assert after == [False, False, True]
 
 
 def test_frames_skipped_before_a_movement_get_their_own_flow(

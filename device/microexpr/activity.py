@@ -34,8 +34,9 @@ Policy (in order; the first that holds runs the flow now):
    this frame on, for ``hold_s`` after the last such frame, and the frames
    waiting since the last flowed frame are flowed too (``backfill``);
 5. ``idle_stride`` frames, or ``idle_max_gap_s``, since the flow last ran
-   (the reduced rate at rest); the waiting frames are flowed too when the
-   change reached ``backfill_z`` (a movement under way but still small).
+   (the reduced rate at rest; up to ``quiet_stride`` while the face stays
+   quiet); the waiting frames are flowed too when the change reached
+   ``backfill_z`` (a movement under way but still small).
 
 Otherwise the frame waits (``SKIPPED``): the pipeline analyses it when the
 next flowed frame comes, with its own flow (backfill) or with the last
@@ -55,7 +56,7 @@ import cv2
 import numpy as np
 
 from microexpr import mesh
-from microexpr.motion import REGIONS, _robust_similarity, region_points
+from microexpr.motion import REGIONS, _similarity, region_points
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +90,22 @@ class ActivityConfig:
     #: flow every 0.5 s changed what was spotted; measured, docs/benchmarks.md).
     idle_stride: int = 3
     idle_max_gap_s: float = 0.1
-    #: Full rate for this long after the last frame with a sign of movement.
-    hold_s: float = 0.3
+    #: While the face stays quiet (no stride frame showing even a small
+    #: movement, ``backfill_z``), the stride grows by one frame each time up
+    #: to ``quiet_stride`` (its gap in proportion), at 30 fps and above only;
+    #: the first stirring brings it back to ``idle_stride``. A still face
+    #: then costs a flow every 0.2 s; a face that sways keeps 0.1 s.
+    quiet_stride: int = 6
+    #: Full rate for this long after the last frame with a sign of movement
+    #: (the frames skipped before it are flowed too: the ring buffer).
+    hold_s: float = 0.1
     #: A sign of movement: some cell's difference from the last flowed frame
     #: at least ``change_z`` of its own noise units above its resting mean
     #: (units: the cell's mean absolute deviation at rest). ``backfill_z``:
     #: at a stride frame, the waiting frames get their own flow from this
     #: level on.
     change_z: float = 8.0
-    backfill_z: float = 5.0
+    backfill_z: float = 6.0
     #: Each cell's resting statistics follow quiet frames with this time
     #: constant (light and codec drift), never faster; ``noise_floor`` (grey
     #: levels) keeps a noiseless synthetic picture from dividing by zero.
@@ -141,6 +149,7 @@ class ActivityGate:
         self._mask: np.ndarray | None = None
         self._basis: tuple[np.ndarray, np.ndarray] | None = None
         self._since_flow = 0
+        self._stride = self.config.idle_stride
         self._last_flow_ts = -np.inf
         self._last_ts = -np.inf
         self._hot_until = -np.inf
@@ -168,16 +177,18 @@ class ActivityGate:
         self._warm = []
         self._mean = self._dev = None
         self._since_flow = 0
+        self._stride = self.config.idle_stride
         self._hot_until = -np.inf
 
     def _coarse(self, grey: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The face in the coarse crop, aligned like the motion crop: a
         similarity on the outer eye corners for the first frame, then a
-        robust fit of the stable points (which no facial action moves much)
-        onto where they were then, so landmark jitter does not read as
-        change."""
+        least-squares fit of the stable points (which no facial action
+        moves much) onto where they were then. Not the motion crop's robust
+        refit: what jitter is left, ``_unjitter`` takes out of the
+        difference."""
         c = self.config
-        up = 4  # warp at 4x the coarse size, then average down (INTER_AREA)
+        up = 2  # warp at 2x the coarse size, then average down (INTER_AREA)
         stable = landmarks[list(mesh.STABLE_POINTS), :2]
         if self._template is None:
             right, left = landmarks[mesh.RIGHT_EYE_OUTER, :2], landmarks[mesh.LEFT_EYE_OUTER, :2]
@@ -192,7 +203,7 @@ class ActivityGate:
             self._template = stable @ a[:, :2].T + a[:, 2]
             self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
         else:
-            a = _robust_similarity(stable, self._template)
+            a = _similarity(stable, self._template)
         big = cv2.warpAffine(grey, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE)
         small = cv2.resize(big, self._size, interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -304,8 +315,14 @@ class ActivityGate:
             reason = FlowReason.CHANGE
         elif timestamp < self._hot_until:
             reason = FlowReason.HOLD
-        elif self._since_flow + 1 >= c.idle_stride or timestamp - self._last_flow_ts >= c.idle_max_gap_s - 1e-6:
+        elif (self._since_flow + 1 >= self._stride
+              or timestamp - self._last_flow_ts >= c.idle_max_gap_s * self._stride / c.idle_stride - 1e-6):
             reason = FlowReason.STRIDE
+        fast = timestamp - self._last_ts <= 1.1 * c.idle_max_gap_s / c.idle_stride  # 30 fps or more
+        if reason is FlowReason.STRIDE and not stirring and fast:
+            self._stride = min(self._stride + 1, max(c.quiet_stride, c.idle_stride))
+        elif reason is not FlowReason.SKIPPED or stirring or not fast:
+            self._stride = c.idle_stride
         if moving:
             self._hot_until = timestamp + c.hold_s
         elif (cells is not None and self._mean is not None and not episode and not stirring
