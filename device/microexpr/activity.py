@@ -180,7 +180,7 @@ class ActivityGate:
         self._stride = self.config.idle_stride
         self._hot_until = -np.inf
 
-    def _coarse(self, grey: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def _coarse(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The face in the coarse crop, aligned like the motion crop: a
         similarity on the outer eye corners for the first frame, then a
         least-squares fit of the stable points (which no facial action
@@ -204,8 +204,10 @@ class ActivityGate:
             self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
         else:
             a = _similarity(stable, self._template)
-        big = cv2.warpAffine(grey, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,
+        big = cv2.warpAffine(image, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE)
+        if big.ndim == 3:  # grey levels of the small crop only, not of the whole frame
+            big = cv2.cvtColor(big, cv2.COLOR_BGR2GRAY)
         small = cv2.resize(big, self._size, interpolation=cv2.INTER_AREA).astype(np.float32)
         return small - float(small.mean())
 
@@ -283,11 +285,12 @@ class ActivityGate:
         self._dev += alpha * (np.abs(x - self._mean) - self._dev)
         np.maximum(self._dev, c.noise_floor, out=self._dev)
 
-    def decide(self, grey: np.ndarray, landmarks: np.ndarray, timestamp: float, *,
+    def decide(self, image: np.ndarray, landmarks: np.ndarray, timestamp: float, *,
                needs_reference: bool, warming_up: bool, episode: bool) -> FlowDecision:
-        """Whether the flow runs on this frame (counted in ``ran``/``skipped``)."""
+        """Whether the flow runs on this frame (counted in ``ran``/``skipped``).
+        ``image``: the frame, BGR or grey."""
         c = self.config
-        coarse = self._coarse(grey, landmarks)
+        coarse = self._coarse(image, landmarks)
         cells = self._cells(coarse)
         if warming_up:
             if cells is not None:

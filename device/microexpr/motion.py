@@ -442,16 +442,14 @@ class MotionAnalyzer:
         return crop
 
     # -- per frame
-    def process(self, frame: Frame, face: Face | None, *, grey: np.ndarray | None = None) -> MotionFrame:
-        """Region displacements of ``face`` in ``frame`` from the reference
-        (``grey``: the frame in grey levels, when the caller has it already)."""
+    def process(self, frame: Frame, face: Face | None) -> MotionFrame:
+        """Region displacements of ``face`` in ``frame`` from the reference."""
         if face is None:
             return MotionFrame(frame.index, frame.timestamp, False, ())
         pts = np.asarray(face.landmarks, dtype=np.float64)
         iod_px = float(np.hypot(*(pts[mesh.LEFT_EYE_OUTER, :2] - pts[mesh.RIGHT_EYE_OUTER, :2])))
-        if grey is None:
-            image = frame.image
-            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        image = frame.image
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         if self._ref_crop is None or self._rebase_pending:
             self._build_reference(grey, pts, frame, face.pose)
             zeros = tuple(RegionMotion(r, 0.0, 0.0, 0.0) for r in REGIONS)

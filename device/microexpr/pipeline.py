@@ -31,7 +31,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-import cv2
 import numpy as np
 
 from microexpr.activity import ActivityConfig, ActivityGate
@@ -217,7 +216,7 @@ class _InputWatch:
         self._dts: deque[float] = deque(maxlen=15)
         self._last_t: float | None = None
         self._rate_dt: float | None = None
-        self._previous: np.ndarray | None = None
+        self._previous: tuple[tuple[int, ...], bytes] | None = None
         self._repeats = 0
         self._repeats_logged_at = -math.inf
 
@@ -236,13 +235,13 @@ class _InputWatch:
                     self._rate_dt = dt
         self._last_t = t
         image = frame.image
-        sample = image[::7, ::7] if isinstance(image, np.ndarray) and image.ndim >= 2 else None
         # every 7th pixel of every 7th row: exact equality of ~1/49 of the
-        # image is a repeat (sensor noise alone changes that many pixels)
-        repeated = (sample is not None and self._previous is not None and self._previous.shape == sample.shape
-                    and bool(np.array_equal(sample, self._previous)))
-        if sample is not None:
-            self._previous = sample.copy()
+        # image is a repeat (sensor noise alone changes that many pixels);
+        # compared as bytes (one memcmp, no temporary array)
+        sample = (image.shape, np.ascontiguousarray(image[::7, ::7]).tobytes()) \
+            if isinstance(image, np.ndarray) and image.ndim >= 2 else None
+        repeated = sample is not None and sample == self._previous
+        self._previous = sample
         if repeated:
             self._repeats += 1
             if t - self._repeats_logged_at >= self.LOG_INTERVAL_S or t < self._repeats_logged_at:
@@ -668,10 +667,8 @@ class Pipeline:
         detector can tell from noise). When it skips, the frame joins the
         buffer and None is returned: the spotter is at rest, so no episode
         can be emitted by it meanwhile."""
-        image = frame.image
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         decision = state.gate.decide(
-            grey, np.asarray(face.landmarks, dtype=np.float64), frame.timestamp,
+            frame.image, np.asarray(face.landmarks, dtype=np.float64), frame.timestamp,
             needs_reference=state.last_motion is None or state.motion.rebase_pending,
             warming_up=not state.ready_once, episode=not state.spotter.at_rest)
         if not decision.run and state.last_motion is not None:
@@ -686,7 +683,7 @@ class Pipeline:
             else:
                 motion = self._carried(state, w_frame)
             state.waiting[k] = (w_frame, w_face, w_au, motion)
-        state.last_motion = state.motion.process(frame, face, grey=grey)
+        state.last_motion = state.motion.process(frame, face)
         return state.last_motion
 
     def _drop_releases(self, state: _Subject, spotted: list[Episode]) -> list[Episode]:
