@@ -105,17 +105,23 @@ def run_activity(
 
         def measure(seq_frames: list[Frame], keep: Callable[[int], bool], bucket: RegimeSamples,
                     measured_from: int) -> None:
-            # sequential: per-frame CPU and the flow share
+            # sequential: per-frame CPU and the flow share (by frame: a frame
+            # skipped at rest may get its flow later, from the ring buffer,
+            # during another frame's call)
+            first = seq_frames[0].index
             for k, f in enumerate(seq_frames):
-                ran0, skip0, back0 = seq.flow_ran, seq.flow_skipped, seq.flow_backfilled
                 c0 = time.process_time()
-                seq.process(f)
+                out = seq.process(f)
                 c1 = time.process_time()
+                for i in out.backfilled:
+                    if i - first >= measured_from and keep(i - first):
+                        bucket.flow_backfilled += 1
                 if k >= measured_from and keep(k):
                     bucket.pipeline_cpu.append(c1 - c0)
-                    bucket.flow_ran += seq.flow_ran - ran0
-                    bucket.flow_skipped += seq.flow_skipped - skip0
-                    bucket.flow_backfilled += seq.flow_backfilled - back0
+                    if out.motion is not None:
+                        bucket.flow_ran += 1
+                    elif out.observation.face is not None:
+                        bucket.flow_skipped += 1
                 progress()
             # bare MediaPipe: interval (back to back = its own time) and CPU
             for k, f in enumerate(seq_frames):

@@ -127,6 +127,9 @@ class PipelineResult:
     #: Episodes still open after this frame (at most one per subject); read
     #: from the spotter, which it does not change.
     in_progress: tuple[EpisodeInProgress, ...] = ()
+    #: Earlier frames (indices) the activity gate had skipped and whose
+    #: flow was computed now, from the ring buffer (a movement began).
+    backfilled: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -327,6 +330,7 @@ class Pipeline:
         #: Skipped frames flowed later, when the next flowed frame showed a
         #: movement had begun (so frames with flow = ran + backfilled).
         self.flow_backfilled = 0
+        self._backfilled: list[int] = []
         self._input = _InputWatch()
 
     @classmethod
@@ -606,7 +610,8 @@ class Pipeline:
                     now = activations_at(evidence, self.config.spotter) if evidence.ready and not evidence.gated else ()
                     in_progress = (EpisodeInProgress(state.subject_id, open_episode, now),)
         timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
-        return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings, in_progress)
+        backfilled, self._backfilled = tuple(self._backfilled), []
+        return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings, in_progress, backfilled)
 
     def _after_motion(self, state: _Subject, frame: Frame, face: Face, au: AUFrame, motion_frame: MotionFrame,
                       spent: list[int], *, closing: Sequence[SpottedEpisode] = ()) -> tuple[Evidence, list[SpottedEpisode]]:
@@ -679,6 +684,7 @@ class Pipeline:
         for k, (w_frame, w_face, w_au, _) in enumerate(state.waiting):
             if decision.backfill:
                 self.flow_backfilled += 1
+                self._backfilled.append(w_frame.index)
                 motion = state.motion.process(w_frame, w_face)
             else:
                 motion = self._carried(state, w_frame)
