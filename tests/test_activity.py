@@ -36,7 +36,7 @@ def _landmarks(obs: FaceObservation) -> np.ndarray:
 def test_still_face_is_skipped_and_the_smile_runs_the_flow(
         smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
     grey = _grey_frames(smile_clip)
-    gate = ActivityGate(ActivityConfig(idle_stride=3, hold_s=0.3))
+    gate = ActivityGate(ActivityConfig(idle_stride=3, quiet_stride=3, hold_s=0.1))
     t = 0.0
     # warm-up on real resting frames (the clip's neutral stretch)
     for i in range(5, 15):
@@ -48,18 +48,84 @@ def test_still_face_is_skipped_and_the_smile_runs_the_flow(
     still = [gate.decide(grey[14], _landmarks(smile_observations[14]), t + k / 30, needs_reference=False,
                          warming_up=False, episode=False) for k in range(9)]
     t += 10 / 30
-    assert np.isfinite(gate.threshold) and gate.threshold >= ActivityConfig().change_floor
+    assert gate.learnt
     assert [d.reason for d in still].count(FlowReason.STRIDE) == 3
     assert [d.run for d in still] == [False, False, True] * 3
     # the apex of the real smile: a sign of movement, the flow runs now and
     # keeps running for hold_s
     d = gate.decide(grey[40], _landmarks(smile_observations[40]), t, needs_reference=False,
                     warming_up=False, episode=False)
-    assert d.run and d.reason is FlowReason.CHANGE and d.change > gate.threshold
+    assert d.run and d.reason is FlowReason.CHANGE and d.change >= gate.config.change_z
+    assert not d.backfill  # the stride frame just before it was flowed: nothing waits
     d = gate.decide(grey[40], _landmarks(smile_observations[40]), t + 1 / 30, needs_reference=False,
                     warming_up=False, episode=False)
     assert d.run and d.reason is FlowReason.HOLD
     assert gate.skipped == 6 and gate.ran == 10 + 3 + 2
+
+
+def test_a_quiet_face_lengthens_the_stride(smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
+    """Still frames at 30 fps: the gap between flowed frames grows by one
+    frame per quiet stride, 3 → 6 frames (0.1 → 0.2 s), and a movement
+    brings it back to 3."""
+    grey = _grey_frames(smile_clip)
+    gate = ActivityGate(ActivityConfig(idle_stride=3, quiet_stride=6, hold_s=0.0))
+    for i in range(5, 15):
+        gate.decide(grey[i], _landmarks(smile_observations[i]), (i - 5) / 30, needs_reference=(i == 5),
+                    warming_up=True, episode=False)
+    runs = [gate.decide(grey[14], _landmarks(smile_observations[14]), (10 + k) / 30, needs_reference=False,
+                        warming_up=False, episode=False).run for k in range(30)]
+    flowed = [k for k, r in enumerate(runs) if r]
+    assert np.diff(flowed).tolist()[:4] == [4, 5, 6, 6]
+    t = 40 / 30
+    assert gate.decide(grey[40], _landmarks(smile_observations[40]), t, needs_reference=False,
+                       warming_up=False, episode=False).reason is FlowReason.CHANGE
+    after = [gate.decide(grey[40], _landmarks(smile_observations[40]), t + (k + 1) / 30, needs_reference=False,
+                         warming_up=False, episode=False).run for k in range(3)]
+    assert after == [False, False, True]
+
+
+def test_frames_skipped_before_a_movement_get_their_own_flow(
+        smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
+    """The ring buffer: frames skipped at rest are flowed after all
+    (``backfill``) when the next flowed frame shows the face moved."""
+    grey = _grey_frames(smile_clip)
+    gate = ActivityGate(ActivityConfig(idle_stride=3))
+    for i in range(5, 15):
+        gate.decide(grey[i], _landmarks(smile_observations[i]), (i - 5) / 30, needs_reference=(i == 5),
+                    warming_up=True, episode=False)
+    rest = [gate.decide(grey[14], _landmarks(smile_observations[14]), (10 + k) / 30, needs_reference=False,
+                        warming_up=False, episode=False) for k in range(5)]
+    assert [d.run for d in rest] == [False, False, True, False, False]
+    assert not rest[2].backfill, "nothing moved: the two waiting frames carry the flowed result"
+    d = gate.decide(grey[40], _landmarks(smile_observations[40]), 15 / 30, needs_reference=False,
+                    warming_up=False, episode=False)
+    assert d.run and d.backfill and d.reason is FlowReason.CHANGE
+    assert gate.backfilled == 2 and gate.skipped == 4
+
+
+def test_pipeline_at_rest_defers_and_spots_as_without_the_gate(
+        model_path: Path, smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
+    """The real clip's resting frames played back and forth for 3 s, then its
+    smile: skipped frames return no motion and no evidence (they wait), and
+    the episode is the one the flow on every frame finds."""
+    with open_source(smile_clip) as src:
+        images = [f.image for f in src]
+    order = [5 + abs((k + 9) % 18 - 9) for k in range(90)] + list(range(15, len(images)))
+    runs = {}
+    for enabled in (False, True):
+        config = PipelineConfig(activity=ActivityConfig(enabled=enabled))
+        with Pipeline(create_tracker(model_path=model_path), config=config) as pipeline:
+            results = [pipeline.analyse(Frame(n, n / 30, images[i]), smile_observations[i])
+                       for n, i in enumerate(order)]
+            episodes = [s.episode for r in results for s in r.episodes] + [s.episode for s in pipeline.finish()]
+            runs[enabled] = (results, [(e.onset_frame, e.apex_frame, e.offset_frame) for e in episodes],
+                             pipeline.flow_ran, pipeline.flow_skipped)
+    (plain, plain_eps, plain_ran, _), (gated, gated_eps, ran, skipped) = runs[False], runs[True]
+    assert plain_eps and gated_eps == plain_eps
+    assert all(r.evidence is not None for r in plain)
+    waiting = [r for r in gated if r.evidence is None]
+    assert skipped > 0 and len(waiting) == skipped and ran + skipped == plain_ran
+    assert all(r.motion is None and not r.episodes for r in waiting)
 
 
 def test_at_low_frame_rates_the_flow_is_not_skipped(

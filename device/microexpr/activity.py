@@ -3,35 +3,47 @@
 The ROI optical flow (``motion.py``) is the costliest stage after the
 tracker (2.5 ms p50 of a 9.8 ms frame on the 2-core x86 bench) and a face at
 rest is most of an appliance's day. This module decides, per frame, whether
-the flow runs; it never changes what the flow, the baseline or the spotter
-compute.
+the flow runs now, later (the frame waits in the pipeline's ring buffer and
+is flowed when the next flowed frame shows a movement began), or not at all
+(the last flowed result is carried to it). It never changes what the flow,
+the baseline or the spotter compute from a flowed frame.
 
-The detector is cheap and always on: the face is mapped (a similarity on the
-outer eye corners, as the motion crop) into a coarse grey crop
-(``scale`` × the motion crop, averaged with ``INTER_AREA``) and compared,
-cell by cell (``cell_px`` cells, mean-normalised), with the coarse crop of
-the last frame on which the flow ran. The largest mean absolute difference
-over the cells is the frame's *change*; skin moved by a facial action
-changes a cell's shading long before it is a visible displacement, and the
-comparison is against the last flowed frame, not the previous one, so a slow
-onset accumulates instead of hiding under a per-frame threshold.
+The detector is cheap and always on: the face is mapped (a robust
+similarity on landmarks no action moves, as the motion crop) into a coarse
+grey crop (``crop_iod_px`` between the outer eye corners, averaged down with
+``INTER_AREA``) and compared, cell by cell (``cell_px`` cells,
+mean-normalised), with the coarse crop of the last frame on which the flow
+ran, so a slow onset accumulates instead of hiding under a per-frame
+threshold. Each cell's difference is scored against that cell's own noise:
+a running mean and mean absolute deviation of its difference at rest
+(learnt on the baseline's warm-up, then followed with a ``noise_tau_s`` time
+constant on quiet frames). Codec noise and the face's own small motion are
+not spread evenly: the eyes, the hairline and the mouth's edges flicker
+through MJPEG/MPEG-4 several times more than the cheeks (measured,
+docs/benchmarks.md), so one global threshold on the largest cell fired on
+most resting frames. The frame's *change* is the largest per-cell score.
 
-Policy (in order; the first that holds runs the flow):
+Policy (in order; the first that holds runs the flow now):
 
 1. no motion reference yet, or a new one asked for (the analyser must see
    the frame);
 2. the baseline has not given evidence yet (its resting statistics are
    learnt on real samples only);
 3. the spotter is not at rest (an episode is open, held or not re-armed);
-4. the change is at least the subject's threshold (a sign of movement): full
-   rate from this frame on, for ``hold_s`` after the last such frame;
+4. the change is at least ``change_z`` (a sign of movement): full rate from
+   this frame on, for ``hold_s`` after the last such frame, and the frames
+   waiting since the last flowed frame are flowed too (``backfill``);
 5. ``idle_stride`` frames, or ``idle_max_gap_s``, since the flow last ran
-   (the reduced rate at rest).
+   (the reduced rate at rest; up to ``quiet_stride`` while the face stays
+   quiet); the waiting frames are flowed too when the change reached
+   ``backfill_z`` (a movement under way but still small).
 
-On a skipped frame the caller repeats the last flowed ``MotionFrame`` with
-the new index and timestamp: the face did not change more than the
-threshold since it. Skips are counted (``skipped``/``ran``) for the
-daemon's stats and the benchmark's share of frames with flow.
+Otherwise the frame waits (``SKIPPED``): the pipeline analyses it when the
+next flowed frame comes, with its own flow (backfill) or with the last
+flowed result carried to it (the face changed less than the detector can
+tell from noise since then). Skips and backfills are counted (``skipped``,
+``backfilled``) for the daemon's stats and the benchmark's share of frames
+with flow.
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ import cv2
 import numpy as np
 
 from microexpr import mesh
-from microexpr.motion import _robust_similarity
+from microexpr.motion import REGIONS, _similarity, region_points
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +90,36 @@ class ActivityConfig:
     #: flow every 0.5 s changed what was spotted; measured, docs/benchmarks.md).
     idle_stride: int = 3
     idle_max_gap_s: float = 0.1
-    #: Full rate for this long after the last frame with a sign of movement.
-    hold_s: float = 0.3
-    #: A sign of movement: the change (largest per-cell mean |Δgrey|, 0–255,
-    #: mean-normalised) at least ``change_factor`` × the subject's own
-    #: resting change (the median over its warm-up, when the flow runs on
-    #: every frame anyway) and at least ``change_floor``. Relative, because
-    #: sensor noise, codec and lighting set the resting level (measured ~2
-    #: on the real mp4 clip, where a smile's onset reads 6–11).
-    change_factor: float = 1.5
-    change_floor: float = 0.5
+    #: While the face stays quiet (no stride frame showing even a small
+    #: movement, ``backfill_z``), the stride grows by one frame each time up
+    #: to ``quiet_stride`` (its gap in proportion), at 30 fps and above only;
+    #: the first stirring brings it back to ``idle_stride``. A still face
+    #: then costs a flow every 0.2 s; a face that sways keeps 0.1 s.
+    quiet_stride: int = 6
+    #: Full rate for this long after the last frame with a sign of movement
+    #: (the frames skipped before it are flowed too: the ring buffer).
+    hold_s: float = 0.1
+    #: A sign of movement: some cell's difference from the last flowed frame
+    #: at least ``change_z`` of its own noise units above its resting mean
+    #: (units: the cell's mean absolute deviation at rest). ``backfill_z``:
+    #: at a stride frame, the waiting frames get their own flow from this
+    #: level on.
+    change_z: float = 8.0
+    backfill_z: float = 6.0
+    #: Each cell's resting statistics follow quiet frames with this time
+    #: constant (light and codec drift), never faster; ``noise_floor`` (grey
+    #: levels) keeps a noiseless synthetic picture from dividing by zero.
+    noise_tau_s: float = 5.0
+    noise_floor: float = 0.25
     #: Coarse crop: this fraction of the motion crop's 64-px IOD, in cells
     #: of ``cell_px`` coarse pixels.
     crop_iod_px: float = 16.0
     cell_px: int = 3
+    #: Cells count when within this radius (IOD) of a flow region's
+    #: landmarks (``motion.MotionConfig.region_radius_iod``).
+    region_radius_iod: float = 0.14
+    #: Remove the small similarity between the crops before differencing.
+    align: bool = True
     half_width_iod: float = 1.15
     above_iod: float = 0.85
     below_iod: float = 1.75
@@ -99,9 +127,13 @@ class ActivityConfig:
 
 @dataclass(frozen=True, slots=True)
 class FlowDecision:
+    """``run``: flow this frame now. ``backfill``: flow the frames waiting
+    since the last flowed one too (else they carry its result)."""
+
     run: bool
     reason: FlowReason
     change: float
+    backfill: bool = False
 
 
 class ActivityGate:
@@ -114,33 +146,49 @@ class ActivityGate:
                       int(round((c.above_iod + c.below_iod) * c.crop_iod_px)))
         self._last: np.ndarray | None = None
         self._template: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._basis: tuple[np.ndarray, np.ndarray] | None = None
         self._since_flow = 0
+        self._stride = self.config.idle_stride
         self._last_flow_ts = -np.inf
+        self._last_ts = -np.inf
         self._hot_until = -np.inf
-        self._rest_changes: list[float] = []
-        self.threshold = float("inf")  # learnt at the end of the warm-up
+        self._warm: list[np.ndarray] = []
+        #: per-cell resting mean and mean absolute deviation of the difference
+        self._mean: np.ndarray | None = None
+        self._dev: np.ndarray | None = None
         self.ran = 0
         self.skipped = 0
+        self.backfilled = 0
         self._log_from = -np.inf
-        self._log_counts = (0, 0)
+        self._log_counts = (0, 0, 0)
+
+    @property
+    def learnt(self) -> bool:
+        """The cells' resting noise is known (after the warm-up)."""
+        return self._mean is not None
 
     def reset(self) -> None:
         self._last = None
         self._template = None
+        self._mask = None
         self._last_flow_ts = -np.inf
-        self._rest_changes = []
-        self.threshold = float("inf")
+        self._last_ts = -np.inf
+        self._warm = []
+        self._mean = self._dev = None
         self._since_flow = 0
+        self._stride = self.config.idle_stride
         self._hot_until = -np.inf
 
-    def _coarse(self, grey: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def _coarse(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The face in the coarse crop, aligned like the motion crop: a
         similarity on the outer eye corners for the first frame, then a
-        robust fit of the stable points (which no facial action moves much)
-        onto where they were then, so landmark jitter does not read as
-        change."""
+        least-squares fit of the stable points (which no facial action
+        moves much) onto where they were then. Not the motion crop's robust
+        refit: what jitter is left, ``_unjitter`` takes out of the
+        difference."""
         c = self.config
-        up = 4  # warp at 4x the coarse size, then average down (INTER_AREA)
+        up = 2  # warp at 2x the coarse size, then average down (INTER_AREA)
         stable = landmarks[list(mesh.STABLE_POINTS), :2]
         if self._template is None:
             right, left = landmarks[mesh.RIGHT_EYE_OUTER, :2], landmarks[mesh.LEFT_EYE_OUTER, :2]
@@ -153,43 +201,121 @@ class ActivityGate:
             target = np.array([up * self._size[0] / 2.0, up * c.above_iod * c.crop_iod_px])
             a[:, 2] = target - a[:, :2] @ centre
             self._template = stable @ a[:, :2].T + a[:, 2]
+            self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
         else:
-            a = _robust_similarity(stable, self._template)
-        big = cv2.warpAffine(grey, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,
+            a = _similarity(stable, self._template)
+        big = cv2.warpAffine(image, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE)
+        if big.ndim == 3:  # grey levels of the small crop only, not of the whole frame
+            big = cv2.cvtColor(big, cv2.COLOR_BGR2GRAY)
         small = cv2.resize(big, self._size, interpolation=cv2.INTER_AREA).astype(np.float32)
         return small - float(small.mean())
 
-    def _change(self, coarse: np.ndarray) -> float:
+    def _region_cells(self, pts: np.ndarray) -> np.ndarray:
+        """The cells the flow's regions cover (discs of ``region_radius_iod``
+        around their landmarks, ``pts`` in coarse-crop pixels), plus the
+        cells they touch. The face's outline, the hairline and the
+        background beside the face are left out: head sway moves them
+        against the stable points (parallax) far more than any action moves
+        a region (measured on the real clip's resting frames: they were the
+        largest cells 3 times in 4), and the flow's regions never see them."""
+        c = self.config
+        k = c.cell_px
+        h, w = self._size[1] // k, self._size[0] // k
+        cy, cx = (np.mgrid[0:h, 0:w] + 0.5) * k
+        reach = (c.region_radius_iod * c.crop_iod_px + k / np.sqrt(2.0)) ** 2
+        mask = np.zeros((h, w), bool)
+        for region in REGIONS:
+            for i in region_points(region):
+                mask |= (cx - pts[i, 0]) ** 2 + (cy - pts[i, 1]) ** 2 <= reach
+        return mask
+
+    def _cells(self, coarse: np.ndarray) -> np.ndarray | None:
+        """Per-cell mean |Δgrey| against the last flowed frame."""
         if self._last is None:
-            return float("inf")
+            return None
         k = self.config.cell_px
-        diff = cv2.absdiff(coarse, self._last)
+        diff = coarse - self._last
+        if self.config.align:
+            diff = self._unjitter(diff)
+        diff = np.abs(diff)
         h, w = diff.shape
         hh, ww = h // k * k, w // k * k
         cells = diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
-        return float(cells.max())
+        return cells[self._mask] if self._mask is not None else cells.ravel()
 
-    def decide(self, grey: np.ndarray, landmarks: np.ndarray, timestamp: float, *,
-               needs_reference: bool, warming_up: bool, episode: bool) -> FlowDecision:
-        """Whether the flow runs on this frame (counted in ``ran``/``skipped``)."""
+    def _unjitter(self, diff: np.ndarray) -> np.ndarray:
+        """The difference without the small similarity (shift, rotation,
+        scale) that best explains it: one Gauss-Newton step on the last
+        flowed crop's gradients. The tracker's landmarks jitter by a
+        fraction of a pixel from frame to frame; aligned on them, the whole
+        crop moves by ~0.1 coarse pixel, which on the edges of brows, lids
+        and lips (20-30 grey levels a pixel) reads as a change there. The
+        flow removes the same residual by its own rigid fit."""
+        if self._basis is None:
+            assert self._last is not None
+            gx = cv2.Sobel(self._last, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+            gy = cv2.Sobel(self._last, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+            h, w = self._last.shape
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            xx -= w / 2.0
+            yy -= h / 2.0
+            basis = np.stack([gx.ravel(), gy.ravel(), (xx * gx + yy * gy).ravel(), (xx * gy - yy * gx).ravel()], axis=1)
+            # least squares by the 4x4 normal equations (an SVD pseudo-inverse
+            # of the 1554x4 basis cost 0.3 ms a flowed frame); the small ridge
+            # keeps a flat (textureless) crop solvable
+            normal = basis.T.astype(np.float64) @ basis
+            normal += np.eye(4) * (1e-6 * float(np.trace(normal)) + 1e-9)
+            self._basis = (basis, np.linalg.solve(normal, basis.T.astype(np.float64)).astype(np.float32))
+        b, pinv = self._basis
+        d = diff.ravel()
+        return (d - b @ (pinv @ d)).reshape(diff.shape)
+
+    def _score(self, cells: np.ndarray | None) -> float:
+        if cells is None:
+            return float("inf")
+        if self._mean is None or self._dev is None:
+            return 0.0
+        return float(((cells - self._mean) / self._dev).max())
+
+    def _learn(self, cells: np.ndarray, dt: float) -> None:
+        """Follow the cells' resting noise on a quiet frame; a difference
+        counts at most ``backfill_z`` noise units above the mean, so a slow
+        movement is not learnt as noise."""
         c = self.config
-        coarse = self._coarse(grey, landmarks)
-        change = self._change(coarse)
+        assert self._mean is not None and self._dev is not None
+        alpha = 1.0 - float(np.exp(-max(dt, 0.0) / c.noise_tau_s))
+        x = np.minimum(cells, self._mean + c.backfill_z * self._dev)
+        self._mean += alpha * (x - self._mean)
+        self._dev += alpha * (np.abs(x - self._mean) - self._dev)
+        np.maximum(self._dev, c.noise_floor, out=self._dev)
+
+    def decide(self, image: np.ndarray, landmarks: np.ndarray, timestamp: float, *,
+               needs_reference: bool, warming_up: bool, episode: bool) -> FlowDecision:
+        """Whether the flow runs on this frame (counted in ``ran``/``skipped``).
+        ``image``: the frame, BGR or grey."""
+        c = self.config
+        coarse = self._coarse(image, landmarks)
+        cells = self._cells(coarse)
         if warming_up:
-            if np.isfinite(change):
-                self._rest_changes.append(change)
-        elif not np.isfinite(self.threshold) and self._rest_changes:
-            self.threshold = max(c.change_floor, c.change_factor * float(np.median(self._rest_changes)))
-            log.debug("activity gate: resting change %.2f, threshold %.2f",
-                      float(np.median(self._rest_changes)), self.threshold)
-        moving = change >= self.threshold
+            if cells is not None:
+                self._warm.append(cells)
+        elif self._mean is None and self._warm:
+            warm = np.stack(self._warm)
+            self._mean = np.median(warm, axis=0)
+            self._dev = np.maximum(np.median(np.abs(warm - self._mean), axis=0), c.noise_floor)
+            self._warm = []
+            log.debug("activity gate: cells' resting difference median %.2f, deviation median %.2f",
+                      float(np.median(self._mean)), float(np.median(self._dev)))
+        change = self._score(cells)
+        moving = change >= c.change_z
+        stirring = change >= c.backfill_z
         reason = FlowReason.SKIPPED
         if not c.enabled or c.idle_stride <= 1:
             reason = FlowReason.DISABLED
         elif needs_reference:
             reason = FlowReason.REFERENCE
-        elif warming_up:
+        elif warming_up or self._mean is None:
             reason = FlowReason.WARMUP
         elif episode:
             reason = FlowReason.EPISODE
@@ -197,13 +323,26 @@ class ActivityGate:
             reason = FlowReason.CHANGE
         elif timestamp < self._hot_until:
             reason = FlowReason.HOLD
-        elif self._since_flow + 1 >= c.idle_stride or timestamp - self._last_flow_ts >= c.idle_max_gap_s - 1e-6:
+        elif (self._since_flow + 1 >= self._stride
+              or timestamp - self._last_flow_ts >= c.idle_max_gap_s * self._stride / c.idle_stride - 1e-6):
             reason = FlowReason.STRIDE
+        fast = timestamp - self._last_ts <= 1.1 * c.idle_max_gap_s / c.idle_stride  # 30 fps or more
+        if reason is FlowReason.STRIDE and not stirring and fast:
+            self._stride = min(self._stride + 1, max(c.quiet_stride, c.idle_stride))
+        elif reason is not FlowReason.SKIPPED or stirring or not fast:
+            self._stride = c.idle_stride
         if moving:
             self._hot_until = timestamp + c.hold_s
+        elif (cells is not None and self._mean is not None and not episode and not stirring
+              and timestamp > self._hot_until):
+            self._learn(cells, timestamp - self._last_ts)
+        self._last_ts = timestamp
         run = reason is not FlowReason.SKIPPED
+        backfill = run and self._since_flow > 0 and (moving or stirring or reason is not FlowReason.STRIDE)
         if run:
             self._last = coarse
+            self._basis = None
+            self.backfilled += self._since_flow if backfill else 0
             self._since_flow = 0
             self._last_flow_ts = timestamp
             self.ran += 1
@@ -211,16 +350,16 @@ class ActivityGate:
             self._since_flow += 1
             self.skipped += 1
         self._log_rate(timestamp)
-        return FlowDecision(run, reason, change)
+        return FlowDecision(run, reason, change, backfill)
 
     def _log_rate(self, timestamp: float) -> None:
         """One INFO line a minute (stream time) with the frames skipped in it."""
         if timestamp - self._log_from < LOG_INTERVAL_S:
             return
-        ran0, skipped0 = self._log_counts
-        ran, skipped = self.ran - ran0, self.skipped - skipped0
+        ran0, skipped0, back0 = self._log_counts
+        ran, skipped, back = self.ran - ran0, self.skipped - skipped0, self.backfilled - back0
         if skipped and np.isfinite(self._log_from):
-            log.info("dense flow skipped on %d of %d frames in the last %.0f s (face at rest; threshold %.2f)",
-                     skipped, ran + skipped, timestamp - self._log_from, self.threshold)
+            log.info("dense flow skipped on %d of %d frames in the last %.0f s (face at rest; %d of them flowed "
+                     "later, when a movement began)", skipped, ran + skipped, timestamp - self._log_from, back)
         self._log_from = timestamp
-        self._log_counts = (self.ran, self.skipped)
+        self._log_counts = (self.ran, self.skipped, self.backfilled)

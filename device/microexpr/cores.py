@@ -13,9 +13,10 @@ the reasoning (docs/benchmarks.md "Pi profile"):
   Pi 4/5 (4 cores) that is 2: one core for the analysis thread, one for
   capture, MQTT and the OS. On 2 cores, 1.
 * ``idle_stride`` (``activity.ActivityConfig``): at rest the dense flow
-  runs on one frame in this many. Deliberately the same on every board
-  (3): what the pipeline computes, and so what it spots, must not depend
-  on the machine (the arm64 check compares boards frame by frame).
+  runs on one frame in this many (growing to ``quiet_stride``, 6, while the
+  face stays quiet). Deliberately the same on every board (3): what the
+  pipeline computes, and so what it spots, must not depend on the machine
+  (the arm64 check compares boards frame by frame).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def bench_note(cores: int | None = None) -> list[str]:
     return [
         "",
         f"Profile here ({here.cores} cores): tracker.overlap = {str(here.overlap).lower()}, "
-        f"ONNX tracker threads {here.tracker_threads}, dense flow at rest on 1 frame in {here.idle_stride}. "
+        f"ONNX tracker threads {here.tracker_threads}, dense flow at rest on 1 frame in {here.idle_stride} "
+        "(up to 1 in 6 while the face stays quiet). "
         f"A Pi 4/5 ({PI_4_5.cores} cores) gets overlap = {str(PI_4_5.overlap).lower()}, "
         f"{PI_4_5.tracker_threads} tracker threads, the same flow schedule (cores.py).",
         "On a Pi 4/5 compare these ratios (not milliseconds) with the recorded x86 run: "

@@ -31,7 +31,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-import cv2
 import numpy as np
 
 from microexpr.activity import ActivityConfig, ActivityGate
@@ -128,6 +127,9 @@ class PipelineResult:
     #: Episodes still open after this frame (at most one per subject); read
     #: from the spotter, which it does not change.
     in_progress: tuple[EpisodeInProgress, ...] = ()
+    #: Earlier frames (indices) the activity gate had skipped and whose
+    #: flow was computed now, from the ring buffer (a movement began).
+    backfilled: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -161,6 +163,9 @@ class _Subject:
     #: When the dense flow runs (activity.py), and its last output.
     gate: ActivityGate = field(default_factory=ActivityGate)
     last_motion: MotionFrame | None = None
+    #: Frames the gate skipped, waiting for the next flowed frame (at most
+    #: ``idle_stride`` − 1): frame, face, AUs, and their motion once known.
+    waiting: list[tuple[Frame, Face, AUFrame, MotionFrame | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +219,7 @@ class _InputWatch:
         self._dts: deque[float] = deque(maxlen=15)
         self._last_t: float | None = None
         self._rate_dt: float | None = None
-        self._previous: np.ndarray | None = None
+        self._previous: tuple[tuple[int, ...], bytes] | None = None
         self._repeats = 0
         self._repeats_logged_at = -math.inf
 
@@ -233,13 +238,13 @@ class _InputWatch:
                     self._rate_dt = dt
         self._last_t = t
         image = frame.image
-        sample = image[::7, ::7] if isinstance(image, np.ndarray) and image.ndim >= 2 else None
         # every 7th pixel of every 7th row: exact equality of ~1/49 of the
-        # image is a repeat (sensor noise alone changes that many pixels)
-        repeated = (sample is not None and self._previous is not None and self._previous.shape == sample.shape
-                    and bool(np.array_equal(sample, self._previous)))
-        if sample is not None:
-            self._previous = sample.copy()
+        # image is a repeat (sensor noise alone changes that many pixels);
+        # compared as bytes (one memcmp, no temporary array)
+        sample = (image.shape, np.ascontiguousarray(image[::7, ::7]).tobytes()) \
+            if isinstance(image, np.ndarray) and image.ndim >= 2 else None
+        repeated = sample is not None and sample == self._previous
+        self._previous = sample
         if repeated:
             self._repeats += 1
             if t - self._repeats_logged_at >= self.LOG_INTERVAL_S or t < self._repeats_logged_at:
@@ -322,6 +327,10 @@ class Pipeline:
         #: rest (activity.py; the daemon's ``stats.flow``).
         self.flow_ran = 0
         self.flow_skipped = 0
+        #: Skipped frames flowed later, when the next flowed frame showed a
+        #: movement had begun (so frames with flow = ran + backfilled).
+        self.flow_backfilled = 0
+        self._backfilled: list[int] = []
         self._input = _InputWatch()
 
     @classmethod
@@ -425,6 +434,7 @@ class Pipeline:
         out: list[SpottedEpisode] = []
         for sid, state in list(self._subjects.items()):
             if now - state.last_seen > self.config.lost_reset_s:
+                out.extend(self._flush_waiting(state))
                 out.extend(self._decide(state, state.spotter.finish()))
                 self._count_rejections(state, now)
                 del self._subjects[sid]
@@ -537,6 +547,7 @@ class Pipeline:
             # was never reported)
             ended: list[tuple[_Subject, list[Episode]]] = []
             for state in self._subjects.values():
+                episodes.extend(self._flush_waiting(state))
                 gone = Evidence(state.subject_id, frame.index, frame.timestamp, False, False, False, 0.0, 0.0)
                 ended.append((state, state.spotter.update(gone)))
                 self._count_suppressed(state, gone)
@@ -567,53 +578,119 @@ class Pipeline:
                          " (the open episode was the release of the first expression: dropped)" if dropped else "")
             # another subject took the primary place: close the others' episodes
             for sid, other in list(self._subjects.items()):
+                if sid != face.subject_id and other.waiting:
+                    closing.extend(self._flush_waiting(other))
                 if sid != face.subject_id and other.spotter.busy:
                     closing.extend(self._decide(other, other.spotter.finish()))
                     self._count_rejections(other, frame.timestamp)
             state.last_seen = frame.timestamp
-            motion_frame = self._motion(state, frame, face)
-            t3 = ns()
-            evidence = state.baseline.update(motion_frame, au, face, busy=state.spotter.busy)
-            state.ready_once = state.ready_once or evidence.ready
-            t4 = ns()
-            spotted = state.spotter.update(evidence)
-            self._count_suppressed(state, evidence)
-            self._renew_reference(state, evidence, state.spotter.take_rebase_request())
-            # Only frames at rest are "outside episodes": the tail of a
-            # released expression and a hold after a cap are the expression
-            # itself (fed to the context, a looped smile became "habitual"
-            # AU12 and was classified `others`).
-            if state.context is not None and state.spotter.at_rest and evidence.ready and not evidence.gated:
-                state.context.observe(activations_at(evidence, self.config.spotter))
-            t5 = ns()
-            episodes.extend(closing)
-            episodes.extend(self._decide(state, self._drop_releases(state, spotted)))
-            t6 = ns()
-            open_episode = state.spotter.in_progress
-            if open_episode is not None:
-                now = activations_at(evidence, self.config.spotter) if evidence.ready and not evidence.gated else ()
-                in_progress = (EpisodeInProgress(state.subject_id, open_episode, now),)
+            motion_frame = self._motion(state, frame, face, au)
+            if motion_frame is None:
+                # at rest: the frame waits in the ring buffer (its evidence
+                # comes with the next flowed frame's)
+                t3 = t4 = t5 = ns()
+                episodes.extend(closing)
+                t6 = ns()
+            else:
+                waiting, state.waiting = state.waiting, []
+                t3 = ns()
+                spent = [0, 0, 0]  # baseline, spotter, classify ns of the waiting frames
+                for w_frame, w_face, w_au, w_motion in waiting:
+                    _, done = self._after_motion(state, w_frame, w_face, w_au,
+                                                 w_motion or self._carried(state, w_frame), spent)
+                    episodes.extend(done)
+                evidence, done = self._after_motion(state, frame, face, au, motion_frame, spent,
+                                                    closing=closing)
+                episodes.extend(done)
+                t4 = t3 + spent[0]
+                t5 = t4 + spent[1]
+                t6 = t5 + spent[2]
+                open_episode = state.spotter.in_progress
+                if open_episode is not None:
+                    now = activations_at(evidence, self.config.spotter) if evidence.ready and not evidence.gated else ()
+                    in_progress = (EpisodeInProgress(state.subject_id, open_episode, now),)
         timings = StageTimings(tracker_ns, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
-        return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings, in_progress)
+        backfilled, self._backfilled = tuple(self._backfilled), []
+        return PipelineResult(obs, au, motion_frame, evidence, tuple(episodes), timings, in_progress, backfilled)
 
-    def _motion(self, state: _Subject, frame: Frame, face: Face) -> MotionFrame:
-        """The ROI motion of this frame: the dense flow when the activity
-        gate lets it run, else the last flowed result carried to this frame
-        (the face changed less than the gate's threshold since it)."""
-        image = frame.image
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-        decision = state.gate.decide(
-            grey, np.asarray(face.landmarks, dtype=np.float64), frame.timestamp,
-            needs_reference=state.last_motion is None or state.motion.rebase_pending,
-            warming_up=not state.ready_once, episode=not state.spotter.at_rest)
-        if decision.run or state.last_motion is None:
-            self.flow_ran += 1
-            state.last_motion = state.motion.process(frame, face)
-            return state.last_motion
-        self.flow_skipped += 1
+    def _after_motion(self, state: _Subject, frame: Frame, face: Face, au: AUFrame, motion_frame: MotionFrame,
+                      spent: list[int], *, closing: Sequence[SpottedEpisode] = ()) -> tuple[Evidence, list[SpottedEpisode]]:
+        """Baseline, spotter and classifier on one frame whose motion is
+        known; ``spent`` accumulates their nanoseconds. ``closing``: other
+        subjects' episodes ended by this frame (emitted first)."""
+        ns = time.perf_counter_ns
+        t3 = ns()
+        evidence = state.baseline.update(motion_frame, au, face, busy=state.spotter.busy)
+        state.ready_once = state.ready_once or evidence.ready
+        t4 = ns()
+        spotted = state.spotter.update(evidence)
+        self._count_suppressed(state, evidence)
+        self._renew_reference(state, evidence, state.spotter.take_rebase_request())
+        # Only frames at rest are "outside episodes": the tail of a
+        # released expression and a hold after a cap are the expression
+        # itself (fed to the context, a looped smile became "habitual"
+        # AU12 and was classified `others`).
+        if state.context is not None and state.spotter.at_rest and evidence.ready and not evidence.gated:
+            state.context.observe(activations_at(evidence, self.config.spotter))
+        t5 = ns()
+        out = list(closing)
+        out.extend(self._decide(state, self._drop_releases(state, spotted)))
+        t6 = ns()
+        spent[0] += t4 - t3
+        spent[1] += t5 - t4
+        spent[2] += t6 - t5
+        return evidence, out
+
+    def _flush_waiting(self, state: _Subject) -> list[SpottedEpisode]:
+        """Analyse the frames still waiting in ``state``'s ring buffer with
+        the last flowed result carried to them (the face is lost, another
+        face took the primary place, or the stream ends)."""
+        waiting, state.waiting = state.waiting, []
+        out: list[SpottedEpisode] = []
+        spent = [0, 0, 0]
+        for frame, face, au, motion_frame in waiting:
+            if motion_frame is None:
+                motion_frame = self._carried(state, frame)
+            out.extend(self._after_motion(state, frame, face, au, motion_frame, spent)[1])
+        return out
+
+    def _carried(self, state: _Subject, frame: Frame) -> MotionFrame:
         held = state.last_motion
+        assert held is not None
         return replace(held, frame_index=frame.index, timestamp=frame.timestamp,
                        valid=bool(held.regions), rebased=False)
+
+    def _motion(self, state: _Subject, frame: Frame, face: Face, au: AUFrame) -> MotionFrame | None:
+        """The ROI motion of this frame, or None when it waits.
+
+        The activity gate decides. When it lets the flow run, the frames
+        waiting in the ring buffer since the last flowed one (at most
+        ``idle_stride`` − 1, ~0.07 s at 30 fps) get their motion first: their
+        own flow when the gate saw a movement begin (``backfill``: onset and
+        apex are where the flow on every frame puts them), else the last
+        flowed result carried to them (the face changed less than the
+        detector can tell from noise). When it skips, the frame joins the
+        buffer and None is returned: the spotter is at rest, so no episode
+        can be emitted by it meanwhile."""
+        decision = state.gate.decide(
+            frame.image, np.asarray(face.landmarks, dtype=np.float64), frame.timestamp,
+            needs_reference=state.last_motion is None or state.motion.rebase_pending,
+            warming_up=not state.ready_once, episode=not state.spotter.at_rest)
+        if not decision.run and state.last_motion is not None:
+            self.flow_skipped += 1
+            state.waiting.append((frame, face, au, None))
+            return None
+        self.flow_ran += 1
+        for k, (w_frame, w_face, w_au, _) in enumerate(state.waiting):
+            if decision.backfill:
+                self.flow_backfilled += 1
+                self._backfilled.append(w_frame.index)
+                motion = state.motion.process(w_frame, w_face)
+            else:
+                motion = self._carried(state, w_frame)
+            state.waiting[k] = (w_frame, w_face, w_au, motion)
+        state.last_motion = state.motion.process(frame, face)
+        return state.last_motion
 
     def _drop_releases(self, state: _Subject, spotted: list[Episode]) -> list[Episode]:
         """While a subject first seen mid-expression is watched, its
@@ -697,6 +774,7 @@ class Pipeline:
             self._apply_pending()
         out: list[SpottedEpisode] = []
         for state in self._subjects.values():
+            out.extend(self._flush_waiting(state))
             out.extend(self._decide(state, state.spotter.finish()))
             self._count_rejections(state, state.last_seen)
         self.suppressed.flush()

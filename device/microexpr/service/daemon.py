@@ -858,7 +858,7 @@ class Service:
             suppressed=suppression_counts(self._pipeline),
             controls={"paused": int(self.paused), "paused_frames": self.paused_frames,
                       "commands_accepted": self.controls.accepted, "commands_rejected": self.controls.rejected},
-            flow={key: int(getattr(self._pipeline, f"flow_{key}", 0) or 0) for key in ("ran", "skipped")},
+            flow={key: int(getattr(self._pipeline, f"flow_{key}", 0) or 0) for key in ("ran", "skipped", "backfilled")},
         )
 
     def _publish_stats(self) -> None:
