@@ -98,11 +98,11 @@ if [[ -z $QEMU ]]; then
     fi
 fi
 [[ -x $QEMU ]] || die "--qemu $QEMU: not an executable"
-ldd "$QEMU" 2>&1 | grep -q 'statically linked' || die "--qemu $QEMU: must be statically linked (it runs inside the root)"
+[[ $(ldd "$QEMU" 2>&1) == *"statically linked"* ]] || die "--qemu $QEMU: must be statically linked (it runs inside the root)"
 qemu_version=$("$QEMU" --version | head -1)
 (( $(qemu_major "$QEMU") >= QEMU_MIN )) ||
     note "warning: $qemu_version is older than $QEMU_MIN; 7.2 is known to segfault in MediaPipe"
-"$QEMU" -cpu help | grep -qw -- "$CPU" || die "--cpu $CPU: not a CPU model of $QEMU"
+[[ " $("$QEMU" -cpu help | tr -s ' \n' ' ') " == *" $CPU "* ]] || die "--cpu $CPU: not a CPU model of $QEMU"
 
 # binfmt_misc: our own entry for the run, with the F flag (the interpreter is
 # opened now, so it works inside the chroot without a copy); the host's
