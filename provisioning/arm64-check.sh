@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # aarch64 check under emulation: a Debian bookworm arm64 root (debootstrap +
-# qemu-user-static through binfmt_misc), the project installed there with the
+# qemu-user through binfmt_misc), the project installed there with the
 # README's own commands (`make model`, the common first half of `make run` and
 # `make test`), `microexpr timeline` on the real clip compared AU by AU with
-# the same command on this (x86) machine, and the fast tests.
+# the same command on this (x86) machine — with the MediaPipe backend and
+# with the ONNX Runtime one — and the fast tests.
 #
 #   sudo provisioning/arm64-check.sh [--root DIR] [--frames N] [--out DIR]
+#                                    [--qemu FILE] [--cpu MODEL]
 #                                    [--bootstrap-only] [--tests 'PYTEST ARGS']
+#
+# qemu-user 7.2 (bookworm's own qemu-user-static) cannot run MediaPipe: the
+# FaceLandmarker's creation dies with SIGSEGV inside libmediapipe.so; 10.0.2
+# (bookworm-backports) runs it. Without --qemu the script uses the host's
+# qemu-aarch64-static when it is 10 or newer, else extracts qemu-user from
+# bookworm-backports into /var/tmp/microexpr-qemu (nothing installed on the
+# host). It registers that binary in binfmt_misc for the run (the host's own
+# qemu-aarch64 entry is disabled meanwhile and re-enabled on exit). --cpu is
+# the emulated core (QEMU_CPU), cortex-a76 (Raspberry Pi 5) by default: the
+# aarch64 libmediapipe.so needs the LSE atomics of ARMv8.1+, so a Pi 4's
+# Cortex-A72 (ARMv8.0) is refused by the library itself.
 #
 # Timing under emulation means nothing; installability and parity do. Not
 # part of `make test` (it takes tens of minutes). Needs root (debootstrap,
@@ -23,6 +36,10 @@ TESTS="-m 'not integration and not slow'"  # pytest arguments
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 CLIP=single_face.mp4
 TOL=${TOL:-0.05}   # max |AU(arm64) - AU(x86)| on the 0-5 intensity scale (values are printed with 2 decimals)
+QEMU=""            # qemu-aarch64 binary to register; "" = the host's if >= 10, else bookworm-backports'
+CPU=cortex-a76     # QEMU_CPU: the Raspberry Pi 5's core
+QEMU_MIN=10        # oldest qemu-user major version seen running MediaPipe (7.2 segfaults)
+QEMU_DIR=/var/tmp/microexpr-qemu
 
 die() { echo "arm64-check: error: $*" >&2; exit 1; }
 note() { echo "# $(date -u +%H:%M:%S) $*"; }
@@ -33,8 +50,10 @@ while (($#)); do
         --out) OUT=$2; shift ;;
         --frames) FRAMES=$2; shift ;;
         --tests) TESTS=$2; shift ;;
+        --qemu) QEMU=$2; shift ;;
+        --cpu) CPU=$2; shift ;;
         --bootstrap-only) BOOTSTRAP_ONLY=1 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "arm64-check: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -44,21 +63,69 @@ done
 
 need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
-[[ -x /usr/bin/qemu-aarch64-static ]] || need+=(qemu-user-static)
 if ((${#need[@]})); then
     note "apt-get install ${need[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-# binfmt_misc: mount it and register qemu-aarch64 with the F flag (the
-# interpreter is opened now, so it works inside the chroot without a copy).
-mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
-    note "register qemu-aarch64 in binfmt_misc"
-    magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
-    mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-    echo ":qemu-aarch64:M::${magic}:${mask}:/usr/bin/qemu-aarch64-static:F" >/proc/sys/fs/binfmt_misc/register
+qemu_major() { "$1" --version 2>/dev/null | head -1 | awk '{print $3}' | cut -d. -f1; }
+
+# qemu-user from <codename>-backports, extracted (not installed) under
+# $QEMU_DIR with a private apt state, so the host's packages stay as they are.
+fetch_backports_qemu() {
+    local codename apt_opts
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    [[ -n $codename ]] || die "cannot tell the host's Debian codename for -backports; give --qemu FILE"
+    mkdir -p "$QEMU_DIR/apt/lists/partial" "$QEMU_DIR/apt/cache/archives/partial" "$QEMU_DIR/deb"
+    echo "deb $MIRROR $codename-backports main" >"$QEMU_DIR/apt/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$QEMU_DIR/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$QEMU_DIR/apt/lists" -o "Dir::Cache=$QEMU_DIR/apt/cache"
+              -o APT::Sandbox::User=root)
+    note "qemu-user from $codename-backports into $QEMU_DIR"
+    apt-get "${apt_opts[@]}" -q update >/dev/null
+    (cd "$QEMU_DIR/deb" && rm -f ./*.deb && apt-get "${apt_opts[@]}" -q download "qemu-user/$codename-backports" >/dev/null)
+    dpkg-deb -x "$QEMU_DIR"/deb/qemu-user_*.deb "$QEMU_DIR/root"
+    QEMU=$QEMU_DIR/root/usr/bin/qemu-aarch64
+}
+
+if [[ -z $QEMU ]]; then
+    if [[ -x /usr/bin/qemu-aarch64-static ]] && (( $(qemu_major /usr/bin/qemu-aarch64-static) >= QEMU_MIN )); then
+        QEMU=/usr/bin/qemu-aarch64-static
+    elif [[ -x $QEMU_DIR/root/usr/bin/qemu-aarch64 ]]; then
+        QEMU=$QEMU_DIR/root/usr/bin/qemu-aarch64
+    else
+        fetch_backports_qemu
+    fi
 fi
+[[ -x $QEMU ]] || die "--qemu $QEMU: not an executable"
+[[ $(ldd "$QEMU" 2>&1) == *"statically linked"* ]] || die "--qemu $QEMU: must be statically linked (it runs inside the root)"
+qemu_version=$("$QEMU" --version | head -1)
+(( $(qemu_major "$QEMU") >= QEMU_MIN )) ||
+    note "warning: $qemu_version is older than $QEMU_MIN; 7.2 is known to segfault in MediaPipe"
+[[ " $("$QEMU" -cpu help | tr -s ' \n' ' ') " == *" $CPU "* ]] || die "--cpu $CPU: not a CPU model of $QEMU"
+
+# binfmt_misc: our own entry for the run, with the F flag (the interpreter is
+# opened now, so it works inside the chroot without a copy); the host's
+# qemu-aarch64 entry, if any, is disabled meanwhile (the newest matching entry
+# would win anyway, but a disabled one cannot) and re-enabled on exit.
+BINFMT=/proc/sys/fs/binfmt_misc
+mountpoint -q $BINFMT || mount -t binfmt_misc binfmt_misc $BINFMT
+host_entry_was_on=0
+restore_binfmt() {
+    [[ -e $BINFMT/microexpr-aarch64 ]] && echo -1 >$BINFMT/microexpr-aarch64
+    ((host_entry_was_on)) && echo 1 >$BINFMT/qemu-aarch64
+    return 0
+}
+trap restore_binfmt EXIT
+if [[ -e $BINFMT/qemu-aarch64 ]] && head -1 $BINFMT/qemu-aarch64 | grep -q enabled; then
+    host_entry_was_on=1
+    echo 0 >$BINFMT/qemu-aarch64
+fi
+[[ -e $BINFMT/microexpr-aarch64 ]] && echo -1 >$BINFMT/microexpr-aarch64
+magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+echo ":microexpr-aarch64:M::${magic}:${mask}:${QEMU}:F" >$BINFMT/register
+note "binfmt_misc: aarch64 runs through $QEMU ($qemu_version), QEMU_CPU=$CPU"
 
 if [[ ! -f $ROOT/.bootstrapped ]]; then
     note "debootstrap bookworm arm64 into $ROOT"
@@ -72,7 +139,7 @@ fi
 ((BOOTSTRAP_ONLY)) && { note "bootstrapped $ROOT"; exit 0; }
 
 mounted=()
-cleanup() { for m in "${mounted[@]}"; do umount -l "$m" 2>/dev/null || true; done; }
+cleanup() { for m in "${mounted[@]}"; do umount -l "$m" 2>/dev/null || true; done; restore_binfmt; }
 trap cleanup EXIT
 for fs in proc sys dev; do
     mountpoint -q "$ROOT/$fs" || { mount --bind "/$fs" "$ROOT/$fs"; mounted+=("$ROOT/$fs"); }
@@ -92,7 +159,7 @@ cp -r "$SHARED/models" "$ROOT/work/shared/"
 cp "$SHARED/data/media/$CLIP" "$ROOT/work/shared/data/media/"
 
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
-    PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
+    QEMU_CPU="$CPU" PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
 
 start=$(date +%s)
 note "install with the README's commands: make model (no compiler installed first)"
@@ -122,20 +189,41 @@ EOF
     frames_opt="--fps 30"
 fi
 
-note "timeline on aarch64 (emulated)"
-start=$(date +%s)
-in_root "cd /work/microexpr && .venv/bin/microexpr timeline $clip $frames_opt --json -o /work/out/arm64.jsonl"
-timeline_s=$(( $(date +%s) - start ))
-note "timeline on $(uname -m)"
+# Each backend on both machines; a run that fails (MediaPipe under qemu 7.2
+# segfaults) is recorded with its exit status and the rest goes on.
 host_clip=${clip/\/work\/shared/$ROOT/work/shared}
-PYTHONPATH=$SRC/device "$SRC/.venv/bin/microexpr" timeline "$host_clip" $frames_opt --json -o "$ROOT/work/out/x86.jsonl"
+declare -A arm_rc arm_s
+set +e
+for backend in mediapipe onnx; do
+    note "timeline --backend $backend on aarch64 (emulated, QEMU_CPU=$CPU)"
+    start=$(date +%s)
+    in_root "cd /work/microexpr && .venv/bin/microexpr timeline $clip $frames_opt --backend $backend --json -o /work/out/arm64-$backend.jsonl" \
+        >"$ROOT/work/out/timeline-arm64-$backend.log" 2>&1
+    arm_rc[$backend]=$?
+    arm_s[$backend]=$(( $(date +%s) - start ))
+    tail -3 "$ROOT/work/out/timeline-arm64-$backend.log"
+    note "timeline --backend $backend on $(uname -m)"
+    PYTHONPATH=$SRC/device "$SRC/.venv/bin/microexpr" timeline "$host_clip" $frames_opt --backend $backend --json \
+        -o "$ROOT/work/out/x86-$backend.jsonl" || die "timeline --backend $backend failed on this machine"
+done
 
 note "AU parity"
-set +e
-PYTHONPATH=$SRC/device "$SRC/.venv/bin/python" "$SRC/benchmarks/au_parity.py" \
-    "$ROOT/work/out/x86.jsonl" "$ROOT/work/out/arm64.jsonl" --tol "$TOL" >"$ROOT/work/out/parity.md"
+parity() {  # parity NAME REFERENCE CANDIDATE -> $ROOT/work/out/parity-NAME.md, exit status of au_parity.py
+    if [[ -f $3 ]]; then
+        PYTHONPATH=$SRC/device "$SRC/.venv/bin/python" "$SRC/benchmarks/au_parity.py" "$2" "$3" --tol "$TOL" \
+            >"$ROOT/work/out/parity-$1.md"
+    else
+        echo "- not compared: the aarch64 run wrote no output (see below)" >"$ROOT/work/out/parity-$1.md"
+        return 1
+    fi
+}
+parity mediapipe "$ROOT/work/out/x86-mediapipe.jsonl" "$ROOT/work/out/arm64-mediapipe.jsonl"
 parity_rc=$?
-cat "$ROOT/work/out/parity.md"
+parity onnx "$ROOT/work/out/x86-onnx.jsonl" "$ROOT/work/out/arm64-onnx.jsonl"
+onnx_rc=$?
+parity cross "$ROOT/work/out/x86-mediapipe.jsonl" "$ROOT/work/out/arm64-onnx.jsonl"
+head -50 "$ROOT/work/out"/parity-*.md
+set -e
 
 note "fast tests on aarch64: pytest $TESTS"
 start=$(date +%s)
@@ -151,7 +239,8 @@ mkdir -p "$OUT"
     echo "# arm64 check — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
     echo "Command: \`sudo provisioning/arm64-check.sh $([[ $FRAMES -gt 0 ]] && echo "--frames $FRAMES")\` on $(uname -m) ($(nproc) cores), commit $(git -C "$SRC" rev-parse --short HEAD)."
-    echo "Root: Debian bookworm arm64 (debootstrap --variant=minbase), run through qemu-aarch64-static $(/usr/bin/qemu-aarch64-static --version | head -1 | awk '{print $3}')."
+    echo "Root: Debian bookworm arm64 (debootstrap --variant=minbase), run through $qemu_version"
+    echo "(\`$QEMU\`, binfmt_misc with the F flag), emulated CPU \`QEMU_CPU=$CPU\`."
     echo "Python in the root: $(in_root 'python3 --version'), $(in_root 'uname -m')."
     echo
     echo "## Install (\`make model\`, the README's commands)"
@@ -160,11 +249,24 @@ mkdir -p "$OUT"
     echo "- wall time under emulation: ${install_s} s (means nothing for a real board)"
     echo "- venv size: ${venv_mb} MB"
     echo
-    echo "## AU parity, timeline on $( ((FRAMES > 0)) && echo "the first $FRAMES frames of" ) $CLIP (tolerance $TOL)"
+    what="$( ((FRAMES > 0)) && echo "the first $FRAMES frames of") $CLIP"
+    echo "## AU parity, MediaPipe backend: timeline on $what, aarch64 vs $(uname -m) (tolerance $TOL)"
     echo
-    cat "$ROOT/work/out/parity.md"
+    cat "$ROOT/work/out/parity-mediapipe.md"
     echo
-    echo "Timeline under emulation: ${timeline_s} s."
+    echo "aarch64 timeline: exit ${arm_rc[mediapipe]}, ${arm_s[mediapipe]} s under emulation."
+    ((arm_rc[mediapipe] == 0)) || { echo; echo '```'; tail -5 "$ROOT/work/out/timeline-arm64-mediapipe.log"; echo '```'; }
+    echo
+    echo "## AU parity, ONNX Runtime backend (\`--backend onnx\`): aarch64 vs $(uname -m) (tolerance $TOL)"
+    echo
+    cat "$ROOT/work/out/parity-onnx.md"
+    echo
+    echo "aarch64 timeline: exit ${arm_rc[onnx]}, ${arm_s[onnx]} s under emulation."
+    ((arm_rc[onnx] == 0)) || { echo; echo '```'; tail -5 "$ROOT/work/out/timeline-arm64-onnx.log"; echo '```'; }
+    echo
+    echo "## Across backends: ONNX on aarch64 vs MediaPipe on $(uname -m) (tolerance $TOL, for information)"
+    echo
+    cat "$ROOT/work/out/parity-cross.md"
     echo
     echo "## Fast tests on aarch64 (\`pytest $TESTS\`, exit $tests_rc, ${tests_s} s)"
     echo
@@ -173,5 +275,7 @@ mkdir -p "$OUT"
     echo '```'
 } >"$OUT/arm64-check.md"
 cp "$ROOT/work/out/install.log" "$OUT/install.log" 2>/dev/null || true
+cp "$ROOT/work/out/tests.log" "$ROOT/work/out"/timeline-arm64-*.log "$OUT/" 2>/dev/null || true
+cp "$ROOT/work/out"/{arm64,x86}-*.jsonl "$OUT/" 2>/dev/null || true
 note "wrote $OUT/arm64-check.md"
-exit $(( parity_rc || tests_rc ))
+exit $(( parity_rc || onnx_rc || tests_rc ))

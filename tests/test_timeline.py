@@ -186,6 +186,33 @@ def test_cli_with_several_faces_adds_face_id(media_dir: Path, model_path: Path, 
     assert row["face_id"] == "0"
 
 
+def test_cli_onnx_backend_gives_the_mediapipe_aus(
+    clip_folder: Path, model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same five real frames through either backend: docs/onnx.md holds
+    the blendshapes to 0.0002, so AU intensities (2 decimals) agree to a
+    rounding step or two, and the smile is there in both."""
+    assert main(["timeline", str(clip_folder), "--model", str(model_path), "--json", "--fps", "30"]) == 0
+    reference = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["timeline", str(clip_folder), "--backend", "onnx", "--json", "--fps", "30"]) == 0
+    onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["success"] for r in onnx] == [True] * 5
+    assert onnx[-1]["au_r"]["AU12"] > onnx[0]["au_r"]["AU12"] + 2.0
+    for a, b in zip(reference, onnx):
+        assert a["au_r"].keys() == b["au_r"].keys()
+        worst = max(abs(a["au_r"][k] - b["au_r"][k]) for k in a["au_r"])
+        assert worst <= 0.05, (a["frame"], worst)
+
+
+@pytest.mark.parametrize("extra", [["--num-faces", "2"], ["--model", "x.task"]])
+def test_onnx_backend_refuses_what_it_cannot_honour(
+    extra: list[str], media_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["timeline", str(media_dir / "astronaut.png"), "--backend", "onnx", *extra])
+    assert code == ExitCode.USAGE
+    assert extra[0] in one_line_error(capsys.readouterr().err)
+
+
 def test_missing_media_is_66(tmp_path: Path, model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.mp4"
     assert main(["timeline", str(missing), "--model", str(model_path)]) == ExitCode.NO_INPUT

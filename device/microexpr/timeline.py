@@ -255,6 +255,7 @@ def run_timeline(
     fmt: OutputFormat = OutputFormat.CSV,
     model_path: Path | None = None,
     num_faces: int = 1,
+    backend: str = "mediapipe",
     fps: float | None = None,
     sides: bool = False,
     plot_path: Path | None = None,
@@ -278,7 +279,7 @@ def run_timeline(
             raise MicroexprError(
                 f"{media}: a camera has no end; timeline reads files (see `microexpr run`)", exit_code=ExitCode.USAGE
             )
-        with create_tracker(model_path=model_path, num_faces=num_faces) as tracker:
+        with create_tracker(backend, model_path=model_path, num_faces=num_faces) as tracker:
             writer = TimelineWriter(out, fmt, face_id=many, sides=sides)
             bar = _progress_bar(source.frame_count, media) if progress else None
             try:

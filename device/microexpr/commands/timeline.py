@@ -18,6 +18,7 @@ from microexpr.commands._args import config_bounds, int_in, positive_float
 from microexpr.config import TrackerConfig
 from microexpr.errors import ExitCode, MicroexprError
 from microexpr.timeline import PRESENCE_THRESHOLD, OutputFormat, run_timeline
+from microexpr.tracking import TrackerBackend
 
 #: --num-faces takes what the configuration's tracker.num_faces takes.
 MIN_FACES, MAX_FACES = config_bounds(TrackerConfig, "num_faces")
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-faces", type=int_in(MIN_FACES, MAX_FACES, key="tracker.num_faces"), default=1,
                         metavar="N", help=f"track up to N faces, {MIN_FACES}..{MAX_FACES}; with N > 1 rows carry "
                         "a face_id column (default 1)")
+    parser.add_argument("--backend", choices=[b.value for b in TrackerBackend], default=TrackerBackend.MEDIAPIPE.value,
+                        help="face tracker: mediapipe (default, the reference) or onnx (the same networks under "
+                        "ONNX Runtime, docs/onnx.md); the onnx backend tracks one face")
     parser.add_argument("--fps", type=positive_float, metavar="FPS",
                         help="frame rate for timestamps (default: the video's, or 30 for images)")
     parser.add_argument("--sides", action="store_true",
@@ -93,8 +97,21 @@ def _refuse_clobbering(args: argparse.Namespace) -> None:
         raise MicroexprError(f"--plot {args.plot}: is also --output; give two files", exit_code=ExitCode.USAGE)
 
 
+def _check_backend(args: argparse.Namespace) -> None:
+    """Options the onnx backend cannot honour are refused, not ignored: it
+    tracks one face and loads its own manifest-pinned files, not --model."""
+    if args.backend != TrackerBackend.ONNX.value:
+        return
+    if args.num_faces != 1:
+        raise MicroexprError("--num-faces: the onnx backend tracks one face", exit_code=ExitCode.USAGE)
+    if args.model is not None:
+        raise MicroexprError("--model: applies to the mediapipe backend (the onnx files are pinned by their manifest)",
+                             exit_code=ExitCode.USAGE)
+
+
 def run(args: argparse.Namespace) -> int:
     _refuse_clobbering(args)
+    _check_backend(args)
     with _output(args.output) as out:
         run_timeline(
             args.media,
@@ -102,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             fmt=OutputFormat.JSONL if args.json else OutputFormat.CSV,
             model_path=args.model,
             num_faces=args.num_faces,
+            backend=args.backend,
             fps=args.fps,
             sides=args.sides,
             plot_path=args.plot,
