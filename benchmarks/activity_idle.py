@@ -19,7 +19,7 @@ resting noise units) against its thresholds (``change_z``: run now;
 Nothing here was fitted on these clips: the gate's settings were chosen on
 other clips of the same bases (docs/benchmarks.md). Usage::
 
-    .venv/bin/python benchmarks/activity_idle.py     # ~4 min on 2 busy cores
+    .venv/bin/python benchmarks/activity_idle.py     # ~2 min on 2 busy cores
 
 Writes ``benchmarks/results/spotting/activity-idle.json`` and ``.md``.
 """

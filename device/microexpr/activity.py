@@ -49,6 +49,7 @@ with flow.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: Skipped frames are summarised in one INFO line per this many seconds.
 LOG_INTERVAL_S = 60.0
+#: At most this many warm-up frames' cell differences are kept (the last ones).
+WARM_SAMPLES = 300
 
 
 class FlowReason(StrEnum):
@@ -153,7 +156,8 @@ class ActivityGate:
         self._last_flow_ts = -np.inf
         self._last_ts = -np.inf
         self._hot_until = -np.inf
-        self._warm: list[np.ndarray] = []
+        #: warm-up samples, bounded (a warm-up that never ends must not grow it)
+        self._warm: deque[np.ndarray] = deque(maxlen=WARM_SAMPLES)
         #: per-cell resting mean and mean absolute deviation of the difference
         self._mean: np.ndarray | None = None
         self._dev: np.ndarray | None = None
@@ -174,7 +178,7 @@ class ActivityGate:
         self._mask = None
         self._last_flow_ts = -np.inf
         self._last_ts = -np.inf
-        self._warm = []
+        self._warm.clear()
         self._mean = self._dev = None
         self._since_flow = 0
         self._stride = self.config.idle_stride
@@ -304,7 +308,7 @@ class ActivityGate:
             warm = np.stack(self._warm)
             self._mean = np.median(warm, axis=0)
             self._dev = np.maximum(np.median(np.abs(warm - self._mean), axis=0), c.noise_floor)
-            self._warm = []
+            self._warm.clear()
             log.debug("activity gate: cells' resting difference median %.2f, deviation median %.2f",
                       float(np.median(self._mean)), float(np.median(self._dev)))
         change = self._score(cells)

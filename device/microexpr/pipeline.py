@@ -164,7 +164,7 @@ class _Subject:
     gate: ActivityGate = field(default_factory=ActivityGate)
     last_motion: MotionFrame | None = None
     #: Frames the gate skipped, waiting for the next flowed frame (at most
-    #: ``idle_stride`` − 1): frame, face, AUs, and their motion once known.
+    #: ``quiet_stride`` − 1): frame, face, AUs, and their motion once known.
     waiting: list[tuple[Frame, Face, AUFrame, MotionFrame | None]] = field(default_factory=list)
 
 
@@ -596,8 +596,9 @@ class Pipeline:
                 t3 = ns()
                 spent = [0, 0, 0]  # baseline, spotter, classify ns of the waiting frames
                 for w_frame, w_face, w_au, w_motion in waiting:
-                    _, done = self._after_motion(state, w_frame, w_face, w_au,
-                                                 w_motion or self._carried(state, w_frame), spent)
+                    if w_motion is None:  # not reached: _motion gave every waiting frame its motion
+                        w_motion = self._carried(state, w_frame)
+                    _, done = self._after_motion(state, w_frame, w_face, w_au, w_motion, spent)
                     episodes.extend(done)
                 evidence, done = self._after_motion(state, frame, face, au, motion_frame, spent,
                                                     closing=closing)
