@@ -212,7 +212,7 @@ class _InputWatch:
     #: Rate changes logged per ``LOG_INTERVAL_S`` at most; the rest are
     #: counted into the next line. A consumer under load takes frames at
     #: irregular gaps, and its median rate flips between 10 and 15 fps
-    #: every few frames: measured, 10 lines in 3 s of a loaded replay.
+    #: every few frames: measured, 10 lines in 3.4 s of a loaded replay.
     RATE_LINES = 3
 
     def __init__(self) -> None:
