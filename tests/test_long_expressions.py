@@ -96,6 +96,28 @@ def test_suppression_log_counts_every_candidate_and_logs_once_a_minute(caplog: p
     assert counts.count(Suppression.GATED) == 2
 
 
+def test_frame_rate_changes_under_load_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
+    """A consumer under load takes frames at 10 or 15 fps by turns: the
+    median rate flips every few frames (10 lines in 3 s of a loaded replay
+    before). At most ``RATE_LINES`` lines a minute; the changes in between
+    are counted into the next line."""
+    from microexpr.pipeline import _InputWatch
+
+    watch = _InputWatch()
+    rng = np.random.default_rng(0)
+    t = 0.0
+    with caplog.at_level(logging.INFO, logger="microexpr.pipeline"):
+        for k in range(3000):  # ~5 minutes
+            t += 1 / 10 if (k // 20) % 2 else 1 / 15
+            watch.observe(Frame(k, t, rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)))
+    lines = [r.getMessage() for r in caplog.records if "frame rate changed" in r.getMessage()]
+    stamps = [float(m.split(" at ")[1].split(" s ")[0]) for m in lines]
+    assert len(lines) >= 4  # the changes are still reported...
+    for start in np.arange(0.0, t, 1.0):  # ...at most RATE_LINES in any minute of the stream
+        assert sum(1 for x in stamps if start <= x < start + 60.0) <= _InputWatch.RATE_LINES, stamps
+    assert any("more change(s) since the last line" in m for m in lines), lines
+
+
 def test_every_spotter_rejection_has_a_suppression_reason() -> None:
     """The pipeline records each spotter rejection as ``Suppression(reason.value)``:
     a rejection without a reason of the same name would raise mid-stream."""

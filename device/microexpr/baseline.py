@@ -256,6 +256,9 @@ class BaselineConfig:
             raise ValueError(f"baseline.prior_s: must be >= 0, got {self.prior_s!r}")
         if self.min_samples < 3:
             raise ValueError(f"baseline.min_samples: must be >= 3, got {self.min_samples}")
+        if not self.retake_max_rise > 0 or self.max_retakes < 0:
+            raise ValueError(f"baseline: need retake_max_rise > 0 and max_retakes >= 0, got {self.retake_max_rise!r}, "
+                             f"{self.max_retakes!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,8 +452,8 @@ class SubjectBaseline:
         self._stats: _RobustStats | None = None
         self._floors: np.ndarray | None = None
         self._priors: np.ndarray | None = None
-        #: References taken again because no warm-up frame came near them
-        #: (``BaselineConfig.retake_max_rise``), over this baseline's life.
+        #: References taken again because most warm-up frames did not come
+        #: near them (``BaselineConfig.retake_max_rise``), over this baseline's life.
         self.retakes = 0
         self.reset()
 
