@@ -441,6 +441,21 @@ def test_no_face_for_minutes_then_a_face_again(model_path: Path, clip: list[np.n
     assert abs(spotted[1].episode.onset_ts - (back + SMILE_START / FPS)) <= 0.2
 
 
+def test_a_stall_with_no_frames_is_not_a_face_that_left(model_path: Path, clip: list[np.ndarray],
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The clip's calm start, then 1.5 s in which no frame arrives at all (a
+    consumer starved under load), then the rest of the clip with the face:
+    the subject keeps its resting face (no "not seen" restart, no warm-up to
+    redo) and the smile after the stall is one episode."""
+    stall = 1.5
+    stamps = [k / FPS + (stall if k >= 10 else 0.0) for k in range(72)]
+    with caplog.at_level(logging.INFO, logger="microexpr.pipeline"):
+        spotted, _ = _feed(model_path, list(clip), stamps)
+    assert "not seen for" not in caplog.text
+    assert len(spotted) == 1, _describe(spotted)
+    assert abs(spotted[0].episode.onset_ts - (SMILE_START / FPS + stall)) <= 0.2
+
+
 # --------------------------------------------------------------------------
 # The daemon's stats carry the counts
 

@@ -7,7 +7,9 @@ closes it), and keeps per-subject state — motion reference, baseline,
 spotter, ``SubjectContext`` — keyed by ``Face.subject_id``:
 
 * a subject unseen for ``lost_reset_s`` starts over (it may be someone
-  else, and the lighting or pose may have changed);
+  else, and the lighting or pose may have changed); "unseen" means frames
+  came without it for that long, not that no frame came (a consumer
+  starved under load delivers nothing, and the face never left);
 * a new subject id gets fresh state (the tracker assigns ids).
 
 Only the primary face is analysed (the appliance watches one person).
@@ -142,6 +144,9 @@ class _Subject:
     spotter: Spotter
     context: SubjectContext | None
     last_seen: float = 0.0
+    #: Timestamp of the first frame since ``last_seen`` that came without
+    #: this subject (None while it is in every frame that arrives).
+    absent_since: float | None = None
     #: First seen in a marked lower-face display (see ``PipelineConfig``):
     #: watching for the face to come to rest; when it does, since when.
     watch_until: float = -math.inf
@@ -176,7 +181,8 @@ class PipelineConfig:
     #: When the dense ROI flow runs: every frame while anything moves, one
     #: in ``idle_stride`` at rest (activity.py).
     activity: ActivityConfig = field(default_factory=ActivityConfig)
-    #: A subject unseen this long starts over.
+    #: A subject absent from the frames that arrive for this long starts
+    #: over (a gap with no frame at all does not count: see ``_forget_lost``).
     lost_reset_s: float = 1.0
     #: First sight in mid-expression. The baseline takes a new face as its
     #: resting face, which is wrong for a visitor who walks up smiling (or a
@@ -448,11 +454,21 @@ class Pipeline:
             state.rest_since = now
         return now - state.rest_since >= c.rest_hold_s
 
-    def _forget_lost(self, now: float) -> list[SpottedEpisode]:
-        """Close and drop subjects unseen for ``lost_reset_s``."""
+    def _forget_lost(self, now: float, present: int | None = None) -> list[SpottedEpisode]:
+        """Close and drop subjects absent for ``lost_reset_s``.
+
+        Absent is measured from the first frame that came without the
+        subject, not from the last one with it: a stall (no frame for a
+        second, as a starved consumer sees under load) followed by the same
+        face is not a face that left, and restarting it there threw away its
+        baseline and the next smile (issue 12's loaded replays)."""
         out: list[SpottedEpisode] = []
         for sid, state in list(self._subjects.items()):
-            if now - state.last_seen > self.config.lost_reset_s:
+            if sid == present:
+                continue
+            if state.absent_since is None:
+                state.absent_since = now
+            if now - state.absent_since >= self.config.lost_reset_s:
                 out.extend(self._flush_waiting(state))
                 out.extend(self._decide(state, state.spotter.finish()))
                 self._count_rejections(state, now)
@@ -577,7 +593,7 @@ class Pipeline:
             t6 = ns()
             episodes.extend(closing)
         else:
-            closing = self._forget_lost(frame.timestamp) if self._subjects else []
+            closing = self._forget_lost(frame.timestamp, face.subject_id) if self._subjects else []
             state = self._subject(face.subject_id)
             if not state.ready_once and not state.rest_checked:
                 if state.watch_until == -math.inf and any(
@@ -603,6 +619,7 @@ class Pipeline:
                     closing.extend(self._decide(other, other.spotter.finish()))
                     self._count_rejections(other, frame.timestamp)
             state.last_seen = frame.timestamp
+            state.absent_since = None
             motion_frame = self._motion(state, frame, face, au)
             if motion_frame is None:
                 # at rest: the frame waits in the ring buffer (its evidence
