@@ -242,6 +242,7 @@ mkdir -p "$OUT"
     echo "Root: Debian bookworm arm64 (debootstrap --variant=minbase), run through $qemu_version"
     echo "(\`$QEMU\`, binfmt_misc with the F flag), emulated CPU \`QEMU_CPU=$CPU\`."
     echo "Python in the root: $(in_root 'python3 --version'), $(in_root 'uname -m')."
+    echo "Why not bookworm's qemu 7.2, and why not a Cortex-A72: [diag/README.md](diag/README.md)."
     echo
     echo "## Install (\`make model\`, the README's commands)"
     echo
