@@ -14,7 +14,7 @@ import pytest
 from microexpr.capture import Frame
 from microexpr.errors import ConfigError, ExitCode, ModelError
 from microexpr.tracking import FaceObservation, create_tracker
-from microexpr.tracking.mediapipe import NUM_LANDMARKS, _SubjectAssigner, rotation_to_euler
+from microexpr.tracking.mediapipe import NUM_LANDMARKS, _refuse_arm_cpu_without_lse, _SubjectAssigner, rotation_to_euler
 
 GL_TO_CV = np.diag([1.0, -1.0, -1.0])
 
@@ -289,3 +289,20 @@ def test_model_load_hides_native_chatter_but_not_other_threads(model_path: Path,
         assert native, "with MICROEXPR_NATIVE_LOGS=1 the native lines are shown"
     else:
         assert native == [], native[:5]
+
+
+# -- the ARMv8.0 guard (MediaPipe's aarch64 library needs LSE atomics) -------------
+
+
+@pytest.mark.parametrize("machine, hwcap", [("x86_64", 0), ("aarch64", 1 << 8 | 0xFF), ("arm64", 1 << 8)])
+def test_cpus_that_can_run_mediapipe_pass(machine: str, hwcap: int) -> None:
+    _refuse_arm_cpu_without_lse(machine, hwcap)
+
+
+def test_an_armv8_0_core_gets_one_line_and_the_backend_that_runs() -> None:
+    # The HWCAP bits of a Cortex-A72 (Pi 4) under qemu: fp, asimd, aes, pmull, sha1, sha2, crc32 — no atomics.
+    a72 = 0b1 | 0b10 | 0b1000 | 0b10000 | 0b100000 | 0b1000000 | 0b10000000
+    with pytest.raises(ModelError) as caught:
+        _refuse_arm_cpu_without_lse("aarch64", a72)
+    assert caught.value.exit_code == ExitCode.MODEL_UNAVAILABLE
+    assert "\n" not in str(caught.value) and 'backend = "onnx"' in str(caught.value)
