@@ -158,7 +158,7 @@ BAD = [
     ("[source]\nwidth = 640.5\n", "source.width: must be 0..7680, got 640.5"),
     ("[engine]\nmicro_max_s = 0\n", "engine.micro_max_s: must be a number > 0 and <= 2, got 0"),
     ("[engine]\nambiguous_margin = 1.5\n", "engine.ambiguous_margin: must be a number 0..1, got 1.5"),
-    ('[tracker]\nbackend = "tflite"\n', 'tracker.backend: must be one of "mediapipe", "onnx", got "tflite"'),
+    ('[tracker]\nbackend = "tflite"\n', 'tracker.backend: must be one of "auto", "mediapipe", "onnx", got "tflite"'),
     ("[tracker]\nnum_faces = 5\n", "tracker.num_faces: must be 1..4, got 5"),
     ('[onnx]\nvariant = "int4"\n', 'onnx.variant: must be one of "fp32", "int8", got "int4"'),
     ('[outbox]\nwhen_full = "block"\n', 'outbox.when_full: must be one of "drop_oldest", "reject_new", got "block"'),

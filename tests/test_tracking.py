@@ -306,3 +306,20 @@ def test_an_armv8_0_core_gets_one_line_and_the_backend_that_runs() -> None:
         _refuse_arm_cpu_without_lse("aarch64", a72)
     assert caught.value.exit_code == ExitCode.MODEL_UNAVAILABLE
     assert "\n" not in str(caught.value) and 'backend = "onnx"' in str(caught.value)
+
+
+def test_auto_backend_picks_what_the_cpu_can_run() -> None:
+    """`[tracker] backend = "auto"` (the default): MediaPipe on x86_64 and on
+    an aarch64 core with LSE atomics, ONNX Runtime on an ARMv8.0 core (Pi 4)."""
+    from microexpr.config import TrackerConfig
+    from microexpr.tracking import TrackerBackend, resolve_backend
+
+    a72 = 0b1 | 0b10 | 0b1000 | 0b10000 | 0b100000 | 0b1000000 | 0b10000000
+    a76 = a72 | (1 << 8)
+    assert TrackerConfig().backend == "auto"
+    assert resolve_backend("auto", machine="x86_64") is TrackerBackend.MEDIAPIPE
+    assert resolve_backend("auto", machine="aarch64", hwcap=a76) is TrackerBackend.MEDIAPIPE
+    assert resolve_backend("auto", machine="aarch64", hwcap=a72) is TrackerBackend.ONNX
+    assert resolve_backend("mediapipe", machine="aarch64", hwcap=a72) is TrackerBackend.MEDIAPIPE
+    with pytest.raises(ConfigError, match="known: auto, mediapipe, onnx"):
+        resolve_backend("tflite")

@@ -167,7 +167,9 @@ class ModelConfig(_Section):
 class TrackerConfig(_Section):
     """``[tracker]``: the face tracker backend."""
 
-    backend: Literal["mediapipe", "onnx"] = "mediapipe"
+    #: "auto": MediaPipe where the CPU runs it, ONNX Runtime where it cannot
+    #: (an ARMv8.0 core such as a Pi 4's: ``tracking.cpu``).
+    backend: Literal["auto", "mediapipe", "onnx"] = "auto"
     num_faces: int = Field(1, ge=1, le=4)
     #: Inference threads; 0 = let the backend choose.
     threads: int = Field(0, ge=0, le=64)

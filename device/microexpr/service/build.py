@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from microexpr.config import Config
+from microexpr.tracking import TrackerBackend, resolve_backend
 
 if TYPE_CHECKING:  # mediapipe stays lazy until a pipeline is built
     from microexpr.pipeline import Pipeline
@@ -26,7 +27,8 @@ def build_pipeline(config: Config) -> Pipeline:
         if installed.exists():
             explicit = installed
     tracker_options: dict[str, Any] = {"num_faces": config.tracker.num_faces}
-    if config.tracker.backend == "onnx":
+    backend = resolve_backend(config.tracker.backend)
+    if backend is TrackerBackend.ONNX:
         tracker_options.update(variant=config.onnx.variant, onnx_dir=config.onnx.models_dir)
         if config.tracker.threads:
             tracker_options["threads"] = config.tracker.threads
@@ -41,7 +43,7 @@ def build_pipeline(config: Config) -> Pipeline:
     engine = config.engine
     return Pipeline.create(
         model_path=model_path,
-        backend=config.tracker.backend,
+        backend=backend,
         micro_max_s=engine.micro_max_s,
         emit_delay_s=engine.emit_delay_s,
         min_evidence_z=engine.min_evidence_z,

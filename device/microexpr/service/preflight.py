@@ -21,6 +21,7 @@ from pathlib import Path
 from microexpr.config import Config
 from microexpr.errors import ConfigError, MicroexprError
 from microexpr.service.options import is_live_spec
+from microexpr.tracking import TrackerBackend, resolve_backend
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _source_refusal(config: Config, origin: str | None) -> MicroexprError | None
 def _model_refusal(config: Config, *, as_service: bool) -> MicroexprError | None:
     """The model the daemon would load, found and verified against its pin (as ``build_pipeline`` does)."""
     try:
-        if config.tracker.backend == "onnx":
+        if resolve_backend(config.tracker.backend) is TrackerBackend.ONNX:
             from microexpr.tracking.onnx import load_model_files
 
             load_model_files(config.onnx.variant, config.onnx.models_dir)

@@ -9,6 +9,7 @@ a later issue) drops in by adding a branch here and a module beside
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 
@@ -22,7 +23,13 @@ __all__ = [
     "HeadPose",
     "TrackerBackend",
     "create_tracker",
+    "resolve_backend",
 ]
+
+log = logging.getLogger(__name__)
+
+#: The configuration value that picks a backend by what the CPU can run.
+AUTO = "auto"
 
 
 class TrackerBackend(StrEnum):
@@ -30,6 +37,26 @@ class TrackerBackend(StrEnum):
 
     MEDIAPIPE = "mediapipe"
     ONNX = "onnx"
+
+
+def resolve_backend(backend: str | TrackerBackend, *, machine: str | None = None,
+                    hwcap: int | None = None) -> TrackerBackend:
+    """The backend a name stands for: ``"auto"`` is MediaPipe where this CPU
+    can run it and ONNX Runtime where it cannot (``tracking.cpu``); any
+    other name is itself. ``machine``/``hwcap`` are for tests."""
+    if str(backend) == AUTO:
+        from microexpr.tracking.cpu import mediapipe_refusal
+
+        why = mediapipe_refusal(machine, hwcap)
+        if why is None:
+            return TrackerBackend.MEDIAPIPE
+        log.info("tracker backend auto: onnx (%s)", why)
+        return TrackerBackend.ONNX
+    try:
+        return TrackerBackend(str(backend))
+    except ValueError:
+        known = ", ".join([AUTO, *(b.value for b in TrackerBackend)])
+        raise ConfigError(f"tracker.backend: unknown backend {backend!r} (known: {known})") from None
 
 
 def create_tracker(
@@ -54,15 +81,13 @@ def create_tracker(
     ONNX Runtime backend only (one face; files verified against the ONNX
     manifest pin, see docs/onnx.md).
 
+    ``backend`` "auto" picks by what the CPU can run (``resolve_backend``).
+
     Raises ConfigError for an unknown backend or out-of-range option,
     ModelError (or a subclass with its own exit code) when the model is
     missing, unverified or cannot be loaded.
     """
-    try:
-        chosen = TrackerBackend(str(backend))
-    except ValueError:
-        known = ", ".join(b.value for b in TrackerBackend)
-        raise ConfigError(f"tracker.backend: unknown backend {backend!r} (known: {known})") from None
+    chosen = resolve_backend(backend)
     if not isinstance(num_faces, int) or num_faces < 1:
         raise ConfigError(f"tracker.num_faces: must be an integer >= 1, got {num_faces!r}")
     for key, value in (

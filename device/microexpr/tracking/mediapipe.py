@@ -32,12 +32,10 @@ that a backend with a real score (ONNX Runtime) can fill it in.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import logging
 import math
 import os
-import platform
 import re
 import sys
 import threading
@@ -49,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from microexpr.capture import Frame
+from microexpr.tracking.cpu import mediapipe_refusal
 from microexpr.errors import ModelError
 from microexpr.tracking.base import Face, FaceObservation, HeadPose
 
@@ -200,37 +199,13 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-#: getauxval(AT_HWCAP) key and the arm64 HWCAP bit for the ARMv8.1 LSE atomics.
-_AT_HWCAP = 16
-_HWCAP_ATOMICS = 1 << 8
-
-
 def _refuse_arm_cpu_without_lse(machine: str | None = None, hwcap: int | None = None) -> None:
-    """A one-line error instead of MediaPipe's SIGILL on an ARMv8.0 core.
-
-    The aarch64 ``libmediapipe.so`` is built for LSE atomics and aborts the
-    process (``This binary was compiled with lse enabled...``, SIGILL) on a
-    core without them — a Raspberry Pi 4's Cortex-A72 among them (seen under
-    emulation, benchmarks/results/aarch64-qemu/diag/). A service would
-    crash-loop; this names the cause and the backend that does run there.
-    Other architectures are not affected: nothing is checked.
-    """
-    machine = machine if machine is not None else platform.machine()
-    if machine not in ("aarch64", "arm64"):
-        return
-    if hwcap is None:
-        try:
-            libc = ctypes.CDLL(None)
-            libc.getauxval.restype = ctypes.c_ulong
-            libc.getauxval.argtypes = [ctypes.c_ulong]
-            hwcap = int(libc.getauxval(_AT_HWCAP))
-        except (OSError, AttributeError):  # no getauxval: let MediaPipe decide
-            return
-    if not hwcap & _HWCAP_ATOMICS:
-        raise ModelError(
-            "this CPU lacks the ARMv8.1 LSE atomics MediaPipe's aarch64 library requires "
-            '(e.g. a Raspberry Pi 4\'s Cortex-A72); set [tracker] backend = "onnx"'
-        )
+    """A one-line error instead of MediaPipe's SIGILL on an ARMv8.0 core
+    (``tracking.cpu``): a service would crash-loop; this names the cause and
+    the backend that does run there."""
+    why = mediapipe_refusal(machine, hwcap)
+    if why is not None:
+        raise ModelError(f'{why}; set [tracker] backend = "onnx" (or "auto")')
 
 
 def _read_verified_model(model_path: Path | None) -> tuple[Path, bytes]:
