@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 
 from microexpr.capture import Frame
-from microexpr.tracking.cpu import mediapipe_refusal
 from microexpr.errors import ModelError
 from microexpr.tracking.base import Face, FaceObservation, HeadPose
+from microexpr.tracking.cpu import mediapipe_refusal
 
 log = logging.getLogger(__name__)
 
