@@ -66,6 +66,9 @@ STATUS_INTERVAL_S = 2.0
 MAX_IDLE_WAIT_S = 0.5
 #: Joins at shutdown: a thread still alive after this is reported and abandoned (daemon threads).
 JOIN_TIMEOUT_S = 5.0
+#: At the end of a file, how long queued ambiguous episodes may still be
+#: refined before shutdown (at most the reasoner's own request timeout).
+END_OF_INPUT_REASONER_WAIT_S = 10.0
 
 
 SourceOpener = Callable[[], FrameSource]
@@ -109,6 +112,9 @@ class Service:
         self.health = HealthState()
         self.metrics = Metrics()
         self._stop = threading.Event()
+        #: Set by every stop request, even one made while already stopping
+        #: (a SIGTERM cuts the end-of-input wait for the reasoner short).
+        self._interrupt = threading.Event()
         self._reload = threading.Event()
         self._finished = threading.Event()  # the inference loop ended (stop or end of input)
         self._frames: queue.Queue[CaptureItem] = queue.Queue(maxsize=FRAME_QUEUE_SIZE)
@@ -331,6 +337,7 @@ class Service:
 
     def request_stop(self, reason: str = "") -> None:
         """Ask the daemon to stop (signal handlers, tests); returns at once."""
+        self._interrupt.set()
         if not self._stop.is_set():
             self._stopping_reason = reason
             self._stop.set()
@@ -380,8 +387,28 @@ class Service:
             thread.join(JOIN_TIMEOUT_S)
             if thread.is_alive():
                 log.warning("thread %s did not stop within %g s; abandoning it", thread.name, JOIN_TIMEOUT_S)
+        if self._stopping_reason == "end of input":
+            self._await_reasoner()
         self.health.set(Health.STOPPED)
         self._publish_stats()  # the last retained stats: "stopped", with every count final
+
+    def _await_reasoner(self) -> None:
+        """A file has ended: its last episodes were emitted a moment ago, so
+        give the reasoner a bounded chance to refine them before it closes
+        (otherwise a file's last ambiguous event is refined only on the next
+        start). Bounded by the reasoner's timeout and END_OF_INPUT_REASONER_WAIT_S;
+        a stop request ends it; what is left stays queued, durably."""
+        reasoner = self._reasoner
+        if reasoner is None or not reasoner.settings.enabled or not reasoner.queue_depth:
+            return
+        limit = min(reasoner.settings.timeout_s, END_OF_INPUT_REASONER_WAIT_S)
+        log.info("end of input: waiting up to %g s for the reasoner (%d episode(s) queued)",
+                 limit, reasoner.queue_depth)
+        deadline = time.monotonic() + limit
+        while reasoner.queue_depth and time.monotonic() < deadline and not self._interrupt.is_set():
+            self._interrupt.wait(0.05)
+        if reasoner.queue_depth:
+            log.info("reasoner: %d episode(s) stay queued for the next start", reasoner.queue_depth)
 
     def _close_source(self) -> None:
         with self._source_lock:
