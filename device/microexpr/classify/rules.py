@@ -103,9 +103,8 @@ class RuleResult:
     def scores(self, labels: Collection[Emotion] | None = None) -> dict[Emotion, float]:
         """Score per allowed label; "others" = how little the allowed emotions explain."""
         allowed = set(Emotion) if labels is None else set(labels)
-        raw = self.raw
-        if len(self.applied(allowed)) != len(self.adjustments):
-            raw = _best(self.hits, self.applied(allowed))
+        applied = self.applied(allowed)
+        raw = self.raw if len(applied) == len(self.adjustments) else _best(self.hits, applied)
         out = {e: raw.get(e, 0.0) for e in Emotion if e in allowed and e is not Emotion.OTHERS}
         if Emotion.OTHERS in allowed:
             best = max(out.values(), default=0.0)
