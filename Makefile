@@ -30,9 +30,14 @@ model: setup
 run: model
 	$(VENV)/bin/microexpr run --source $(SOURCE)
 
+# Two pytest workers, one test file each at a time (fixtures stay per file):
+# most integration tests wait on a broker, a daemon or a clip played in real
+# time, so a second process fills the core the first leaves idle.
+TEST_WORKERS ?= 2
+
 test: model
 	@bash provisioning/system-deps.sh --test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: model
 	$(VENV)/bin/microexpr bench --source $(SOURCE)

@@ -212,6 +212,10 @@ def test_central_broker_down_mid_stream_loses_nothing(
             lambda ms: {d: set(ids) for d, ids in dedupe(ms).items() if d in printed} == printed,
             60, "every event of both devices at the central broker",
         )
+        # The view backs off up to 10 s while the central broker is away: stop
+        # it only once it is back (its session then delivers what it missed).
+        wait_until(lambda: fleet.central.log_path.read_text(errors="replace").count(" as fleet-view-cli ") >= 2, 30,
+                   "the fleet view reconnected to the central broker")
         time.sleep(2)
         fleet_view.send_signal(signal.SIGTERM)
         view_out, view_err = fleet_view.communicate(timeout=30)

@@ -456,7 +456,10 @@ def test_failed_delete_after_puback_is_not_a_resend_storm(
 def test_broker_sigkill_loses_nothing(
     tmp_path: Path, make_broker: Callable[..., Broker], make_subscriber: Callable[..., Any]
 ) -> None:
-    broker = make_broker()
+    # The subscriber's session must outlive each SIGKILL: otherwise, after a
+    # restart, the publisher can redeliver before the subscriber has
+    # resubscribed, and the broker rightly drops what nobody subscribes to.
+    broker = make_broker(save_on_change=True)
     device_id = new_device_id()
     topic = f"microexpr/{device_id}/event"
     sub = make_subscriber(broker, [topic], client_id=f"sub-{device_id}", clean_session=False)
