@@ -276,6 +276,9 @@ class Classifier:
         self.prototypes: PrototypeSet | None = None
         if use_prototypes:
             self.prototypes = prototypes if prototypes is not None else PrototypeSet.load_default()
+        #: Fitted episodes per emotion: the base rate ``_hand_on`` falls back on.
+        self._class_counts: dict[Emotion, float] = (
+            {e: c.count for e, c in self.prototypes.classes.items()} if self.prototypes is not None else {})
         self.labels: tuple[Emotion, ...] = tuple(e for e in Emotion if labels is None or e in set(labels))
         if not self.labels:
             raise ValueError("labels must name at least one emotion")
@@ -384,8 +387,7 @@ class Classifier:
         else:
             q = _share_others(q, pi, candidates)
             assert rules is not None and proto is not None
-            q_mix, moved, base_rate = _hand_on(dict(proto.posterior), rules, pi, candidates,
-                                     {e: c.count for e, c in self.prototypes.classes.items()})
+            q_mix, moved, base_rate = _hand_on(dict(proto.posterior), rules, pi, candidates, self._class_counts)
             # Rules are a prior worth `rule_prior` episodes at full strength;
             # the prototypes count for the fitted episodes with exactly this
             # configuration plus `data_prior` for their AU-by-AU generalisation.
@@ -526,7 +528,7 @@ class Classifier:
                      or fused.contest is not None or self._unknown_to_both(fused) or fused.base_rate
                      or undecided is not None)
         trace = self._trace(ev, fused, context, label, confidence, runner_up, margin, stage, rules_top, proto_top,
-                            before, ambiguous)
+                            before, ambiguous, undecided)
         return Decision(
             label=label,
             confidence=round(confidence, 4),
@@ -552,6 +554,7 @@ class Classifier:
         proto_top: Emotion | None,
         before: Emotion | None,
         ambiguous: bool,
+        undecided: str | None,
     ) -> list[str]:
         lines = [f"evidence: {ev.describe()}"]
         weak = [u for u in ev.units.values() if u.habitual >= 1.0 and u.weight < 0.99]
@@ -622,7 +625,6 @@ class Classifier:
                 low.append("neither a FACS pattern nor the fitted data know this configuration")
             if fused.base_rate:
                 low.append("the fitted data's label for it is no label here and no FACS pattern fits: a base rate")
-            undecided = self._rules_tie_data_unsure(fused, label)
             if undecided is not None:
                 low.append(undecided)
             if confidence < self.ambiguous_confidence:
