@@ -422,16 +422,25 @@ def _digest(path: Path) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).decode().rstrip("=")
 
 
+def _by_reason(reasons: dict[str, str]) -> dict[str, list[str]]:
+    """Removed paths grouped under the first line of their manifest reason."""
+    out: dict[str, list[str]] = {}
+    for rel, why in sorted(reasons.items()):
+        out.setdefault(why.split("\n")[0], []).append(rel)
+    return out
+
+
 def _write_report(path: Path, report: dict) -> None:
     """One entry per run; what was removed accumulates (a second run removes nothing)."""
     runs: list = []
-    removed: dict = {}
+    removed: dict[str, list[str]] = {}
     try:
         old = json.loads(path.read_text())
         runs, removed = list(old.get("runs", [])), dict(old.get("removed", {}))
     except (OSError, json.JSONDecodeError, AttributeError):
         pass
-    removed.update(report.pop("removed"))
+    for why, files in report.pop("removed").items():
+        removed[why] = sorted(set(removed.get(why, [])) | set(files))
     runs.append(report)
     path.write_text(json.dumps({"runs": runs, "removed": removed}, indent=1, ensure_ascii=False) + "\n")
 
@@ -492,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         "bytecode_compiled": compiled,
         "mb_symbols_stripped": round(stripped / 1e6, 1),
         "skipped": result.skipped,
-        "removed": {rel: why.split("\n")[0] for rel, why in sorted(result.reasons.items())},
+        "removed": _by_reason(result.reasons),
     }
     if not args.dry_run:
         _write_report(venv / REPORT, report)
