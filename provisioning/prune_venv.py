@@ -203,18 +203,22 @@ def installed(site: Path) -> dict[str, Dist]:
     return dists
 
 
-def _expand(site: Path, pattern: str) -> list[Path]:
-    """Files matched by a glob (a matched folder means every file under it)."""
-    out: list[Path] = []
+def _expand(site: Path, pattern: str) -> list[list[Path]]:
+    """Files matched by a glob, one group per match (a matched folder: every file under it)."""
+    out: list[list[Path]] = []
+    real_site = os.path.realpath(site)
     for match in glob.glob(str(site / pattern), recursive=True):
         path = Path(os.path.normpath(match))
-        if path.is_symlink():
-            continue  # e.g. Debian's systemd package linked in by link-systemd.sh: never ours to remove
+        if os.path.realpath(path) != os.path.normpath(os.path.join(real_site, os.path.relpath(path, site))):
+            continue  # a link or reached through one (Debian's systemd, link-systemd.sh): never ours
         if path.is_dir():
-            for root, _dirs, files in os.walk(path):
-                out.extend(Path(root) / f for f in files)
+            group = []
+            for root, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+                group.extend(Path(root) / f for f in files if not (Path(root) / f).is_symlink())
+            out.append(group)
         elif path.is_file():
-            out.append(path)
+            out.append([path])
     return out
 
 
@@ -249,26 +253,27 @@ def plan(site: Path, cuts: Iterable[Cut], dists: dict[str, Dist]) -> Plan:
                 continue
             owners = [dist]
         for pattern in cut.paths:
-            matched = _expand(site, pattern)
-            claimed: dict[str, set[Path]] = {}
-            foreign = []
-            for f in matched:
-                owner = next((d for d in owners if f in d.files), None)
-                if owner is not None:
-                    claimed.setdefault(owner.name, set()).add(f)
-                elif _is_bytecode(f):
-                    claimed.setdefault(owners[0].name if len(owners) == 1 else "", set()).add(f)
-                else:
-                    foreign.append(f)
-            if foreign:
-                names = ", ".join(_rel(site, f) for f in foreign[:3])
-                result.skipped.append(f"{cut.dist} {pattern}: {len(foreign)} file(s) no RECORD of "
-                                      f"{cut.dist} lists ({names}): kept")
-                continue
-            for name, files in claimed.items():
-                result.files.setdefault(name, set()).update(files)
-                for f in files:
-                    result.reasons[_rel(site, f)] = cut.why
+            for group in _expand(site, pattern):
+                claimed: dict[str, set[Path]] = {}
+                foreign = []
+                for f in group:
+                    owner = next((d for d in owners if f in d.files), None)
+                    if owner is not None:
+                        claimed.setdefault(owner.name, set()).add(f)
+                    elif _is_bytecode(f):
+                        claimed.setdefault(owners[0].name if len(owners) == 1 else "", set()).add(f)
+                    else:
+                        foreign.append(f)
+                if foreign:
+                    # Something not installed by that distribution is there: leave the whole match alone.
+                    names = ", ".join(_rel(site, f) for f in foreign[:3])
+                    result.skipped.append(f"{cut.dist} {pattern}: {len(foreign)} file(s) no RECORD of "
+                                          f"{cut.dist} lists ({names}): kept")
+                    continue
+                for name, files in claimed.items():
+                    result.files.setdefault(name, set()).update(files)
+                    for f in files:
+                        result.reasons[_rel(site, f)] = cut.why
     return result
 
 
