@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--venv", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=None, help="keep traces, logs and the JSON summary here")
     parser.add_argument("--write-modules", type=Path, default=None,
-                        help="write the site-packages-relative sources whose byte-code was loaded")
+                        help="add the site-packages-relative sources whose byte-code was loaded to this list")
     parser.add_argument("--timelines", type=Path, default=None, help="write the timeline CSVs here")
     args = parser.parse_args()
     venv = args.venv.resolve()
@@ -202,11 +202,17 @@ def main() -> int:
     }
     (out / "usage.json").write_text(json.dumps(summary, indent=1))
     if args.write_modules:
+        # Merged with what earlier runs listed (e.g. one through bin/microexpr, one through -m).
+        known = set()
+        if args.write_modules.is_file():
+            known = {line.strip() for line in args.write_modules.read_text().splitlines()
+                     if line.strip() and not line.startswith("#")}
         args.write_modules.write_text(
             "# Python sources of site-packages whose byte-code the runtime loaded, measured by\n"
             "# benchmarks/venv_usage.py (run, timeline, check-config, provision-model; both backends,\n"
-            "# reasoner, MQTT and status page on). provisioning/prune_venv.py byte-compiles these only.\n"
-            + "".join(f"{s}\n" for s in sources))
+            "# reasoner, MQTT and status page on), the union of its runs.\n"
+            "# provisioning/prune_venv.py byte-compiles these only.\n"
+            + "".join(f"{s}\n" for s in sorted(known | set(sources))))
     print(f"{len(union)} venv files opened; {len(sources)} Python sources; summary {out / 'usage.json'}")
     for line in failures:
         print("FAILED:", line)
