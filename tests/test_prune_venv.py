@@ -312,3 +312,25 @@ def test_strip_refuses_a_symbol_table_inside_a_segment_and_non_elf(tmp_path: Pat
     text.write_text("not an ELF file at all, long enough to have a header\n")
     with pytest.raises(ValueError, match="not a 64-bit little-endian ELF"):
         elf_symtab.strip_symtab(text)
+
+
+def test_strip_entry_rewrites_the_record_line_with_the_new_hash_and_size(tmp_path: Path) -> None:
+    _venv, site = fake_venv(tmp_path)
+    write_dist(site, "mediapipe", "1.2.3", {"mediapipe/__init__.py": ""})
+    lib = site / "mediapipe" / "tasks" / "c" / "libmediapipe.so"
+    lib.parent.mkdir(parents=True)
+    tiny_elf(lib)
+    record = next(site.glob("mediapipe-*.dist-info")) / "RECORD"
+    record.write_text(record.read_text() + "mediapipe/tasks/c/libmediapipe.so,sha256=old,1\n")
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(MANIFEST + '\n[[strip]]\ndist = "mediapipe"\nversion = "1.2.3"\n'
+                        'paths = ["mediapipe/tasks/c/libmediapipe.so"]\nwhy = "symbols"\n')
+    _cuts, strips = prune.load_manifest(manifest)
+    freed, skipped = prune.strip(site, strips, prune.installed(site), dry_run=False)
+    assert freed > 0 and skipped == []
+    line = next(x for x in record.read_text().splitlines() if x.startswith("mediapipe/tasks/c/libmediapipe.so,"))
+    assert line == f"mediapipe/tasks/c/libmediapipe.so,sha256={prune._digest(lib)},{lib.stat().st_size}"
+    # Another version installed: not stripped, said so.
+    freed, skipped = prune.strip(site, [prune.Cut("mediapipe", "x", ("mediapipe/tasks/c/libmediapipe.so",), "9")],
+                                 prune.installed(site), dry_run=False)
+    assert freed == 0 and skipped and "manifest checked 9" in skipped[0]
