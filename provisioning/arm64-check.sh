@@ -170,6 +170,7 @@ in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/b
     QEMU_CPU="$CPU" PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
 
 if ((PRUNE_CHECK)); then
+    commit=$(git -C "$SRC" rev-parse --short HEAD)  # what was just copied into the root
     # The frames as PNGs (decoded here), so only the venvs differ between the runs.
     rm -rf "$ROOT/work/shared/frames"; mkdir -p "$ROOT/work/shared/frames"
     "$SRC/.venv/bin/python" - "$SHARED/data/media/$CLIP" "$ROOT/work/shared/frames" "$FRAMES" <<'PNG'
@@ -213,7 +214,7 @@ PNG
     {
         echo "# Device venv prune on aarch64 (emulated) — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
         echo
-        echo "Command: \`sudo nice -n 19 provisioning/arm64-check.sh --prune-check $([[ $FRAMES -gt 0 ]] && echo "--frames $FRAMES")\`, commit $(git -C "$SRC" rev-parse --short HEAD),"
+        echo "Command: \`sudo nice -n 19 provisioning/arm64-check.sh --prune-check $([[ $FRAMES -gt 0 ]] && echo "--frames $FRAMES")\`, commit $commit,"
         echo "$qemu_version, QEMU_CPU=$CPU, $(in_root 'python3 --version') in a Debian bookworm arm64 root."
         echo "Both venvs built by \`provisioning/install.sh --root DIR --skip-model\` inside the root (one with \`--no-prune\`)."
         echo
