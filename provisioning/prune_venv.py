@@ -234,7 +234,9 @@ def plan(site: Path, cuts: Iterable[Cut], dists: dict[str, Dist]) -> Plan:
             if dist is None:
                 continue  # already gone: idempotent
             result.whole.append(dist.name)
-            files = {f for f in dist.files if f.exists() or f.is_symlink()}
+            venv = site.parents[2]
+            # Only inside the venv, whatever a RECORD says.
+            files = {f for f in dist.files if (f.exists() or f.is_symlink()) and f.is_relative_to(venv)}
             files |= {p for p in dist.info.rglob("*") if p.is_file()}
             result.files.setdefault(dist.name, set()).update(files)
             for f in files:

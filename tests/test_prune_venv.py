@@ -334,3 +334,15 @@ def test_strip_entry_rewrites_the_record_line_with_the_new_hash_and_size(tmp_pat
     freed, skipped = prune.strip(site, [prune.Cut("mediapipe", "x", ("mediapipe/tasks/c/libmediapipe.so",), "9")],
                                  prune.installed(site), dry_run=False)
     assert freed == 0 and skipped and "manifest checked 9" in skipped[0]
+
+
+def test_a_whole_distribution_never_takes_files_outside_the_venv(tmp_path: Path) -> None:
+    _venv, site = fake_venv(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the venv's")
+    record = next(site.glob("pip-*.dist-info")) / "RECORD"
+    record.write_text(record.read_text() + "../../../../outside.txt,,\n")
+    cuts = [prune.Cut("pip", "installer", whole=True)]
+    dists = prune.installed(site)
+    prune.apply(site, prune.plan(site, cuts, dists), dists)
+    assert outside.read_text() == "not the venv's" and not (site / "pip").exists()
