@@ -9,6 +9,12 @@
 #   sudo provisioning/arm64-check.sh [--root DIR] [--frames N] [--out DIR]
 #                                    [--qemu FILE] [--cpu MODEL]
 #                                    [--bootstrap-only] [--tests 'PYTEST ARGS']
+#                                    [--prune-check]
+#
+# --prune-check: instead of the above, the device venv's prune on aarch64
+# (issue 15): install.sh --root inside the root twice (--no-prune and pruned),
+# both venvs' sizes, `timeline` with both backends in both (same PNG frames)
+# compared byte for byte, and `pip check`; report venv-prune.md in --out.
 #
 # qemu-user 7.2 (bookworm's own qemu-user-static) cannot run MediaPipe: the
 # FaceLandmarker's creation dies with SIGSEGV inside libmediapipe.so; 10.0.2
@@ -32,6 +38,7 @@ ROOT=/var/tmp/microexpr-arm64
 OUT=$SRC/benchmarks/results/aarch64-qemu
 FRAMES=0            # 0 = the whole clip
 BOOTSTRAP_ONLY=0
+PRUNE_CHECK=0
 TESTS="-m 'not integration and not slow'"  # pytest arguments
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 CLIP=single_face.mp4
@@ -53,7 +60,8 @@ while (($#)); do
         --qemu) QEMU=$2; shift ;;
         --cpu) CPU=$2; shift ;;
         --bootstrap-only) BOOTSTRAP_ONLY=1 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --prune-check) PRUNE_CHECK=1 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "arm64-check: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -160,6 +168,69 @@ cp "$SHARED/data/media/$CLIP" "$ROOT/work/shared/data/media/"
 
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
     QEMU_CPU="$CPU" PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
+
+if ((PRUNE_CHECK)); then
+    commit=$(git -C "$SRC" rev-parse --short HEAD)  # what was just copied into the root
+    # The frames as PNGs (decoded here), so only the venvs differ between the runs.
+    rm -rf "$ROOT/work/shared/frames"; mkdir -p "$ROOT/work/shared/frames"
+    "$SRC/.venv/bin/python" - "$SHARED/data/media/$CLIP" "$ROOT/work/shared/frames" "$FRAMES" <<'PNG'
+import sys, cv2
+cap = cv2.VideoCapture(sys.argv[1]); n = int(sys.argv[3]); i = 0
+while n <= 0 or i < n:
+    ok, frame = cap.read()
+    if not ok:
+        break
+    cv2.imwrite(f"{sys.argv[2]}/{i:05d}.png", frame)
+    i += 1
+PNG
+    declare -A mb
+    for name in full pruned; do
+        opt=""; [[ $name == full ]] && opt=--no-prune
+        note "install.sh --root /work/prune-$name --skip-model $opt (inside the root)"
+        start=$(date +%s)
+        in_root "cd /work/microexpr && rm -rf /work/prune-$name && bash provisioning/install.sh --root /work/prune-$name --skip-model $opt" \
+            >"$ROOT/work/out/prune-install-$name.log" 2>&1 || die "install.sh ($name) failed: see $ROOT/work/out/prune-install-$name.log"
+        note "  $(( $(date +%s) - start )) s; $(grep '^prune_venv:' "$ROOT/work/out/prune-install-$name.log" || echo 'not pruned')"
+        mb[$name]=$(du -sm "$ROOT/work/prune-$name/opt/microexpr/venv" | cut -f1)
+    done
+    fail=0
+    results=()
+    for backend in mediapipe onnx; do
+        for name in full pruned; do
+            note "timeline --backend $backend in the $name venv"
+            in_root "/work/prune-$name/opt/microexpr/venv/bin/python -m microexpr timeline /work/shared/frames --fps 30 --backend $backend -o /work/out/prune-$name-$backend.csv" \
+                >"$ROOT/work/out/prune-timeline-$name-$backend.log" 2>&1 || { fail=1; results+=("- $backend, $name venv: timeline failed"); }
+        done
+        if cmp -s "$ROOT/work/out/prune-full-$backend.csv" "$ROOT/work/out/prune-pruned-$backend.csv"; then
+            results+=("- $backend: timeline identical, full vs pruned ($(( $(wc -l <"$ROOT/work/out/prune-full-$backend.csv") - 1 )) frames, every AU column)")
+        else
+            fail=1; results+=("- $backend: timeline DIFFERS between full and pruned")
+        fi
+    done
+    pipcheck() { in_root "/work/prune-full/opt/microexpr/venv/bin/python -m pip --python /work/prune-$1/opt/microexpr/venv/bin/python check" 2>&1 || true; }
+    pip_full=$(pipcheck full); pip_pruned=$(pipcheck pruned)
+    [[ $pip_full == "$pip_pruned" ]] || fail=1
+    mkdir -p "$OUT"
+    {
+        echo "# Device venv prune on aarch64 (emulated) — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo
+        echo "Command: \`sudo nice -n 19 provisioning/arm64-check.sh --prune-check $([[ $FRAMES -gt 0 ]] && echo "--frames $FRAMES")\`, commit $commit,"
+        echo "$qemu_version, QEMU_CPU=$CPU, $(in_root 'python3 --version') in a Debian bookworm arm64 root."
+        echo "Both venvs built by \`provisioning/install.sh --root DIR --skip-model\` inside the root (one with \`--no-prune\`)."
+        echo
+        echo "- venv size (\`du -sm\`): full **${mb[full]} MB**, pruned **${mb[pruned]} MB**"
+        echo "- prune: $(grep '^prune_venv:' "$ROOT/work/out/prune-install-pruned.log")"
+        printf '%s\n' "${results[@]}"
+        echo "- pip check, full: $(echo "$pip_full" | tr '\n' ' ')"
+        echo "- pip check, pruned: $(echo "$pip_pruned" | tr '\n' ' ')"
+        echo
+        echo "By distribution (benchmarks/venv_sizes.py):"
+        echo
+        python3 "$SRC/benchmarks/venv_sizes.py" "$ROOT/work/prune-full/opt/microexpr/venv" "$ROOT/work/prune-pruned/opt/microexpr/venv"
+    } >"$OUT/venv-prune.md"
+    cat "$OUT/venv-prune.md"
+    exit $fail
+fi
 
 start=$(date +%s)
 note "install with the README's commands: make model (no compiler installed first)"

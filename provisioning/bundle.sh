@@ -94,6 +94,8 @@ for arch in "${ARCHES[@]}"; do
     cp "$SRC"/provisioning/onnx/* "$stage/onnx/"
     cp "$SRC"/services/* "$stage/services/"
     cp "$SRC"/provisioning/*.sh "$SRC/provisioning/config.example.toml" "$stage/provisioning/"
+    # The venv prune (install.sh step 4): script, ELF helper, manifest, measured module list.
+    cp "$SRC"/provisioning/{prune_venv.py,elf_symtab.py,prune-manifest.toml,venv-runtime-modules.txt} "$stage/provisioning/"
     created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     cat >"$stage/bundle.json" <<JSON
 {"name": "microexpr", "version": "$VERSION", "arch": "$arch", "python": "$PY_VERSION",

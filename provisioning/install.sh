@@ -13,7 +13,9 @@
 #   2. system user and group `microexpr`, member of `video` (camera access)
 #   3. /opt/microexpr, /etc/microexpr{,/credentials}, /var/lib/microexpr/models
 #   4. venv /opt/microexpr/venv: runtime requirements, mediapipe --no-deps,
-#      then this checkout --no-deps (the same recipe as the Makefile);
+#      then this checkout --no-deps (the same recipe as the Makefile), then
+#      pruned to what the runtime uses (provisioning/prune_venv.py: pip,
+#      setuptools, tests, unused byte-code; --no-prune keeps everything);
 #      /usr/local/bin/microexpr links to the venv's command (on PATH)
 #   5. the pinned FaceLandmarker model via `microexpr provision-model`
 #   6. /etc/microexpr/config.toml from provisioning/config.example.toml, only if absent
@@ -37,6 +39,7 @@ WHEELS=""
 VENV_FROM=""
 SKIP_VENV=0
 SKIP_MODEL=0
+NO_PRUNE=0
 START=0
 BUNDLE=""
 ROLLBACK=0
@@ -71,6 +74,9 @@ usage: $0 [options]
   --venv-from DIR    use this existing venv instead of building one (links it)
   --skip-venv        do not create or update the venv (implies --skip-model)
   --skip-model       do not provision the model
+  --no-prune         keep the whole venv: pip, setuptools, tests, all byte-code
+                     (default: provisioning/prune_venv.py cuts what the runtime
+                     never opens, docs/deployment.md "Venv size")
   --start            (re)start the service at the end (needs systemd as PID 1)
   --bundle FILE      install a release bundle (make bundle) offline: every hash
                      checked first; keeps the previous release for --rollback
@@ -99,6 +105,7 @@ while (($#)); do
         --venv-from=*) VENV_FROM=${1#--venv-from=} ;;
         --skip-venv) SKIP_VENV=1; SKIP_MODEL=1 ;;
         --skip-model) SKIP_MODEL=1 ;;
+        --no-prune) NO_PRUNE=1 ;;
         --start) START=1 ;;
         --bundle) [[ $# -ge 2 ]] || die "--bundle needs a file"; BUNDLE=$2; shift ;;
         --bundle=*) BUNDLE=${1#--bundle=} ;;
@@ -287,6 +294,11 @@ else
     else
         act "$PYTHON" -m venv "${venv_opts[@]}" "$(R "$VENV")"
     fi
+    # A pruned venv has no pip (step 4's end): put it back from the interpreter's
+    # own bundled wheel (offline), update, then prune again.
+    if [[ -x $PY ]] && ! "$PY" -m pip --version >/dev/null 2>&1; then
+        act "$PY" -m ensurepip --upgrade --default-pip
+    fi
     # systemd-python from Debian's python3-systemd: no compiler (a no-op with a note without it).
     act bash "$SRC/provisioning/link-systemd.sh" "$(R "$VENV")"
     [[ -n $WHEELS ]] || act "$PY" -m pip install "${pip_opts[@]}" --upgrade pip
@@ -296,6 +308,15 @@ else
     act "$PY" -m pip install "${pip_opts[@]}" --no-deps -r "$SRC/requirements/mediapipe.txt"
     # The project itself, not editable: the checkout can be deleted afterwards.
     act "$PY" -m pip install "${pip_opts[@]}" --no-deps --force-reinstall "${PROJECT:-$SRC}"
+    # Cut what the runtime never opens (measured: benchmarks/venv_usage.py), each
+    # path with its reason in provisioning/prune-manifest.toml; report in the venv.
+    if ((NO_PRUNE)); then
+        note "not pruned (--no-prune)"
+    elif [[ -f $SRC/provisioning/prune_venv.py ]]; then
+        act "$PY" "$SRC/provisioning/prune_venv.py" "$(R "$VENV")"
+    else
+        note "no provisioning/prune_venv.py in $SRC: venv not pruned"
+    fi
 fi
 MICROEXPR=$(R "$VENV")/bin/microexpr
 if ((!SKIP_VENV)); then
