@@ -67,6 +67,12 @@ while (($#)); do
     shift
 done
 [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot, binfmt_misc)"
+# One run at a time on a host: each registers, and on exit removes, the same
+# binfmt_misc entry and toggles the host's own qemu-aarch64 entry, so a second
+# run ending first left the first one running under bookworm's qemu 7.2, which
+# segfaults in MediaPipe (seen: two roots checked at once).
+exec 9>/run/lock/microexpr-arm64-check.lock
+flock -n 9 || die "another arm64-check.sh is running on this host (binfmt_misc is host-wide); wait for it"
 [[ -f $SHARED/data/media/$CLIP ]] || { echo "arm64-check: missing $SHARED/data/media/$CLIP" >&2; exit 66; }
 
 need=()
