@@ -235,3 +235,20 @@ def test_old_reference_is_renewed_at_a_quiet_moment_and_recentred() -> None:
     after = [e for e in evs if e.timestamp > later[0] + 0.5]
     # the drift is now part of the reference and the learnt spread still applies
     assert after and max(e.region_z[Region.CHIN] for e in after) < 3.0
+
+
+def test_direction_maths_equal_one_numpy_call_per_direction() -> None:
+    """``update`` computes the regions' norms and their projections on the
+    AU directions in two numpy calls per frame; they equal, bit for bit, the
+    per-direction ``np.hypot(*v)`` and ``v @ direction`` they replaced."""
+    from microexpr.baseline import _Layout
+
+    lay = _Layout(tuple(AU)[:5])
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        disp = rng.normal(0, 0.01, (lay.n_regions, 2)) * rng.choice([1e-3, 1.0, 30.0], (lay.n_regions, 1))
+        norms = np.hypot(disp[:, 0], disp[:, 1]).tolist()
+        dots = np.matmul(disp[lay.dir_region][:, None, :], lay.dir_col)[:, 0, 0].tolist()
+        for k, ri in enumerate(lay.dir_region_list):
+            assert norms[ri] == float(np.hypot(*disp[ri]))
+            assert dots[k] == float(disp[ri] @ lay.dir_vec[k])
