@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", type=Path, required=True)
     ap.add_argument("--warmup-s", type=float, default=3.0)
     ap.add_argument("--rest-s", type=float, default=6.0)
+    ap.add_argument("--interleaved", type=int, default=2, metavar="PASSES",
+                    help="then this many passes of the whole pipeline and the bare call alternating frame by "
+                         "frame (process CPU; load changes hit both alike); 0 skips them")
     args = ap.parse_args(argv)
 
     import microexpr.activity as activity
@@ -137,6 +140,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| context (activations_at) | {per_frame.get('context (activations_at)', 0.0):.3f} |")
     print(f"| **analysis after the tracker, all of it** | **{total / 1e6 / n_rest:.3f}** |")
     print(f"estimate: (tracker + analysis) / bare = {(t_ms + total / 1e6 / n_rest) / b_ms:.3f}")
+    if args.interleaved > 0:
+        # the bench's rest regime, but Pipeline.process and the bare call on
+        # each frame in turn (the bench runs them in separate passes)
+        ratios = []
+        bare = _BareMediaPipe(model)
+        try:
+            with pipeline.Pipeline.create(model_path=model) as p:
+                t_next = 0.0
+                for _ in range(args.interleaved):
+                    run = _retimed(_ping_pong(rest, n_warm + n_rest), t_next, step, round(t_next / step))
+                    t_next += (n_warm + n_rest + 30) * step
+                    pipe_cpu, bare_cpu = [], []
+                    for k, f in enumerate(run):
+                        c0 = time.process_time()
+                        p.process(f)
+                        c1 = time.process_time()
+                        bare.time_frame(f, 0.0)
+                        c2 = time.process_time()
+                        if k >= n_warm:
+                            pipe_cpu.append(c1 - c0)
+                            bare_cpu.append(c2 - c1)
+                    p.reset()
+                    ratios.append(float(np.mean(pipe_cpu) / np.mean(bare_cpu)))
+                    print(f"interleaved pass: pipeline {1e3 * np.mean(pipe_cpu):.3f} ms, bare {1e3 * np.mean(bare_cpu):.3f} ms "
+                          f"process CPU per resting frame, ratio {ratios[-1]:.3f}")
+        finally:
+            bare.close()
+        print(f"interleaved rest CPU / bare: {' '.join(f'{r:.3f}' for r in ratios)} (mean {np.mean(ratios):.3f})")
     return 0
 
 
