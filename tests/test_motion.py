@@ -80,3 +80,17 @@ def test_rebase_and_reset(astronaut_frames: list[Frame], model_path: Path) -> No
         assert analyzer.process(astronaut_frames[3], None).valid is False
         analyzer.reset()
         assert not analyzer.has_reference
+
+
+def test_the_short_median_equals_numpys() -> None:
+    """``_robust_similarity``'s median by one sort: numpy's value, bit for
+    bit, for odd and even counts and ties; NaN as numpy gives it."""
+    from microexpr.motion import _median
+
+    rng = np.random.default_rng(5)
+    for k in range(3000):
+        values = rng.normal(0, 1, int(rng.integers(1, 40))) * rng.choice([1e-3, 1.0, 1e3])
+        if k % 4 == 0:
+            values = np.round(values, 1)
+        assert _median(values) == float(np.median(values))
+    assert np.isnan(_median(np.array([1.0, np.nan, 2.0])))

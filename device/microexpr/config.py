@@ -175,7 +175,8 @@ class TrackerConfig(_Section):
     threads: int = Field(0, ge=0, le=64)
     #: Analyse frame t on a second thread while the tracker works on frame
     #: t+1 (``microexpr.overlap``): same results, a frame costs about the
-    #: tracker's time instead of the sum. Off on a single-core board.
+    #: tracker's time instead of the sum. Left unset, it follows the core
+    #: count (``cores.py``): off on a single-core board.
     overlap: bool = True
 
 

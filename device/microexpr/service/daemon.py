@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from microexpr import config as cfg
 from microexpr.capture import Frame, FrameSource, open_source
-from microexpr.config import Config
+from microexpr.config import Config, TrackerConfig
 from microexpr.errors import ConfigError, ExitCode, MicroexprError, SourceError
 from microexpr.events import Event, RefinedEvent, Stats
 from microexpr.health import Health, HealthState
@@ -72,6 +72,28 @@ END_OF_INPUT_REASONER_WAIT_S = 10.0
 
 
 SourceOpener = Callable[[], FrameSource]
+
+
+def use_overlap(tracker: TrackerConfig, cores: int | None = None) -> bool:
+    """Whether the analysis runs on its own thread (``tracker.overlap``).
+
+    Left at its default, the core count decides (``cores.profile_for``, the
+    Pi profile): off with one core, where the two threads only take turns.
+    Set explicitly, it is obeyed, with a warning when it is on with one
+    core."""
+    from microexpr.cores import available_cores, profile_for
+
+    n = available_cores() if cores is None else cores
+    if "overlap" not in tracker.model_fields_set:
+        if tracker.overlap and not profile_for(n).overlap:
+            log.info("tracker.overlap off: %d core available (its default follows the core count, cores.py; "
+                     "set tracker.overlap = true to force it)", n)
+            return False
+        return tracker.overlap
+    if tracker.overlap and n == 1:
+        log.warning("tracker.overlap is on with 1 core available: the two threads take turns "
+                    "(set tracker.overlap = false on a single-core board)")
+    return tracker.overlap
 
 
 class Service:
@@ -298,13 +320,8 @@ class Service:
         started = time.monotonic()
         pipeline = self._pipeline = self._pipeline_factory(self.config)
         stack.callback(pipeline.close)
-        if self.config.tracker.overlap:
-            from microexpr.cores import available_cores
+        if use_overlap(self.config.tracker):
             from microexpr.overlap import OverlappedPipeline
-
-            if available_cores() == 1:
-                log.warning("tracker.overlap is on with 1 core available: the two threads take turns "
-                            "(set tracker.overlap = false on a single-core board)")
 
             self._runner = OverlappedPipeline(pipeline, self._on_result, self._on_failure)
             stack.callback(self._runner.close)  # before pipeline.close (LIFO)

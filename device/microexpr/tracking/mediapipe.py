@@ -97,13 +97,124 @@ def face_from_mediapipe(
     # one list, one array, one multiply (a per-row numpy assignment cost
     # 0.3 ms a frame); products in float64 then rounded, as before
     xyz = np.array([(lm.x, lm.y, lm.z) for lm in landmarks], dtype=np.float64).reshape(-1, 3)
-    points = (xyz * np.array([width, height, width], dtype=np.float64)).astype(np.float32)
     scores = {
         c.category_name: float(c.score) for c in blendshapes if c.category_name and c.category_name != NEUTRAL_CATEGORY
     }
+    return face_from_arrays(xyz, scores, matrix, width, height, subject_id)
+
+
+def face_from_arrays(
+    xyz: np.ndarray, scores: dict[str, float], matrix: np.ndarray | None, width: int, height: int, subject_id: int = 0
+) -> Face:
+    """One ``Face`` from normalised landmarks (n, 3) float64, blendshape
+    scores by name (``NEUTRAL_CATEGORY`` left out) and the transformation
+    matrix: what both readers of MediaPipe's result produce."""
+    points = (xyz * np.array([width, height, width], dtype=np.float64)).astype(np.float32)
     pose = pose_from_matrix(matrix) if matrix is not None else HeadPose(0.0, 0.0, 0.0)
     points.setflags(write=False)
     return Face(landmarks=points, blendshapes=scores, pose=pose, confidence=1.0, subject_id=subject_id)
+
+
+_Raw = tuple[np.ndarray, dict[str, float], "np.ndarray | None"]
+
+
+class _DirectReader:
+    """FaceLandmarker's VIDEO call with its C result read straight into numpy.
+
+    MediaPipe's Python API turns the C result into 478 ``NormalizedLandmark``
+    and 52 ``Category`` objects per face (``FaceLandmarkerResult.from_ctypes``:
+    0.56 ms of a 7.9 ms call, process CPU, measured on the 2-core x86
+    machine), which ``face_from_mediapipe`` then turns into one array. This
+    reads the landmarks' x, y, z as one float32 view of the C array (the
+    same float32 values the Python objects carry, widened to float64 alike:
+    equal bit for bit, tests/test_tracking.py) and closes the result as the
+    API does. It uses the binding's own ctypes structs and library handle,
+    which are not public: ``probe`` checks the layout it relies on and
+    returns None when anything differs (another MediaPipe release), and the
+    tracker then keeps the public call.
+    """
+
+    def __init__(self, landmarker: Any, result_cls: Any, stride: int) -> None:
+        self._landmarker = landmarker
+        self._result_cls = result_cls
+        self._detect = landmarker._lib.MpFaceLandmarkerDetectForVideo
+        self._close = landmarker._lib.MpFaceLandmarkerCloseResult
+        self._stride = stride
+
+    @classmethod
+    def probe(cls, landmarker: Any) -> _DirectReader | None:
+        if os.environ.get("MICROEXPR_MEDIAPIPE_PUBLIC_API") == "1":
+            return None
+        try:
+            import ctypes
+
+            from mediapipe.tasks.python.components.containers import landmark_c
+            from mediapipe.tasks.python.vision import face_landmarker as fl
+
+            result_cls = fl.MpFaceLandmarkerResultC
+            lm_cls = landmark_c.MpNormalizedLandmarkC
+            fields = dict(result_cls._fields_)
+            ok = (
+                [name for name, _ in lm_cls._fields_[:3]] == ["x", "y", "z"]
+                and all(t is ctypes.c_float for _, t in lm_cls._fields_[:3])
+                and (lm_cls.x.offset, lm_cls.y.offset, lm_cls.z.offset) == (0, 4, 8)
+                and ctypes.sizeof(lm_cls) % 4 == 0
+                and {"face_landmarks", "face_landmarks_count", "face_blendshapes", "face_blendshapes_count",
+                     "facial_transformation_matrixes", "facial_transformation_matrixes_count"} <= set(fields)
+                and fields["face_landmarks"]._type_._fields_[0][1]._type_ is lm_cls
+                and callable(landmarker._lib.MpFaceLandmarkerDetectForVideo)
+                and callable(landmarker._lib.MpFaceLandmarkerCloseResult)
+                and landmarker._handle
+            )
+        except (ImportError, AttributeError, KeyError, IndexError, TypeError):
+            ok = False
+        if not ok:
+            log.debug("MediaPipe's C result layout is not the one known here: using the public Python API")
+            return None
+        return cls(landmarker, result_cls, ctypes.sizeof(lm_cls) // 4)
+
+    def detect(self, image: Any, timestamp_ms: int) -> list[_Raw]:
+        import ctypes
+
+        res = self._result_cls()
+        # raises like detect_for_video on a non-OK status (the binding's errcheck)
+        self._detect(self._landmarker._handle, image._image_ptr, None, timestamp_ms, ctypes.byref(res))
+        try:
+            return self.read(res)
+        finally:
+            self._close(ctypes.byref(res))
+
+    def read(self, res: Any) -> list[_Raw]:
+        """Per face of a C result struct: landmarks, scores, matrix (copies)."""
+        import ctypes
+
+        out: list[_Raw] = []
+        stride = self._stride
+        for i in range(res.face_landmarks_count):
+            lms = res.face_landmarks[i]
+            n = int(lms.landmarks_count)
+            if n and lms.landmarks:
+                buf = (ctypes.c_float * (n * stride)).from_address(ctypes.addressof(lms.landmarks.contents))
+                xyz = np.frombuffer(buf, dtype=np.float32).reshape(n, stride)[:, :3].astype(np.float64)
+            else:
+                xyz = np.zeros((0, 3))
+            scores: dict[str, float] = {}
+            if i < res.face_blendshapes_count:
+                cats = res.face_blendshapes[i]
+                for j in range(cats.categories_count):
+                    c = cats.categories[j]
+                    name = c.category_name
+                    if name:
+                        text = name.decode("utf-8")
+                        if text != NEUTRAL_CATEGORY:
+                            scores[text] = float(c.score)
+            matrix = None
+            if i < res.facial_transformation_matrixes_count:
+                m = res.facial_transformation_matrixes[i]
+                matrix = (np.ctypeslib.as_array(m.data, shape=(m.cols, m.rows)).copy().T
+                          if m.data and m.rows and m.cols else np.empty((0,)))
+            out.append((xyz, scores, matrix))
+        return out
 
 
 class _SubjectAssigner:
@@ -278,7 +389,9 @@ class MediaPipeTracker:
         except (ValueError, RuntimeError, OSError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model {self.model_path}: MediaPipe cannot load it: {first_line}") from None
-        log.debug("FaceLandmarker loaded from %s (num_faces=%d)", self.model_path, num_faces)
+        self._direct = _DirectReader.probe(self._landmarker)
+        log.debug("FaceLandmarker loaded from %s (num_faces=%d, result read %s)", self.model_path, num_faces,
+                  "directly" if self._direct else "through the public API")
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -290,6 +403,7 @@ class MediaPipeTracker:
         """Release the native graph. Safe to call twice. Must be called:
         MediaPipe's own ``__del__`` prints a traceback at interpreter exit."""
         landmarker, self._landmarker = self._landmarker, None
+        self._direct = None
         if landmarker is not None:
             landmarker.close()
 
@@ -307,6 +421,23 @@ class MediaPipeTracker:
             ms = self._last_ms + 1
         self._last_ms = ms
         return ms
+
+    def _detect(self, image_mp: Any, timestamp_ms: int) -> list[_Raw]:
+        """Per face: normalised landmarks (n, 3) float64, blendshape scores
+        by name, transformation matrix (None when MediaPipe gave none)."""
+        if self._direct is not None:
+            return self._direct.detect(image_mp, timestamp_ms)
+        result = self._landmarker.detect_for_video(image_mp, timestamp_ms)
+        out: list[_Raw] = []
+        for i, landmarks in enumerate(result.face_landmarks):
+            blendshapes = result.face_blendshapes[i] if i < len(result.face_blendshapes) else []
+            out.append((
+                np.array([(lm.x, lm.y, lm.z) for lm in landmarks], dtype=np.float64).reshape(-1, 3),
+                {c.category_name: float(c.score) for c in blendshapes
+                 if c.category_name and c.category_name != NEUTRAL_CATEGORY},
+                result.facial_transformation_matrixes[i] if i < len(result.facial_transformation_matrixes) else None,
+            ))
+        return out
 
     def process(self, frame: Frame) -> FaceObservation:
         """Track faces in one frame. No face is a normal result (``faces=()``)."""
@@ -327,20 +458,12 @@ class MediaPipeTracker:
         if self._first_frame:
             self._first_frame = False
             with _native_stderr_silenced():
-                result = self._landmarker.detect_for_video(image_mp, timestamp_ms)
+                raw = self._detect(image_mp, timestamp_ms)
         else:
-            result = self._landmarker.detect_for_video(image_mp, timestamp_ms)
-        raw = [
-            (
-                result.face_landmarks[i],
-                result.face_blendshapes[i] if i < len(result.face_blendshapes) else [],
-                result.facial_transformation_matrixes[i] if i < len(result.facial_transformation_matrixes) else None,
-            )
-            for i in range(len(result.face_landmarks))
-        ]
+            raw = self._detect(image_mp, timestamp_ms)
         faces: tuple[Face, ...] = ()
         if raw:
-            converted = [face_from_mediapipe(lms, bs, mat, width, height) for lms, bs, mat in raw]
+            converted = [face_from_arrays(xyz, scores, mat, width, height) for xyz, scores, mat in raw]
             ids = self._subjects.assign([f.landmarks for f in converted]) if self.num_faces > 1 else [0]
             faces = tuple(f if f.subject_id == sid else replace(f, subject_id=sid) for f, sid in zip(converted, ids))
         return FaceObservation(
