@@ -170,7 +170,8 @@ rm -rf "$ROOT/work/microexpr"
 mkdir -p "$ROOT/work/microexpr" "$ROOT/work/shared/data/media" "$ROOT/work/out"
 (cd "$SRC" && git ls-files -z | tar --null -T - -cf -) | tar -xf - -C "$ROOT/work/microexpr"
 cp -r "$SHARED/models" "$ROOT/work/shared/"
-cp "$SHARED/data/media/$CLIP" "$ROOT/work/shared/data/media/"
+# All of data/media (about 1 MB): the fast tests read the stills too, not only the clip.
+cp "$SHARED"/data/media/* "$ROOT/work/shared/data/media/"
 
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
     QEMU_CPU="$CPU" PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
