@@ -68,12 +68,18 @@ def test_bench_refuses_a_live_source(smile_clip: Path) -> None:
 
 
 @pytest.mark.integration
-def test_daemon_scenario_reaches_ready_and_times_frames_to_a_subscriber(smile_clip: Path, tmp_path: Path) -> None:
+def test_daemon_scenario_reaches_ready_and_times_frames_to_a_subscriber(
+    smile_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The soak scenario: a real daemon on a real-time replay, a real broker,
-    a real notify socket. Only that it measures, never how fast."""
+    a real notify socket. Only that it measures, never how fast. The clip is
+    named relative to the working folder, as `make bench` names it
+    (../shared/...): the daemon, configured from another folder, once
+    could not find it (exit 66, no daemon numbers)."""
     from microexpr.bench import run_daemon
 
-    result = run_daemon(smile_clip, seconds=3.0, workdir=tmp_path)
+    monkeypatch.chdir(smile_clip.parent)
+    result = run_daemon(Path(smile_clip.name), seconds=3.0, workdir=tmp_path)
     assert result.error is None, result.error
     assert result.cold_start_to_ready_s > 0
     assert result.e2e_frame_to_subscriber and all(s > 0 for s in result.e2e_frame_to_subscriber)

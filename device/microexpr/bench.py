@@ -440,7 +440,9 @@ def run_daemon(source: Path, *, seconds: float, workdir: Path) -> DaemonResult:
         config = workdir / "config.toml"
         config.write_text(
             f'device_id = "{device_id}"\n'
-            f"[source]\nuri = {json.dumps(f'replay:{source}')}\n"  # a JSON string is a TOML basic string
+            # Absolute: the daemon reads a relative path from its config's folder
+            # (workdir), not from here (`make bench` gives ../shared/...).
+            f"[source]\nuri = {json.dumps(f'replay:{Path(source).resolve()}')}\n"  # JSON string = TOML basic string
             f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\naus_stream = true\naus_interval_s = 0.05\n'
             f"stats_interval_s = 2.0\n"
             f"[outbox]\npath = {json.dumps(str(workdir / 'outbox.sqlite'))}\n"
