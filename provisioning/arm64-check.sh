@@ -165,13 +165,13 @@ cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 
 # The checkout as a clone would have it (tracked files of the working tree),
 # and the shared folder beside it, as the README expects (../shared).
-note "copy the checkout and ../shared/{models,data/media} into the root"
+note "copy the checkout and ../shared/{models,data} into the root"
 rm -rf "$ROOT/work/microexpr"
 mkdir -p "$ROOT/work/microexpr" "$ROOT/work/shared/data/media" "$ROOT/work/out"
 (cd "$SRC" && git ls-files -z | tar --null -T - -cf -) | tar -xf - -C "$ROOT/work/microexpr"
 cp -r "$SHARED/models" "$ROOT/work/shared/"
-# All of data/media (about 1 MB): the fast tests read the stills too, not only the clip.
-cp "$SHARED"/data/media/* "$ROOT/work/shared/data/media/"
+# All of data/ (about 1 MB): the fast tests read the stills and the label tables too, not only the clip.
+cp -r "$SHARED"/data/. "$ROOT/work/shared/data/"
 
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
     QEMU_CPU="$CPU" PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
