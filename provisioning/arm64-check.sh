@@ -176,9 +176,10 @@ cp -r "$SHARED"/data/. "$ROOT/work/shared/data/"
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
     QEMU_CPU="$CPU" PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
 
-if ((PRUNE_CHECK)); then
-    commit=$(git -C "$SRC" rev-parse --short HEAD)  # what was just copied into the root
-    # The frames as PNGs (decoded here), so only the venvs differ between the runs.
+# The clip's frames (the first $FRAMES, or all), decoded here on x86_64 into
+# lossless PNGs in the root's /work/shared/frames: both sides then read the
+# same pixels.
+frames_as_pngs() {
     rm -rf "$ROOT/work/shared/frames"; mkdir -p "$ROOT/work/shared/frames"
     "$SRC/.venv/bin/python" - "$SHARED/data/media/$CLIP" "$ROOT/work/shared/frames" "$FRAMES" <<'PNG'
 import sys, cv2
@@ -190,6 +191,12 @@ while n <= 0 or i < n:
     cv2.imwrite(f"{sys.argv[2]}/{i:05d}.png", frame)
     i += 1
 PNG
+}
+
+if ((PRUNE_CHECK)); then
+    commit=$(git -C "$SRC" rev-parse --short HEAD)  # what was just copied into the root
+    # The frames as PNGs (decoded here), so only the venvs differ between the runs.
+    frames_as_pngs
     declare -A mb
     for name in full pruned; do
         opt=""; [[ $name == full ]] && opt=--no-prune
@@ -254,17 +261,7 @@ venv_mb=$(in_root 'du -sm /work/microexpr/.venv | cut -f1')
 # lossless PNGs and read by both runs; the decoding difference is reported
 # on its own.
 note "$( ((FRAMES > 0)) && echo "first $FRAMES" || echo all) frames of $CLIP as PNGs (decoded on $(uname -m))"
-rm -rf "$ROOT/work/shared/frames"; mkdir -p "$ROOT/work/shared/frames"
-"$SRC/.venv/bin/python" - "$SHARED/data/media/$CLIP" "$ROOT/work/shared/frames" "$FRAMES" <<'EOF'
-import sys, cv2
-cap = cv2.VideoCapture(sys.argv[1]); n = int(sys.argv[3]); i = 0
-while n <= 0 or i < n:
-    ok, frame = cap.read()
-    if not ok:
-        break
-    cv2.imwrite(f"{sys.argv[2]}/{i:05d}.png", frame)
-    i += 1
-EOF
+frames_as_pngs
 clip=/work/shared/frames
 frames_opt="--fps $("$SRC/.venv/bin/python" -c 'import sys, cv2; print(cv2.VideoCapture(sys.argv[1]).get(cv2.CAP_PROP_FPS))' "$SHARED/data/media/$CLIP")"
 
