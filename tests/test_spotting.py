@@ -16,7 +16,7 @@ import pytest
 from microexpr.baseline import Evidence
 from microexpr.facs import AU, Side
 from microexpr.motion import Region
-from microexpr.spotting import Episode, EpisodeKind, Rejection, Spotter, SpotterConfig, activations_at
+from microexpr.spotting import Episode, EpisodeKind, Rejection, Spotter, SpotterConfig, activations_at, active_aus
 
 
 def _bump(t: float, onset: float, apex: float, offset: float) -> float:
@@ -191,6 +191,32 @@ def test_activations_drop_weak_spill_and_blinks() -> None:
     assert [a.au for a in activations_at(ev)] == [AU.LIP_CORNER_PULLER]
     assert {a.au for a in activations_at(ev, SpotterConfig(relative_min=0.0))} == {AU.LIP_CORNER_PULLER,
                                                                                    AU.UPPER_LIP_RAISER}
+
+
+def test_active_aus_are_the_aus_activations_at_names() -> None:
+    """The context counts ``active_aus`` on every resting frame (the cheap
+    form, without sides and intensities): the same AUs as ``activations_at``
+    on evidence of every kind — nothing, weak spill, motion alone, the
+    estimator alone or contradicted, a smile's nose lift, blinks."""
+    ev = _stream(30.0, 0.1, [(0.0, 0.05, 0.1, 10.0)])[1]
+    rng = np.random.default_rng(5)
+    aus = [AU.LIP_CORNER_PULLER, AU.NOSE_WRINKLER, AU.BROW_LOWERER, AU.EYES_CLOSED, AU.BLINK, AU.DIMPLER,
+           AU.INNER_BROW_RAISER, AU.CHEEK_RAISER]
+    named = 0
+    for trial in range(400):
+        def draw(scale: float) -> MappingProxyType:
+            chosen = rng.choice(aus, size=int(rng.integers(0, 5)), replace=False)
+            return MappingProxyType({AU(a): float(rng.exponential(scale)) for a in chosen})
+        motion_scale = [0.5, 3.0, 10.0][trial % 3]
+        rise_scale = [0.05, 0.3, 0.8][trial // 3 % 3]
+        case = replace(ev, motion_z_left=draw(motion_scale), motion_z_right=draw(motion_scale),
+                       rise_left=draw(rise_scale), rise_right=draw(rise_scale), blink=bool(trial % 2),
+                       motion_amount=draw(0.05))
+        config = SpotterConfig(relative_min=float(rng.choice([0.0, 0.5])))
+        expected = frozenset(a.au for a in activations_at(case, config))
+        assert active_aus(case, config) == expected
+        named += bool(expected)
+    assert 50 < named < 350  # both empty and named cases were drawn
 
 
 def test_nose_wings_lifted_by_a_smile_are_not_named_au9() -> None:

@@ -43,7 +43,7 @@ from microexpr.capture import Frame
 from microexpr.errors import DataError
 from microexpr.facs import AU, AUActivation
 from microexpr.motion import MotionAnalyzer, MotionConfig, MotionFrame
-from microexpr.spotting import Episode, OpenEpisode, Rejection, Spotter, SpotterConfig, activations_at
+from microexpr.spotting import Episode, OpenEpisode, Rejection, Spotter, SpotterConfig, activations_at, active_aus
 from microexpr.suppression import Suppression, SuppressionLog
 from microexpr.tracking.base import Face, FaceObservation, FaceTracker
 
@@ -672,7 +672,7 @@ class Pipeline:
         # itself (fed to the context, a looped smile became "habitual"
         # AU12 and was classified `others`).
         if state.context is not None and state.spotter.at_rest and evidence.ready and not evidence.gated:
-            state.context.observe(activations_at(evidence, self.config.spotter))
+            state.context.observe(active_aus(evidence, self.config.spotter))
         t5 = ns()
         out = list(closing)
         out.extend(self._decide(state, self._drop_releases(state, spotted)))

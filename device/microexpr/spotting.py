@@ -626,27 +626,7 @@ def activations_at(ev: Evidence, config: SpotterConfig | None = None) -> tuple[A
     from microexpr.motion import RegionGroup
 
     c = config or SpotterConfig()
-
-    def usable(au: AU) -> bool:
-        return au not in NON_EXPRESSIVE and not (ev.blink and au is AU.EYES_CLOSED)
-
-    def pick(left: Mapping[AU, float], right: Mapping[AU, float], floor: float, fraction: float
-             ) -> dict[AU, tuple[float, float]]:
-        both = {au: max(left.get(au, 0.0), right.get(au, 0.0)) for au in set(left) | set(right) if usable(au)}
-        top = max(both.values(), default=0.0)
-        return {au: (left.get(au, 0.0), right.get(au, 0.0)) for au, v in both.items()
-                if v >= floor and v >= fraction * top and v > 0}
-
-    motion = pick(ev.motion_z_left, ev.motion_z_right, c.min_evidence_z, c.relative_min)
-    top_rise = max((max(ev.rise_left.get(a, 0.0), ev.rise_right.get(a, 0.0))
-                    for a in set(ev.rise_left) | set(ev.rise_right) if usable(a)), default=0.0)
-    estimator = pick(ev.rise_left, ev.rise_right, c.estimator_trust * c.estimator_relative, c.estimator_relative)
-    use_estimator = top_rise >= c.estimator_trust and bool(estimator)
-    if use_estimator and motion and not set(motion) & set(estimator):
-        use_estimator = False
-    chosen, threshold = (estimator, c.estimator_relative * top_rise) if use_estimator else (motion, c.min_evidence_z)
-    if not use_estimator:
-        chosen = _smile_nose_lift(chosen, ev, c)
+    chosen, threshold = _chosen(ev, c)
     out: list[AUActivation] = []
     for au, (left, right) in chosen.items():
         side = _side(left, right, threshold, c.side_ratio)
@@ -658,6 +638,48 @@ def activations_at(ev: Evidence, config: SpotterConfig | None = None) -> tuple[A
         out.append(AUActivation(au, side, round(float(min(1.0, max(est, moved))), 3)))
     out.sort(key=lambda a: a.au.value)
     return tuple(out)
+
+
+def active_aus(ev: Evidence, config: SpotterConfig | None = None) -> frozenset[AU]:
+    """The AUs ``activations_at`` names in ``ev``, without their sides and
+    intensities: what the subject's context counts on every resting frame
+    (the intensities cost more than the choice, and at rest there is
+    usually nothing to name)."""
+    return frozenset(_chosen(ev, config or SpotterConfig())[0])
+
+
+def _pick(left: Mapping[AU, float], right: Mapping[AU, float], floor: float, fraction: float, blink: bool
+          ) -> dict[AU, tuple[float, float]]:
+    """One source's AUs (``activations_at``): at least ``floor`` and
+    ``fraction`` of its strongest, per AU the (left, right) evidence."""
+    if max(left.values(), default=0.0) < floor and max(right.values(), default=0.0) < floor:
+        return {}  # nothing reaches the floor (the usual resting frame): the same empty choice, sooner
+    both = {au: max(left.get(au, 0.0), right.get(au, 0.0)) for au in set(left) | set(right) if _usable(au, blink)}
+    top = max(both.values(), default=0.0)
+    return {au: (left.get(au, 0.0), right.get(au, 0.0)) for au, v in both.items()
+            if v >= floor and v >= fraction * top and v > 0}
+
+
+def _usable(au: AU, blink: bool) -> bool:
+    return au not in NON_EXPRESSIVE and not (blink and au is AU.EYES_CLOSED)
+
+
+def _chosen(ev: Evidence, c: SpotterConfig) -> tuple[dict[AU, tuple[float, float]], float]:
+    """The AUs ``activations_at`` names, per AU its (left, right) evidence,
+    and the threshold their sides are judged against."""
+    motion = _pick(ev.motion_z_left, ev.motion_z_right, c.min_evidence_z, c.relative_min, ev.blink)
+    estimator = _pick(ev.rise_left, ev.rise_right, c.estimator_trust * c.estimator_relative, c.estimator_relative,
+                      ev.blink)
+    top_rise = 0.0
+    if estimator:  # else the estimator is not used and its top rise does not matter
+        top_rise = max((max(ev.rise_left.get(a, 0.0), ev.rise_right.get(a, 0.0))
+                        for a in set(ev.rise_left) | set(ev.rise_right) if _usable(a, ev.blink)), default=0.0)
+    use_estimator = top_rise >= c.estimator_trust and bool(estimator)
+    if use_estimator and motion and not set(motion) & set(estimator):
+        use_estimator = False
+    if use_estimator:
+        return estimator, c.estimator_relative * top_rise
+    return _smile_nose_lift(motion, ev, c), c.min_evidence_z
 
 
 def _smile_nose_lift(chosen: dict[AU, tuple[float, float]], ev: Evidence, c: SpotterConfig
