@@ -80,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for owner, name, key in stages:
         _wrap(owner, name, key)
-    inner_at = pipeline.activations_at
+    inner_active = pipeline.active_aus
 
-    def activations_at(*a: Any, **k: Any) -> Any:
+    def active_aus(*a: Any, **k: Any) -> Any:
         t0 = time.thread_time_ns()
         try:
-            return inner_at(*a, **k)
+            return inner_active(*a, **k)
         finally:
-            TOTALS["context (activations_at)"] += time.thread_time_ns() - t0
+            TOTALS["context (active_aus)"] += time.thread_time_ns() - t0
 
-    pipeline.activations_at = activations_at
+    pipeline.active_aus = active_aus
 
     frames = load_frames(args.source)
     model = resolve_model_path()
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|")
     for _owner, _name, key in stages:
         print(f"| {key} | {per_frame.get(key, 0.0):.3f} |")
-    print(f"| context (activations_at) | {per_frame.get('context (activations_at)', 0.0):.3f} |")
+    print(f"| context (active_aus) | {per_frame.get('context (active_aus)', 0.0):.3f} |")
     print(f"| **analysis after the tracker, all of it** | **{total / 1e6 / n_rest:.3f}** |")
     print(f"estimate: (tracker + analysis) / bare = {(t_ms + total / 1e6 / n_rest) / b_ms:.3f}")
     if args.interleaved > 0:
