@@ -4,6 +4,7 @@ daemon applies ``tracker.overlap``."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,26 @@ def test_an_explicit_overlap_is_obeyed(tmp_path: Path, caplog: pytest.LogCapture
         assert use_overlap(forced, cores=1) is True
     assert "take turns" in caplog.text
     assert use_overlap(TrackerConfig(overlap=False), cores=4) is False
+
+
+def test_the_pipeline_runs_opencv_without_its_thread_pool() -> None:
+    """OpenCV's pool is sized by the profile (1 on every board: the flow's
+    crops are too small for it, and its spinning workers take the tracker's
+    cores) when a pipeline is built."""
+    import cv2
+
+    from microexpr.cores import apply_opencv_threads
+    from microexpr.models import resolve_model_path
+    from microexpr.pipeline import Pipeline
+
+    assert {profile_for(n).opencv_threads for n in (1, 2, 4, 8)} == {1}
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        with Pipeline.create(model_path=resolve_model_path()):
+            assert cv2.getNumThreads() == 1
+        cv2.setNumThreads(3)
+        assert apply_opencv_threads(replace(profile_for(4), opencv_threads=2)) == 2
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)

@@ -12,6 +12,15 @@ the reasoning (docs/benchmarks.md "Pi profile"):
   cores the analysis thread and the capture/publish threads do not. On a
   Pi 4/5 (4 cores) that is 2: one core for the analysis thread, one for
   capture, MQTT and the OS. On 2 cores, 1.
+* ``opencv_threads``: OpenCV's thread pool for the analysis (the dense
+  flow, the crops' warps, the colour conversions). 1 on every board: those
+  calls work on a 150x170-pixel crop, too small for a pool to pay; its
+  workers wait for work by spinning, on the cores the tracker's own pool
+  needs. Measured on the 2-core x86 (docs/benchmarks.md): the flow's DIS
+  call costs 2.9 ms of process CPU alone against 3.3 ms with the default
+  pool of 2 (but 2.9 ms of wall time instead of 1.7), and a face at rest 1.13-1.15x
+  the bare tracker against 1.17-1.19x. The flow's wall time grows, but with
+  ``overlap`` the analysis runs beside the tracker, which takes longer.
 * ``idle_stride`` (``activity.ActivityConfig``): at rest the dense flow
   runs on one frame in this many (growing to ``quiet_stride``, 6, while the
   face stays quiet). Deliberately the same on every board (3): what the
@@ -31,6 +40,7 @@ class CoreProfile:
     overlap: bool
     tracker_threads: int
     idle_stride: int
+    opencv_threads: int = 1
 
 
 def available_cores() -> int:
@@ -52,6 +62,18 @@ def profile_for(cores: int | None = None) -> CoreProfile:
     return CoreProfile(n, overlap=True, tracker_threads=min(n - 2, 4), idle_stride=3)
 
 
+def apply_opencv_threads(profile: CoreProfile | None = None) -> int:
+    """Size OpenCV's thread pool (process-wide) for the profile; returns the
+    count. Called where a pipeline is built: its analysis is what OpenCV
+    runs in this process."""
+    import cv2
+
+    n = (profile or profile_for()).opencv_threads
+    if cv2.getNumThreads() != n:
+        cv2.setNumThreads(n)
+    return n
+
+
 #: What a Raspberry Pi 4 or 5 (4 Cortex-A72 / A76 cores) gets.
 PI_4_5 = profile_for(4)
 
@@ -62,7 +84,7 @@ def bench_note(cores: int | None = None) -> list[str]:
     return [
         "",
         f"Profile here ({here.cores} cores): tracker.overlap = {str(here.overlap).lower()}, "
-        f"ONNX tracker threads {here.tracker_threads}, dense flow at rest on 1 frame in {here.idle_stride} "
+        f"ONNX tracker threads {here.tracker_threads}, OpenCV threads {here.opencv_threads}, dense flow at rest on 1 frame in {here.idle_stride} "
         "(up to 1 in 6 while the face stays quiet). "
         f"A Pi 4/5 ({PI_4_5.cores} cores) gets overlap = {str(PI_4_5.overlap).lower()}, "
         f"{PI_4_5.tracker_threads} tracker threads, the same flow schedule (cores.py).",

@@ -400,6 +400,9 @@ class Pipeline:
         classifier = default_classifier(ambiguous_confidence=ambiguous_confidence, ambiguous_margin=ambiguous_margin,
                                         label_profile=label_profile, prototypes=prototypes) if classify else None
         tracker = create_tracker(backend, model_path=model_path, **tracker_options)  # type: ignore[arg-type]
+        from microexpr.cores import apply_opencv_threads
+
+        apply_opencv_threads()  # the Pi profile: OpenCV's pool off (cores.py)
         return cls(tracker, classifier=classifier, config=config)
 
     # -- lifecycle
