@@ -183,8 +183,31 @@ def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: P
     # during an episode the flow runs on every frame, by the policy
     assert res.expression.flow_skipped == 0 and res.expression.flow_ran == len(res.expression.pipeline_cpu)
     assert res.rest.flow_ran + res.rest.flow_skipped == len(res.rest.pipeline_cpu) == 30
+    assert res.still.flow_ran + res.still.flow_skipped == len(res.still.pipeline_cpu) == len(res.still.bare_cpu) == 30
     section, ratios = report_section(res)
     assert section["expression"]["flow_share"] == 1.0
     assert 0.0 < section["rest"]["flow_share"] <= 1.0
-    assert all(ratios[f"{r}_cpu_vs_bare_mean"] is not None for r in ("rest", "expression"))
-    assert any("| rest |" in line for line in markdown(section))
+    # the still face (a resting frame held, sensor noise, MPEG-4): the gate
+    # lets the flow rest on most frames once the baseline is learnt
+    assert 0.0 < section["still"]["flow_share"] < 0.5
+    assert all(ratios[f"{r}_cpu_vs_bare_mean"] is not None for r in ("rest", "still", "expression"))
+    lines = markdown(section)
+    assert any("| rest |" in line for line in lines) and any("| still |" in line for line in lines)
+
+
+def test_the_still_face_is_a_held_frame_with_fresh_noise_through_mpeg4(smile_clip: Path) -> None:
+    from microexpr.bench import load_frames
+    from microexpr.bench_activity import STILL_NOISE, still_face
+
+    frame = load_frames(smile_clip, limit=1)[0]
+    still = still_face(frame, fps=30.0, frames=12)
+    assert len(still) == 12 and still[0].image.shape == frame.image.shape
+    base = frame.image.astype(np.float64)
+    errors = [float(np.abs(f.image - base).mean()) for f in still]
+    steps = [float(np.abs(a.image.astype(np.float64) - b.image).mean()) for a, b in zip(still, still[1:])]
+    # the same picture (codec and noise error of a few grey levels, not another frame) ...
+    assert max(errors) < 4 * STILL_NOISE
+    # ... and no two frames alike (a frozen picture would let the repeated-frame
+    # check drop them; MPEG-4 keeps less and less of the noise's change on a
+    # still scene, 0.3 grey levels a pixel after the key frame, 0.1 later)
+    assert min(steps) > 0.0

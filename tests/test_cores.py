@@ -28,7 +28,7 @@ def test_profiles_by_core_count() -> None:
 def test_bench_note_names_the_ratios_a_pi_user_compares() -> None:
     text = "\n".join(bench_note(2))
     for key in ("stream_overlap_vs_bare_p50", "rest_stream_overlap_vs_bare_p50", "rest_cpu_vs_bare_mean",
-                "rest_flow_share", "Pi 4/5 (4 cores)"):
+                "rest_flow_share", "still_cpu_vs_bare_mean", "Pi 4/5 (4 cores)"):
         assert key in text
 
 

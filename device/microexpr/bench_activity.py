@@ -9,17 +9,29 @@ MediaPipe call on the same frames:
   forward and back (a real resting face, its own small movements and
   noise) for ``rest_s`` seconds after a warm-up the pipeline learns its
   baseline on (not measured);
+* **still**: one of those resting frames held for ``still_s`` seconds with
+  fresh sensor noise on every frame (σ ``STILL_NOISE`` grey levels) and
+  through MPEG-4 as a camera would send it, played forward and back like
+  the rest stretch: the face of a kiosk's idle hours, which a short clip's
+  few resting frames (the shared clip has 7, and they sway) do not show.
+  It is made here from the source, so it needs no other file;
 * **expression**: the clip's frames from each spotted episode's onset to its
   offset, measured while the clip plays whole (a fresh pipeline each pass).
 
 For each: the stream interval with the tracker and analysis overlapped
 (``tracker.overlap``), per-frame CPU of the sequential pipeline (process
 CPU time, all threads), and the share of frames on which the dense flow
-ran. Ratios only: absolute times on a shared machine say little.
+ran. The CPU of the pipeline and of the bare call are taken frame by frame
+in turn (the bare call right after the pipeline, on the same frame), so a
+change of the machine's load between two passes cannot tilt the ratio (it
+moved it by 0.1 between two runs of the same code, in separate passes);
+the bare call's interval is timed back to back, in a pass of its own.
+Ratios only: absolute times on a shared machine say little.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +41,12 @@ from typing import Any
 import numpy as np
 
 from microexpr.capture import Frame
+
+#: Sensor noise of the still face, grey levels (σ): a webcam's in room light.
+STILL_NOISE = 2.0
+#: Frames of the still face written (then played forward and back): 2 s at
+#: 30 fps, 41 MB of 640x360 pictures held in memory.
+STILL_CLIP_FRAMES = 60
 
 
 @dataclass
@@ -48,6 +66,7 @@ class ActivityResult:
     rest_frames: int = 0
     expression_frames: int = 0
     rest: RegimeSamples = field(default_factory=RegimeSamples)
+    still: RegimeSamples = field(default_factory=RegimeSamples)
     expression: RegimeSamples = field(default_factory=RegimeSamples)
 
 
@@ -58,6 +77,25 @@ def _retimed(frames: Sequence[Frame], start_ts: float, step: float, start_index:
 def _ping_pong(frames: Sequence[Frame], n: int) -> list[Frame]:
     cycle = list(frames) + list(frames[-2:0:-1])
     return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def still_face(frame: Frame, *, fps: float, frames: int = STILL_CLIP_FRAMES, seed: int = 0) -> list[Frame]:
+    """``frame``'s picture held still: fresh Gaussian sensor noise on every
+    frame, then through MPEG-4 (written and decoded by OpenCV's FFmpeg, as
+    ``videocodec.py`` does for the spotting benchmarks)."""
+    from microexpr.bench import load_frames
+    from microexpr.videocodec import Codec, write_video
+
+    rng = np.random.default_rng(seed)
+    base = frame.image.astype(np.float32)
+
+    def noisy() -> Any:
+        for _ in range(frames):
+            yield np.clip(np.rint(base + rng.normal(0.0, STILL_NOISE, base.shape)), 0, 255).astype(np.uint8)
+
+    with tempfile.TemporaryDirectory(prefix="microexpr-still-") as tmp:
+        written = write_video(noisy(), Path(tmp) / "still", fps, Codec.MP4V)
+        return load_frames(written.path)
 
 
 def run_activity(
@@ -74,6 +112,7 @@ def run_activity(
     result = ActivityResult()
     step = float(np.median(np.diff([f.timestamp for f in frames]))) if len(frames) > 1 else 1 / 30
     bare = _BareMediaPipe(model_path)
+    bare_cpu = _BareMediaPipe(model_path)  # the interleaved one: its timestamps follow the pipeline's
     seq = Pipeline.create(model_path=model_path)
     ovl = Pipeline.create(model_path=model_path)
     done: list[tuple[float, int]] = []
@@ -99,7 +138,8 @@ def run_activity(
         result.rest_frames = len(rest_clip)
         result.expression_frames = len(expr_idx)
         n_warm, n_rest = int(round(warmup_s / step)), int(round(rest_s / step))
-        expect(passes * (n_warm + n_rest + len(frames)))
+        still_clip = still_face(rest_clip[len(rest_clip) // 2], fps=1.0 / step)
+        expect(passes * (2 * (n_warm + n_rest) + len(frames)))
         t_next = 0.0
         idx_next = 0
 
@@ -107,30 +147,31 @@ def run_activity(
                     measured_from: int) -> None:
             # sequential: per-frame CPU and the flow share (by frame: a frame
             # skipped at rest may get its flow later, from the ring buffer,
-            # during another frame's call)
+            # during another frame's call); the bare call's CPU on the same
+            # frame right after (``bare_cpu``, its own graph and timestamps)
             first = seq_frames[0].index
             for k, f in enumerate(seq_frames):
                 c0 = time.process_time()
                 out = seq.process(f)
                 c1 = time.process_time()
+                bare_cpu.time_frame(f, 0.0)
+                c2 = time.process_time()
                 for i in out.backfilled:
                     if i - first >= measured_from and keep(i - first):
                         bucket.flow_backfilled += 1
                 if k >= measured_from and keep(k):
                     bucket.pipeline_cpu.append(c1 - c0)
+                    bucket.bare_cpu.append(c2 - c1)
                     if out.motion is not None:
                         bucket.flow_ran += 1
                     elif out.observation.face is not None:
                         bucket.flow_skipped += 1
                 progress()
-            # bare MediaPipe: interval (back to back = its own time) and CPU
+            # bare MediaPipe back to back: its interval is its own time
             for k, f in enumerate(seq_frames):
-                c0 = time.process_time()
                 dt = bare.time_frame(f, 0.0)
-                c1 = time.process_time()
                 if k >= measured_from and keep(k):
                     bucket.bare_interval.append(dt)
-                    bucket.bare_cpu.append(c1 - c0)
             # overlapped stream: time between consecutive finished frames
             done.clear()
             for f in seq_frames:
@@ -149,6 +190,12 @@ def run_activity(
             idx_next += n_warm + n_rest + 30
             seq.reset()
             ovl.reset()
+            still_seq = _retimed(_ping_pong(still_clip, n_warm + n_rest), t_next, step, idx_next)
+            measure(still_seq, lambda k: True, result.still, n_warm)
+            t_next += (n_warm + n_rest + 30) * step
+            idx_next += n_warm + n_rest + 30
+            seq.reset()
+            ovl.reset()
             whole = _retimed(frames, t_next, step, idx_next)
             measure(whole, lambda k: k in expr_idx, result.expression, 0)
             t_next += (len(frames) + 30) * step
@@ -160,6 +207,7 @@ def run_activity(
         seq.close()
         ovl.close()
         bare.close()
+        bare_cpu.close()
     return result
 
 
@@ -179,7 +227,7 @@ def report_section(res: ActivityResult) -> tuple[dict[str, Any], dict[str, float
     """The report's ``activity`` section and its ratios."""
     section: dict[str, Any] = {"rest_clip_frames": res.rest_frames, "expression_frames": res.expression_frames}
     ratios: dict[str, float | None] = {}
-    for name, b in (("rest", res.rest), ("expression", res.expression)):
+    for name, b in (("rest", res.rest), ("still", res.still), ("expression", res.expression)):
         total = b.flow_ran + b.flow_skipped
         s = {
             "interval_ms": {"bare_mediapipe": _lat(b.bare_interval), "pipeline_overlap": _lat(b.overlap_interval)},
@@ -200,13 +248,17 @@ def markdown(section: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"Activity: a face at rest ({section['rest_clip_frames']} frames before the clip's first onset, played "
-        "forward and back after an unmeasured warm-up) vs during expressions (the clip's "
-        f"{section['expression_frames']} frames from onset to offset). CPU = process CPU time per frame.",
+        "forward and back after an unmeasured warm-up), the same face still (one of those frames held with sensor "
+        f"noise σ {STILL_NOISE:g}, through MPEG-4) and during expressions (the clip's "
+        f"{section['expression_frames']} frames from onset to offset). CPU = process CPU time per frame, the "
+        "pipeline's and the bare call's taken frame by frame in turn.",
         "",
         "| regime | overlap interval p50 ms | bare interval p50 ms | pipeline CPU mean ms | bare CPU mean ms | frames with dense flow |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("rest", "expression"):
+    for name in ("rest", "still", "expression"):
+        if name not in section:  # a report from before the still regime
+            continue
         s = section[name]
         lines.append(f"| {name} | {s['interval_ms']['pipeline_overlap']['p50']} | {s['interval_ms']['bare_mediapipe']['p50']} "
                      f"| {s['cpu_ms']['pipeline_sequential']['mean']} | {s['cpu_ms']['bare_mediapipe']['mean']} "
