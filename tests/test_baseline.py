@@ -284,3 +284,57 @@ def test_the_statistics_refresh_equals_numpys_median_bit_for_bit() -> None:
         scale = np.maximum(np.sqrt((span * mad**2 + w * priors**2) / max(span + w, 1e-9)), floors)
         assert np.array_equal(stats.median, median, equal_nan=True)
         assert np.array_equal(stats.scale, scale, equal_nan=True)
+
+
+@pytest.mark.parametrize(("fps", "count"), [(30.0, 1500), (10.0, 1400)])
+def test_the_statistics_keep_the_samples_a_list_would_through_window_thinning_and_recentring(
+        fps: float, count: int) -> None:
+    """The samples live in one preallocated matrix (no stacking at every
+    refresh); through 50 s of samples at 30 fps (the 30-s window and the
+    600-sample thinning both at work) and 140 s at 10 fps (the window alone:
+    the live block reaches the matrix's end and is moved back to its start),
+    with reference renewals, it holds what a plain list of vectors under the
+    documented rules holds, and its median/MAD are numpy's on them."""
+    from microexpr.baseline import _RobustStats
+
+    config = BaselineConfig()
+    rng = np.random.default_rng(3)
+    size = 12
+    columns = np.array([0, 1, 5, 11])
+    priors, floors = np.full(size, 0.01), np.full(size, 1e-4)
+    stats = _RobustStats(size, config)
+    stats.frame_dt = 1 / fps
+    moved = 0
+    ref: list[tuple[float, np.ndarray]] = []
+    ref_w: list[float] = []
+    for k in range(count):
+        t = k / fps + (0.5 if k > 900 else 0.0)  # a gap too
+        moved += stats._start + len(stats) == stats._data.shape[1]
+        x = rng.normal(0, 1, size)
+        step = stats.frame_dt
+        ref_w.append(min(step, t - ref[-1][0]) if ref else step)
+        ref.append((t, x.copy()))
+        stats.add(t, x)
+        while ref and t - ref[0][0] > config.window_s:
+            ref.pop(0)
+            ref_w.pop(0)
+        if len(ref) > config.max_samples:
+            half = len(ref) // 2
+            kept = [sum(ref_w[i:min(i + 2, half)]) for i in range(0, half, 2)]
+            ref = ref[:half:2] + ref[half:]
+            ref_w = kept + ref_w[half:]
+        if k % 400 == 399:
+            data = np.stack([v for _, v in ref])
+            shift = np.median(data[:, columns], axis=0)
+            for _, v in ref:
+                v[columns] -= shift
+            stats.recentre(columns)
+        if k % 97 == 0 or k == count - 1:
+            assert len(stats) == len(ref)
+            assert list(stats.times) == [t for t, _ in ref] and list(stats.weights) == ref_w
+            assert np.array_equal(stats.data, np.stack([v for _, v in ref], axis=1))
+    stats.refresh(100.0, priors, floors, force=True)
+    data = np.stack([v for _, v in ref])
+    assert np.array_equal(stats.median, np.median(data, axis=0))
+    assert 250 < len(ref) <= config.max_samples
+    assert moved > 0 or fps > 10  # the move back to column 0 happened (at 10 fps)
