@@ -148,8 +148,8 @@ class ActivityGate:
     def __init__(self, config: ActivityConfig | None = None) -> None:
         self.config = config or ActivityConfig()
         c = self.config
-        self._size = (round(2 * c.half_width_iod * c.crop_iod_px),
-                      round((c.above_iod + c.below_iod) * c.crop_iod_px))
+        self._size = (int(round(2 * c.half_width_iod * c.crop_iod_px)),
+                      int(round((c.above_iod + c.below_iod) * c.crop_iod_px)))
         self._last: np.ndarray | None = None
         self._template: np.ndarray | None = None
         #: the template's centroid and centred points (complex), as ``_similarity`` computes them
