@@ -393,11 +393,15 @@ MEASUREMENTS = ("aperture", "brow", "cheek", "ala", "lower_lid", "corner")
 
 def rotation_from_pose(pose: HeadPose) -> np.ndarray:
     """The 3x3 rotation ``Rx(pitch) @ Ry(yaw) @ Rz(roll)`` (OpenCV camera
-    axes), the inverse of the tracker's decomposition."""
+    axes), the inverse of the tracker's decomposition. The three factors
+    are built in one array (one allocation, not three: it runs every frame)."""
     a, b, c = (math.radians(v) for v in (pose.pitch, pose.yaw, pose.roll))
-    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
-    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
+    ca, sa, cb, sb, cc, sc = math.cos(a), math.sin(a), math.cos(b), math.sin(b), math.cos(c), math.sin(c)
+    rx, ry, rz = np.array([
+        [[1.0, 0.0, 0.0], [0.0, ca, -sa], [0.0, sa, ca]],
+        [[cb, 0.0, sb], [0.0, 1.0, 0.0], [-sb, 0.0, cb]],
+        [[cc, -sc, 0.0], [sc, cc, 0.0], [0.0, 0.0, 1.0]],
+    ])
     return rx @ ry @ rz
 
 
@@ -474,11 +478,6 @@ def measure(face: Face) -> Geometry:
             y += rows[i][1]
         return y / len(group)
 
-    def norm2(dx: float, dy: float) -> float:
-        # numpy's dot (BLAS; it may fuse the multiply-add), as np.linalg.norm
-        v = np.array((dx, dy))
-        return math.sqrt(float(v.dot(v)))
-
     inner_of = []
     centres = []
     for _side, ix in _SIDE_ROWS:  # right, then left
@@ -486,21 +485,29 @@ def measure(face: Face) -> Geometry:
         inner_of.append(i)
         centres.append(((o[0] + i[0]) / 2.0, (o[1] + i[1]) / 2.0))
     (crx, cry), (clx, cly) = centres
-    iod = max(norm2(clx - crx, cly - cry), 1e-6)
-    per_side = []
+    lo, up = xy(_LIP_ROWS[0]), xy(_LIP_ROWS[1])
+    # the four 2-vectors whose length is read, in one array; each length is
+    # the square root of numpy's dot product (BLAS; it may fuse the
+    # multiply-add), as np.linalg.norm computes it
+    vectors = [(clx - crx, cly - cry), (lo[0] - up[0], lo[1] - up[1])]
     for (_side, ix), inner in zip(_SIDE_ROWS, inner_of, strict=True):
+        ala_x, ala_y = xy(ix["ala"])
+        vectors.append((ala_x - inner[0], ala_y - inner[1]))
+    rows2 = np.array(vectors)
+    lengths = [math.sqrt(float(v.dot(v))) for v in rows2]
+    iod = max(lengths[0], 1e-6)
+    per_side = []
+    for (_side, ix), inner, ala_length in zip(_SIDE_ROWS, inner_of, lengths[2:], strict=True):
         inner_y = inner[1]
         lower = y_of(ix["lower_lid"])
         aperture = (lower - y_of(ix["upper_lid"])) / iod
         brow = (inner_y - y_of(ix["inner_brow"])) / iod
         cheek = (y_of(ix["cheek"]) - inner_y) / iod
-        ala_x, ala_y = xy(ix["ala"])
-        ala = norm2(ala_x - inner[0], ala_y - inner_y) / iod
+        ala = ala_length / iod
         lower_lid = (lower - inner_y) / iod
         corner = (y_of(ix["mouth_corner"]) - inner_y) / iod
         per_side.append((aperture, brow, cheek, ala, lower_lid, corner))
-    lo, up = xy(_LIP_ROWS[0]), xy(_LIP_ROWS[1])
-    gap = norm2(lo[0] - up[0], lo[1] - up[1]) / iod
+    gap = lengths[1] / iod
     return Geometry(left=per_side[1], right=per_side[0], lip_gap=gap, iod_px=iod)
 
 
@@ -590,8 +597,9 @@ class AUEstimator:
         ref = self._refs.get(subject_id)
         return None if ref is None else ref.values.copy()
 
-    def _update_reference(self, subject_id: int, current: np.ndarray, timestamp: float) -> np.ndarray:
-        """The reference to compare this frame with; the frame is folded in.
+    def _update_reference(self, subject_id: int, geo: Geometry, timestamp: float) -> list[list[float]]:
+        """The reference to compare this frame with (rows left, right); the
+        frame is folded in.
 
         Opening window (``OPENING_WINDOW_S``): the reference is the
         element-wise median of the subject's frames so far, so neither the
@@ -603,19 +611,24 @@ class AUEstimator:
         """
         ref = self._refs.get(subject_id)
         if ref is None or timestamp - ref.timestamp > self.reference_tau_s:
+            current = _geometry_matrix(geo)
             self._refs[subject_id] = _Reference(current.copy(), timestamp, timestamp, [current.copy()])
-            return current
+            return current.tolist()
         if ref.window is not None:
-            ref.window.append(current.copy())
+            ref.window.append(_geometry_matrix(geo))
             ref.values = np.median(np.stack(ref.window), axis=0)
             ref.timestamp = max(ref.timestamp, timestamp)
             if timestamp - ref.start >= OPENING_WINDOW_S:
                 ref.window = None
-            return ref.values.copy()
-        before = ref.values.copy()
+            return ref.values.tolist()
+        before = ref.values.tolist()
         dt = max(0.0, timestamp - ref.timestamp)
         alpha = 1.0 - math.exp(-dt / self.reference_tau_s)
-        ref.values += alpha * (current - ref.values)
+        # ``values += alpha * (current - values)`` element by element in
+        # plain Python: the same float64 operations in the same order, on
+        # twelve numbers (four numpy calls cost more than the arithmetic)
+        ref.values = np.array([[v + alpha * (x - v) for v, x in zip(row, side, strict=True)]
+                               for row, side in zip(before, (geo.left, geo.right), strict=True)])
         ref.timestamp = max(ref.timestamp, timestamp)
         return before
 
@@ -647,7 +660,7 @@ class AUEstimator:
         shapes = face.blendshapes
         get = shapes.get
         geo = measure(face)
-        ref = self._update_reference(face.subject_id, _geometry_matrix(geo), obs.timestamp).tolist()
+        ref = self._update_reference(face.subject_id, geo, obs.timestamp)
         smiles = []
         for names in _SMILE_NAMES:
             value = 0.0
