@@ -68,6 +68,7 @@ WARM_SAMPLES = 300
 #: The stable points as an index array, built once (a list of 25 ints was
 #: converted on every frame).
 _STABLE = np.array(mesh.STABLE_POINTS, dtype=np.intp)
+_EYE4 = np.eye(4)
 
 
 class FlowReason(StrEnum):
@@ -291,7 +292,7 @@ class ActivityGate:
             # keeps a flat (textureless) crop solvable
             columns = basis.T.astype(np.float64)
             normal = columns @ basis
-            normal += np.eye(4) * (1e-6 * float(np.trace(normal)) + 1e-9)
+            normal += _EYE4 * (1e-6 * float(np.trace(normal)) + 1e-9)
             self._basis = (basis, np.linalg.solve(normal, columns).astype(np.float32))
         b, pinv = self._basis
         d = diff.ravel()
@@ -316,9 +317,19 @@ class ActivityGate:
         else:
             alpha = 1.0 - float(np.exp(-dt / c.noise_tau_s))
             self._alpha = (dt, alpha)
-        x = np.minimum(cells, self._mean + c.backfill_z * self._dev)
-        self._mean += alpha * (x - self._mean)
-        self._dev += alpha * (np.abs(x - self._mean) - self._dev)
+        # x = min(cells, mean + backfill_z * dev); mean += alpha * (x - mean);
+        # dev += alpha * (|x - mean| - dev): the same operations, in two buffers
+        x = np.multiply(self._dev, c.backfill_z)
+        np.add(self._mean, x, out=x)
+        np.minimum(cells, x, out=x)
+        step = np.subtract(x, self._mean)
+        step *= alpha
+        self._mean += step
+        np.subtract(x, self._mean, out=step)
+        np.abs(step, out=step)
+        step -= self._dev
+        step *= alpha
+        self._dev += step
         np.maximum(self._dev, c.noise_floor, out=self._dev)
 
     def decide(self, image: np.ndarray, landmarks: np.ndarray, timestamp: float, *,
@@ -401,7 +412,8 @@ def _centred(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     complex numbers, as ``motion._similarity`` forms them (the same
     subtraction; x + iy by viewing the pairs as complex instead of
     building them by arithmetic, which only differs in the sign of a zero)."""
-    mu = points.mean(axis=0)
+    mu = np.add.reduce(points, axis=0)  # points.mean(axis=0) without its Python wrapper: the
+    np.true_divide(mu, np.intp(len(points)), out=mu, casting="unsafe")  # same sum, the same division
     return mu, (points - mu).view(np.complex128).ravel()
 
 
@@ -413,9 +425,7 @@ def _similarity_to(src: np.ndarray, mu_d: np.ndarray, d: np.ndarray) -> np.ndarr
     mu_s, s = _centred(src)
     var = float(np.vdot(s, s).real)
     k = complex(np.vdot(s, d)) / var if var > 0 else 1.0 + 0j
-    out = np.empty((2, 3))
-    out[0, 0], out[0, 1] = k.real, -k.imag
-    out[1, 0], out[1, 1] = k.imag, k.real
+    out = np.array([[k.real, -k.imag, 0.0], [k.imag, k.real, 0.0]])
     out[:, 2] = mu_d - out[:, :2] @ mu_s
     return out
 
@@ -447,14 +457,14 @@ def _cell_means(diff: np.ndarray, k: int) -> np.ndarray:
     own path (pairwise sums from 8 values on)."""
     h, w = diff.shape
     hh, ww = h // k * k, w // k * k
-    if k >= 8 or k < 1:
+    if not 2 <= k < 8:
         return diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
     pixels = diff[:hh, :ww].reshape(hh, ww // k, k)
-    rows = pixels[:, :, 0].copy()
-    for j in range(1, k):
+    rows = np.add(pixels[:, :, 0], pixels[:, :, 1])
+    for j in range(2, k):
         rows += pixels[:, :, j]
     rows = rows.reshape(hh // k, k, ww // k)
-    cells = rows[:, 0].copy()
-    for i in range(1, k):
+    cells = np.add(rows[:, 0], rows[:, 1])
+    for i in range(2, k):
         cells += rows[:, i]
     return np.true_divide(cells, np.intp(k * k), out=cells, casting="unsafe")

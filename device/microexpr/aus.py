@@ -461,7 +461,9 @@ def measure(face: Face) -> Geometry:
     multiply-add), so the values are the same bit for bit
     (tests/test_aus.py compares with the array form)."""
     points = np.asarray(face.landmarks, dtype=np.float64)
-    rows = ((points[_MEASURED_INDEX] - points.mean(axis=0)) @ rotation_from_pose(face.pose)).tolist()
+    centre = np.add.reduce(points, axis=0)  # points.mean(axis=0) without its Python wrapper: the
+    np.true_divide(centre, np.intp(len(points)), out=centre, casting="unsafe")  # same sum and division
+    rows = ((points[_MEASURED_INDEX] - centre) @ rotation_from_pose(face.pose)).tolist()
 
     def xy(group: tuple[int, ...]) -> tuple[float, float]:
         x, y, _ = rows[group[0]]
