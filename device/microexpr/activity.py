@@ -454,10 +454,12 @@ def _cell_means(diff: np.ndarray, k: int) -> np.ndarray:
     (left to right, below 8 values), then divides the float32 sum in
     float64 by the count. Non-negative input (``diff`` is an absolute
     difference), so no sign of zero is at stake. Wider cells take numpy's
-    own path (pairwise sums from 8 values on)."""
+    own path (pairwise sums from 8 values on), and so does a grid one cell
+    wide (numpy drops that axis and adds in another order; found by
+    tests/test_activity.py)."""
     h, w = diff.shape
     hh, ww = h // k * k, w // k * k
-    if not 2 <= k < 8:
+    if not 2 <= k < 8 or ww < 2 * k:
         return diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
     pixels = diff[:hh, :ww].reshape(hh, ww // k, k)
     rows = np.add(pixels[:, :, 0], pixels[:, :, 1])
