@@ -39,6 +39,10 @@ magnitude (a few millimetres of brow, cheek or nose-wing travel), not values
 fitted to any clip. Both are in ``GEOMETRY_CUES`` and docs/aus.md.
 """
 
+# The per-frame path writes max/min of two floats out as comparisons (Python's own
+# definition; a call per value cost a third of AU estimation at rest), hence:
+# ruff: noqa: PLR1730, FURB136
+
 from __future__ import annotations
 
 import math
@@ -656,20 +660,25 @@ class AUEstimator:
         ``BLENDSHAPE_AU`` order, from 0), then of that and its geometric
         cue, then of that and the bilateral value, clamped to 0..1; the
         bilateral AU is the stronger side. Read straight from the
-        ``_PLAN`` table: the same ``max`` calls in the same order as
-        ``blendshape_aus`` and ``geometric_aus`` with their per-AU dicts,
-        at half the cost (tests/test_aus.py compares the two forms)."""
-        shapes = face.blendshapes
-        get = shapes.get
+        ``_PLAN`` table: the same comparisons in the same order as
+        ``blendshape_aus`` and ``geometric_aus`` with their per-AU dicts
+        and ``max`` calls, at a third of the cost (tests/test_aus.py
+        compares the two forms, not-finite blendshapes included)."""
+        get = face.blendshapes.get
         geo = measure(face)
         ref = self._update_reference(face.subject_id, geo, obs.timestamp)
+        # Python's max(a, b) is ``b if b > a else a`` and min(a, b) is
+        # ``b if b < a else a`` (NaN included: a comparison with NaN is
+        # false); written out, they cost no call
         smiles = []
         for names in _SMILE_NAMES:
             value = 0.0
             for name in names:
                 score = get(name)
                 if score is not None:
-                    value = max(value, float(score))
+                    score = float(score)
+                    if score > value:
+                        value = score
             smiles.append(value)
         cue_left = _geometric(geo.left, ref[0], smiles[0])
         cue_right = _geometric(geo.right, ref[1], smiles[1])
@@ -688,29 +697,42 @@ class AUEstimator:
                 for name in both_names:
                     score = get(name)
                     if score is not None:
-                        bilateral = max(bilateral, float(score))
-            if not sided:
-                intensity[au] = 0.0 if not isfinite(bilateral) else min(1.0, max(0.0, bilateral))
+                        score = float(score)
+                        if score > bilateral:
+                            bilateral = score
+            if not sided:  # clamped to 0..1, 0 when not finite
+                intensity[au] = ((0.0 if not bilateral > 0.0 else bilateral if bilateral < 1.0 else 1.0)
+                                 if isfinite(bilateral) else 0.0)
                 continue
             lv = rv = 0.0
             for name in left_names:
                 score = get(name)
                 if score is not None:
-                    lv = max(lv, float(score))
+                    score = float(score)
+                    if score > lv:
+                        lv = score
             for name in right_names:
                 score = get(name)
                 if score is not None:
-                    rv = max(rv, float(score))
+                    score = float(score)
+                    if score > rv:
+                        rv = score
             if cue >= 0:
-                lv = max(lv, cue_left[cue])
-                rv = max(rv, cue_right[cue])
-            lv = max(lv, bilateral)
-            rv = max(rv, bilateral)
-            lc = 0.0 if not isfinite(lv) else min(1.0, max(0.0, lv))
-            rc = 0.0 if not isfinite(rv) else min(1.0, max(0.0, rv))
+                value = cue_left[cue]
+                if value > lv:
+                    lv = value
+                value = cue_right[cue]
+                if value > rv:
+                    rv = value
+            if bilateral > lv:
+                lv = bilateral
+            if bilateral > rv:
+                rv = bilateral
+            lc = (0.0 if not lv > 0.0 else lv if lv < 1.0 else 1.0) if isfinite(lv) else 0.0
+            rc = (0.0 if not rv > 0.0 else rv if rv < 1.0 else 1.0) if isfinite(rv) else 0.0
             side_left[au] = lc
             side_right[au] = rc
-            intensity[au] = max(lc, rc)
+            intensity[au] = rc if rc > lc else lc
         return AUFrame(
             frame_index=obs.frame_index,
             timestamp=obs.timestamp,
@@ -764,21 +786,26 @@ def _geometric(current: Sequence[float], reference: Sequence[float], smile: floa
     ref_aperture, ref_brow, ref_cheek, ref_ala, ref_lower_lid, ref_corner = reference
     rel_aperture = aperture / ref_aperture - 1.0 if ref_aperture > 1e-6 else 0.0
     brow_change = brow - ref_brow
-    db, span = _RAMP[AU.INNER_BROW_RAISER]
-    raiser = min(1.0, max(0.0, (brow_change - db) / span))
-    db, span = _RAMP[AU.BROW_LOWERER]
-    lowerer = min(1.0, max(0.0, (-brow_change - db) / span))
-    db, span = _RAMP[AU.UPPER_LID_RAISER]
-    lid_raiser = min(1.0, max(0.0, (rel_aperture - db) / span))
     lid_rise = (ref_lower_lid - lower_lid) / ref_aperture if ref_aperture > 1e-6 else 0.0
-    db, span = _RAMP[AU.CHEEK_RAISER]
-    cheek_rise = min(1.0, max(0.0, (ref_cheek - cheek - db) / span))
-    cheek_raiser = math.sqrt(ramp(lid_rise, *LOWER_LID_RISE) * cheek_rise)
-    explained = max(_clamp(smile), ramp(ref_corner - corner, *CORNER_RISE))
-    db, span = _RAMP[AU.NOSE_WRINKLER]
-    wrinkler = min(1.0, max(0.0, (ref_ala - ala - db) / span)) * (1.0 - explained)
+    # each ramp(value, dead_band, full): min(1.0, max(0.0, (value - dead_band) / span))
+    raiser = _unit((brow_change - _R1[0]) / _R1[1])
+    lowerer = _unit((-brow_change - _R4[0]) / _R4[1])
+    lid_raiser = _unit((rel_aperture - _R5[0]) / _R5[1])
+    cheek_rise = _unit((ref_cheek - cheek - _R6[0]) / _R6[1])
+    cheek_raiser = math.sqrt(_unit((lid_rise - _LID[0]) / _LID[1]) * cheek_rise)
+    smile = 0.0 if not math.isfinite(smile) else _unit(smile)
+    corner_rise = _unit((ref_corner - corner - _CORNER[0]) / _CORNER[1])
+    explained = corner_rise if corner_rise > smile else smile
+    wrinkler = _unit((ref_ala - ala - _R9[0]) / _R9[1]) * (1.0 - explained)
     return raiser, lowerer, lid_raiser, cheek_raiser, wrinkler
 
 
-def _clamp(value: float) -> float:
-    return 0.0 if not math.isfinite(value) else min(1.0, max(0.0, value))
+def _unit(value: float) -> float:
+    """``min(1.0, max(0.0, value))`` (NaN gives 0.0, as there)."""
+    value = value if value > 0.0 else 0.0
+    return value if value < 1.0 else 1.0
+
+
+_R1, _R4, _R5, _R6, _R9 = (_RAMP[au] for au in _GEOMETRIC_ORDER)
+_LID = (LOWER_LID_RISE[0], LOWER_LID_RISE[1] - LOWER_LID_RISE[0])
+_CORNER = (CORNER_RISE[0], CORNER_RISE[1] - CORNER_RISE[0])
