@@ -303,7 +303,7 @@ class ActivityGate:
             return float("inf")
         if self._mean is None or self._dev is None:
             return 0.0
-        return float(((cells - self._mean) / self._dev).max())
+        return float(np.maximum.reduce((cells - self._mean) / self._dev))  # .max() without its wrapper
 
     def _learn(self, cells: np.ndarray, dt: float) -> None:
         """Follow the cells' resting noise on a quiet frame; a difference
