@@ -16,8 +16,18 @@ import cv2
 import numpy as np
 import pytest
 
-from microexpr.activity import ActivityConfig, ActivityGate, FlowReason
+from microexpr import mesh
+from microexpr.activity import (
+    ActivityConfig,
+    ActivityGate,
+    FlowReason,
+    _cell_means,
+    _centred,
+    _mean_removed,
+    _similarity_to,
+)
 from microexpr.capture import Frame, open_source
+from microexpr.motion import _similarity
 from microexpr.pipeline import Pipeline, PipelineConfig
 from microexpr.synth import SynthSpec, parse_event, write_clip
 from microexpr.tracking import FaceObservation, create_tracker
@@ -211,3 +221,137 @@ def test_the_still_face_is_a_held_frame_with_fresh_noise_through_mpeg4(smile_cli
     # check drop them; MPEG-4 keeps less and less of the noise's change on a
     # still scene, 0.3 grey levels a pixel after the key frame, 0.1 later)
     assert min(steps) > 0.0
+
+
+# -- the gate's arithmetic, bit for bit ----------------------------------------------------------
+
+
+class _PlainGate(ActivityGate):
+    """The gate's per-frame arithmetic written the plain way (numpy means,
+    a full similarity fit, a fresh pixel grid per basis): what the gate
+    computed before its per-frame cost was cut. Kept here, not in the
+    product, as the reference the cheaper gate must equal."""
+
+    def _coarse(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        c = self.config
+        up = 2
+        stable = landmarks[list(mesh.STABLE_POINTS), :2]
+        if self._template is None:
+            right, left = landmarks[mesh.RIGHT_EYE_OUTER, :2], landmarks[mesh.LEFT_EYE_OUTER, :2]
+            centre = (right + left) / 2.0
+            d = left - right
+            scale = up * c.crop_iod_px / max(float(np.hypot(*d)), 1e-6)
+            ang = -np.arctan2(d[1], d[0])
+            ca, sa = np.cos(ang) * scale, np.sin(ang) * scale
+            a = np.array([[ca, -sa, 0.0], [sa, ca, 0.0]])
+            target = np.array([up * self._size[0] / 2.0, up * c.above_iod * c.crop_iod_px])
+            a[:, 2] = target - a[:, :2] @ centre
+            self._template = stable @ a[:, :2].T + a[:, 2]
+            self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
+        else:
+            a = _similarity(stable, self._template)
+        big = cv2.warpAffine(image, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+        if big.ndim == 3:
+            big = cv2.cvtColor(big, cv2.COLOR_BGR2GRAY)
+        small = cv2.resize(big, self._size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        return small - float(small.mean())
+
+    def _cells(self, coarse: np.ndarray) -> np.ndarray | None:
+        if self._last is None:
+            return None
+        k = self.config.cell_px
+        diff = coarse - self._last
+        if self.config.align:
+            diff = self._unjitter(diff)
+        diff = np.abs(diff)
+        h, w = diff.shape
+        hh, ww = h // k * k, w // k * k
+        cells = diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
+        return cells[self._mask] if self._mask is not None else cells.ravel()
+
+    def _unjitter(self, diff: np.ndarray) -> np.ndarray:
+        if self._basis is None:
+            assert self._last is not None
+            gx = cv2.Sobel(self._last, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+            gy = cv2.Sobel(self._last, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+            h, w = self._last.shape
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            xx -= w / 2.0
+            yy -= h / 2.0
+            basis = np.stack([gx.ravel(), gy.ravel(), (xx * gx + yy * gy).ravel(), (xx * gy - yy * gx).ravel()], axis=1)
+            normal = basis.T.astype(np.float64) @ basis
+            normal += np.eye(4) * (1e-6 * float(np.trace(normal)) + 1e-9)
+            self._basis = (basis, np.linalg.solve(normal, basis.T.astype(np.float64)).astype(np.float32))
+        b, pinv = self._basis
+        d = diff.ravel()
+        return (d - b @ (pinv @ d)).reshape(diff.shape)
+
+    def _learn(self, cells: np.ndarray, dt: float) -> None:
+        c = self.config
+        assert self._mean is not None and self._dev is not None
+        alpha = 1.0 - float(np.exp(-max(dt, 0.0) / c.noise_tau_s))
+        x = np.minimum(cells, self._mean + c.backfill_z * self._dev)
+        self._mean += alpha * (x - self._mean)
+        self._dev += alpha * (np.abs(x - self._mean) - self._dev)
+        np.maximum(self._dev, c.noise_floor, out=self._dev)
+
+
+def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_the_gate_computes_what_its_plain_form_computes_bit_for_bit(
+        smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
+    """The gate's cheaper arithmetic (template half of the fit done once,
+    the mean from the integer sum, cell sums in numpy's order, the basis
+    grid cached) against ``_PlainGate`` on the real clip, BGR and grey:
+    the neutral stretch held still (skips, strides, learning), the smile
+    (changes, holds, backfills), an episode, a reset. Every decision, the
+    cells' resting statistics and the reference crop are the same bits."""
+    with open_source(smile_clip) as src:
+        bgr = [f.image for f in src]
+    order = list(range(15)) + [14] * 12 + list(range(15, 72)) + [71] * 8
+    for grey in (False, True):
+        fast, plain = ActivityGate(), _PlainGate()
+        reasons = set()
+        for step, i in enumerate(order):
+            image = cv2.cvtColor(bgr[i], cv2.COLOR_BGR2GRAY) if grey else bgr[i]
+            if step == 60:
+                fast.reset()
+                plain.reset()
+            flags = {"needs_reference": step in (0, 60), "warming_up": step < 10 or 60 <= step < 66,
+                     "episode": 50 <= step < 53}
+            lm = _landmarks(smile_observations[i])
+            a = fast.decide(image, lm, step / 30, **flags)
+            b = plain.decide(image, lm, step / 30, **flags)
+            assert (a.run, a.reason, a.backfill, a.change.hex()) == (b.run, b.reason, b.backfill, b.change.hex())
+            assert _same_bits(fast._mean, plain._mean) and _same_bits(fast._dev, plain._dev)
+            assert _same_bits(fast._last, plain._last)
+            reasons.add(a.reason)
+        # the paths the comparison went through
+        assert reasons >= {FlowReason.SKIPPED, FlowReason.STRIDE, FlowReason.CHANGE, FlowReason.EPISODE}, reasons
+        assert fast.learnt and fast.skipped > 0 and fast.backfilled > 0
+        assert (fast.ran, fast.skipped, fast.backfilled) == (plain.ran, plain.skipped, plain.backfilled)
+
+
+def test_the_gate_helpers_equal_numpy_on_odd_inputs() -> None:
+    """The helpers on random points and crops (shapes, signs and scales a
+    face does not give): the fit equals ``motion._similarity``, the mean
+    removal numpy's float32 mean, the cell means numpy's reshaped mean."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(3, 40))
+        src = rng.normal(0, 10 ** rng.uniform(-2, 3), (n, 2))
+        dst = rng.normal(0, 10 ** rng.uniform(-2, 3), (n, 2))
+        assert _similarity_to(src, *_centred(dst)).tobytes() == _similarity(src, dst).tobytes()
+        h, w = (int(v) for v in rng.integers(6, 60, 2))
+        u8 = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        plain = u8.astype(np.float32)
+        assert _same_bits(_mean_removed(u8), plain - float(plain.mean()))
+        diff = np.abs(rng.normal(0, 10 ** rng.uniform(-3, 3), (h, w))).astype(np.float32)
+        for k in (2, 3, 5):
+            hh, ww = h // k * k, w // k * k
+            assert _same_bits(_cell_means(diff, k), diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,23 +13,33 @@ import numpy as np
 import pytest
 
 from microexpr.aus import (
+    _INNER_LIP_LOWER,
+    _INNER_LIP_UPPER,
+    _SIDES,
     AU_COLUMNS,
     AU_SOURCES,
     BLENDSHAPE_AU,
+    CORNER_RISE,
     DEVIATIONS,
     GEOMETRY_CUES,
+    LOWER_LID_RISE,
     PAPER_TABLE,
     SIDED_AUS,
     UNUSED,
     AUEstimator,
     AUFrame,
     CueSource,
+    Geometry,
+    _Reference,
+    blendshape_aus,
     geometric_aus,
     measure,
+    ramp,
 )
 from microexpr.capture import Frame
 from microexpr.facs import AU, Side
 from microexpr.tracking import Face, FaceObservation, create_tracker
+from microexpr.tracking.base import HeadPose
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 28}
@@ -368,3 +379,154 @@ def test_measure_equals_its_array_form_bit_for_bit(smile_observations: tuple[Fac
             noisy = face if k == 0 else dataclasses.replace(
                 face, landmarks=(face.landmarks + rng.normal(0, 3, face.landmarks.shape)).astype(np.float32))
             assert measure(noisy) == array_form(noisy)
+
+
+# -- the estimator's arithmetic, bit for bit -------------------------------------------------------
+
+
+def _plain_rotation(pose: HeadPose) -> np.ndarray:
+    a, b, c = (math.radians(v) for v in (pose.pitch, pose.yaw, pose.roll))
+    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
+    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def _plain_measure(face: Face) -> Geometry:
+    """``measure`` in array form: every landmark turned frontal, numpy means."""
+    points = np.asarray(face.landmarks, dtype=np.float64)
+    pts = (points - points.mean(axis=0)) @ _plain_rotation(face.pose)
+
+    def at(indices: tuple[int, ...]) -> np.ndarray:
+        return pts[list(indices)].mean(axis=0)
+
+    centres = {side: (at(ix["outer"]) + at(ix["inner"])) / 2.0 for side, ix in _SIDES.items()}
+    iod = max(float(np.linalg.norm((centres[Side.LEFT] - centres[Side.RIGHT])[:2])), 1e-6)
+    per_side = {}
+    for side, ix in _SIDES.items():
+        inner = at(ix["inner"])
+        per_side[side] = (
+            float((at(ix["lower_lid"])[1] - at(ix["upper_lid"])[1]) / iod),
+            float((inner[1] - at(ix["inner_brow"])[1]) / iod),
+            float((at(ix["cheek"])[1] - inner[1]) / iod),
+            float(np.linalg.norm((at(ix["ala"]) - inner)[:2])) / iod,
+            float((at(ix["lower_lid"])[1] - inner[1]) / iod),
+            float((at(ix["mouth_corner"])[1] - inner[1]) / iod),
+        )
+    gap = float(np.linalg.norm((at(_INNER_LIP_LOWER) - at(_INNER_LIP_UPPER))[:2])) / iod
+    return Geometry(left=per_side[Side.LEFT], right=per_side[Side.RIGHT], lip_gap=gap, iod_px=iod)
+
+
+def _plain_cues(current: np.ndarray, reference: np.ndarray, smile: float) -> dict[AU, float]:
+    """The relative geometric cues through ``ramp``, one dict entry each."""
+    cue = {c.au: c for c in GEOMETRY_CUES}
+    aperture, brow, cheek, ala, lower_lid, corner = (float(v) for v in current)
+    ref_aperture, ref_brow, ref_cheek, ref_ala, ref_lower_lid, ref_corner = (float(v) for v in reference)
+    rel_aperture = aperture / ref_aperture - 1.0 if ref_aperture > 1e-6 else 0.0
+    lid_rise = (ref_lower_lid - lower_lid) / ref_aperture if ref_aperture > 1e-6 else 0.0
+
+    def by(au: AU, value: float) -> float:
+        return ramp(value, cue[au].dead_band, cue[au].full)
+
+    smile_clamped = 0.0 if not math.isfinite(smile) else min(1.0, max(0.0, smile))
+    explained = max(smile_clamped, ramp(ref_corner - corner, *CORNER_RISE))
+    return {
+        AU.INNER_BROW_RAISER: by(AU.INNER_BROW_RAISER, brow - ref_brow),
+        AU.BROW_LOWERER: by(AU.BROW_LOWERER, -(brow - ref_brow)),
+        AU.UPPER_LID_RAISER: by(AU.UPPER_LID_RAISER, rel_aperture),
+        AU.CHEEK_RAISER: math.sqrt(ramp(lid_rise, *LOWER_LID_RISE) * by(AU.CHEEK_RAISER, ref_cheek - cheek)),
+        AU.NOSE_WRINKLER: by(AU.NOSE_WRINKLER, ref_ala - ala) * (1.0 - explained),
+    }
+
+
+class _PlainEstimator(AUEstimator):
+    """The estimator written the plain way: per-side dicts from
+    ``blendshape_aus``, geometric cues merged by ``max``, the reference as
+    a numpy running mean. What it computed before its per-frame cost was
+    cut; the reference the estimator must equal."""
+
+    def estimate_face(self, obs: FaceObservation, face: Face) -> AUFrame:
+        left, right, both = blendshape_aus(face.blendshapes)
+        geo = _plain_measure(face)
+        current = np.array([geo.left, geo.right], dtype=np.float64)
+        ref = self._plain_reference(face.subject_id, current, obs.timestamp)
+        for row, target in ((0, left), (1, right)):
+            for au, value in _plain_cues(current[row], ref[row], target.get(AU.LIP_CORNER_PULLER, 0.0)).items():
+                target[au] = max(target.get(au, 0.0), value)
+        lips = next(c for c in GEOMETRY_CUES if c.au is AU.LIPS_PART)
+        both[AU.LIPS_PART] = ramp(geo.lip_gap, lips.dead_band, lips.full)
+
+        def clamp(v: float) -> float:
+            return 0.0 if not math.isfinite(v) else min(1.0, max(0.0, v))
+
+        intensity, side_left, side_right = {}, {}, {}
+        for au in AU_COLUMNS:
+            bilateral = both.get(au, 0.0)
+            if au in SIDED_AUS:
+                side_left[au] = clamp(max(left.get(au, 0.0), bilateral))
+                side_right[au] = clamp(max(right.get(au, 0.0), bilateral))
+                intensity[au] = max(side_left[au], side_right[au])
+            else:
+                intensity[au] = clamp(bilateral)
+        return AUFrame(obs.frame_index, obs.timestamp, True, face.confidence, intensity, side_left, side_right,
+                       face.pose, face.subject_id)
+
+    def _plain_reference(self, subject_id: int, current: np.ndarray, timestamp: float) -> np.ndarray:
+        ref = self._refs.get(subject_id)
+        if ref is None or timestamp - ref.timestamp > self.reference_tau_s:
+            self._refs[subject_id] = _Reference(current.copy(), timestamp, timestamp, [current.copy()])
+            return current
+        if ref.window is not None:
+            ref.window.append(current.copy())
+            ref.values = np.median(np.stack(ref.window), axis=0)
+            ref.timestamp = max(ref.timestamp, timestamp)
+            if timestamp - ref.start >= 1.0:
+                ref.window = None
+            return ref.values.copy()
+        before = ref.values.copy()
+        alpha = 1.0 - math.exp(-max(0.0, timestamp - ref.timestamp) / self.reference_tau_s)
+        ref.values += alpha * (current - ref.values)
+        ref.timestamp = max(ref.timestamp, timestamp)
+        return before
+
+
+def _bits(frame: AUFrame) -> tuple[object, ...]:
+    """Everything an AUFrame carries, floats as their exact bits, keys in order."""
+    def side(m: Mapping[AU, float]) -> list[tuple[AU, str]]:
+        return [(au, float(v).hex()) for au, v in m.items()]
+
+    return (frame.frame_index, frame.timestamp, frame.face_found, frame.confidence, side(frame.intensity),
+            side(frame.left), side(frame.right), frame.pose, frame.subject_id)
+
+
+def test_the_estimator_computes_what_its_plain_form_computes_bit_for_bit(
+        smile_observations: tuple[FaceObservation, ...]) -> None:
+    """The estimator's table-driven path (``_PLAN``, cues by position, the
+    32 measured rows turned frontal, the reference updated in plain
+    Python) against ``_PlainEstimator`` on the real clip: the opening
+    window, the running mean, the smile, a second subject, a return after
+    a long absence, landmark noise, and blendshapes missing or not finite.
+    Every intensity, side value, pose and the reference: the same bits."""
+    rng = np.random.default_rng(5)
+    fast, plain = AUEstimator(), _PlainEstimator()
+    faces = [obs.faces[0] for obs in smile_observations]
+    stream: list[tuple[Face, float]] = []
+    for k, face in enumerate(faces):
+        stream.append((face, k / 30))
+        if k % 5 == 0:  # a second subject, the same face with landmark noise
+            noisy = (face.landmarks + rng.normal(0, 2, face.landmarks.shape)).astype(np.float32)
+            stream.append((dataclasses.replace(face, landmarks=noisy, subject_id=1), k / 30))
+    odd = dict(faces[40].blendshapes)
+    del odd["mouthSmileLeft"], odd["browInnerUp"]
+    odd["mouthRollUpper"] = float("nan")
+    odd["mouthPucker"] = float("inf")
+    odd["jawOpen"] = -0.25
+    stream.append((dataclasses.replace(faces[40], blendshapes=odd), 72 / 30))
+    stream += [(face, 30.0 + k / 30) for k, face in enumerate(faces[:20])]  # back after 27 s: a new reference
+    for k, (face, t) in enumerate(stream):
+        obs = FaceObservation(k, t, 640, 360, (face,))
+        assert _bits(fast.estimate(obs)) == _bits(plain.estimate(obs))
+        for sid in (0, 1):
+            a, b = fast.reference(sid), plain.reference(sid)
+            assert (a is None and b is None) or (a is not None and b is not None and a.tobytes() == b.tobytes())
+    assert fast.estimate(FaceObservation(0, 0.0, 640, 360, ())) == plain.estimate(FaceObservation(0, 0.0, 640, 360, ()))

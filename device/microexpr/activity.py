@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 LOG_INTERVAL_S = 60.0
 #: At most this many warm-up frames' cell differences are kept (the last ones).
 WARM_SAMPLES = 300
+#: The stable points as an index array, built once (a list of 25 ints was
+#: converted on every frame).
+_STABLE = np.array(mesh.STABLE_POINTS, dtype=np.intp)
+_EYE4 = np.eye(4)
 
 
 class FlowReason(StrEnum):
@@ -149,8 +153,16 @@ class ActivityGate:
                       int(round((c.above_iod + c.below_iod) * c.crop_iod_px)))
         self._last: np.ndarray | None = None
         self._template: np.ndarray | None = None
+        #: the template's centroid and centred points (complex), as ``_similarity`` computes them
+        self._template_centred: tuple[np.ndarray, np.ndarray] | None = None
         self._mask: np.ndarray | None = None
+        #: flat indices of the region cells (``_mask``), for ``take``
+        self._mask_flat: np.ndarray | None = None
         self._basis: tuple[np.ndarray, np.ndarray] | None = None
+        #: the crop's pixel coordinates about its centre (x, y), which every basis uses
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        #: the last (dt, alpha) of ``_learn`` (the frame interval rarely changes)
+        self._alpha: tuple[float, float] = (float("nan"), 0.0)
         self._since_flow = 0
         self._stride = self.config.idle_stride
         self._last_flow_ts = -np.inf
@@ -175,7 +187,8 @@ class ActivityGate:
     def reset(self) -> None:
         self._last = None
         self._template = None
-        self._mask = None
+        self._template_centred = None
+        self._mask = self._mask_flat = None
         self._last_flow_ts = -np.inf
         self._last_ts = -np.inf
         self._warm.clear()
@@ -193,7 +206,7 @@ class ActivityGate:
         difference."""
         c = self.config
         up = 2  # warp at 2x the coarse size, then average down (INTER_AREA)
-        stable = landmarks[list(mesh.STABLE_POINTS), :2]
+        stable = landmarks[_STABLE, :2]
         if self._template is None:
             right, left = landmarks[mesh.RIGHT_EYE_OUTER, :2], landmarks[mesh.LEFT_EYE_OUTER, :2]
             centre = (right + left) / 2.0
@@ -205,15 +218,19 @@ class ActivityGate:
             target = np.array([up * self._size[0] / 2.0, up * c.above_iod * c.crop_iod_px])
             a[:, 2] = target - a[:, :2] @ centre
             self._template = stable @ a[:, :2].T + a[:, 2]
+            self._template_centred = _centred(self._template)
             self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
+            self._mask_flat = np.flatnonzero(self._mask)
+        elif stable.dtype == np.float64 and self._template_centred is not None:
+            a = _similarity_to(stable, *self._template_centred)
         else:
             a = _similarity(stable, self._template)
         big = cv2.warpAffine(image, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE)
         if big.ndim == 3:  # grey levels of the small crop only, not of the whole frame
             big = cv2.cvtColor(big, cv2.COLOR_BGR2GRAY)
-        small = cv2.resize(big, self._size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        return small - float(small.mean())
+        small = cv2.resize(big, self._size, interpolation=cv2.INTER_AREA)
+        return _mean_removed(small)
 
     def _region_cells(self, pts: np.ndarray) -> np.ndarray:
         """The cells the flow's regions cover (discs of ``region_radius_iod``
@@ -238,15 +255,11 @@ class ActivityGate:
         """Per-cell mean |Δgrey| against the last flowed frame."""
         if self._last is None:
             return None
-        k = self.config.cell_px
         diff = coarse - self._last
         if self.config.align:
             diff = self._unjitter(diff)
-        diff = np.abs(diff)
-        h, w = diff.shape
-        hh, ww = h // k * k, w // k * k
-        cells = diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
-        return cells[self._mask] if self._mask is not None else cells.ravel()
+        cells = _cell_means(np.abs(diff, out=diff), self.config.cell_px)
+        return cells.take(self._mask_flat) if self._mask_flat is not None else cells.ravel()
 
     def _unjitter(self, diff: np.ndarray) -> np.ndarray:
         """The difference without the small similarity (shift, rotation,
@@ -258,19 +271,29 @@ class ActivityGate:
         flow removes the same residual by its own rigid fit."""
         if self._basis is None:
             assert self._last is not None
-            gx = cv2.Sobel(self._last, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-            gy = cv2.Sobel(self._last, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-            h, w = self._last.shape
-            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-            xx -= w / 2.0
-            yy -= h / 2.0
-            basis = np.stack([gx.ravel(), gy.ravel(), (xx * gx + yy * gy).ravel(), (xx * gy - yy * gx).ravel()], axis=1)
+            last = self._last
+            # scale 1/8 in the filter: a power of two, so the same numbers as dividing after
+            gx = cv2.Sobel(last, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+            gy = cv2.Sobel(last, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+            if self._grid is None or self._grid[0].shape != last.shape:
+                h, w = last.shape
+                yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+                xx -= w / 2.0
+                yy -= h / 2.0
+                self._grid = (xx, yy)
+            xx, yy = self._grid
+            basis = np.empty((gx.size, 4), np.float32)
+            basis[:, 0] = gx.ravel()
+            basis[:, 1] = gy.ravel()
+            basis[:, 2] = (xx * gx + yy * gy).ravel()
+            basis[:, 3] = (xx * gy - yy * gx).ravel()
             # least squares by the 4x4 normal equations (an SVD pseudo-inverse
             # of the 1554x4 basis cost 0.3 ms a flowed frame); the small ridge
             # keeps a flat (textureless) crop solvable
-            normal = basis.T.astype(np.float64) @ basis
-            normal += np.eye(4) * (1e-6 * float(np.trace(normal)) + 1e-9)
-            self._basis = (basis, np.linalg.solve(normal, basis.T.astype(np.float64)).astype(np.float32))
+            columns = basis.T.astype(np.float64)
+            normal = columns @ basis
+            normal += _EYE4 * (1e-6 * float(np.trace(normal)) + 1e-9)
+            self._basis = (basis, np.linalg.solve(normal, columns).astype(np.float32))
         b, pinv = self._basis
         d = diff.ravel()
         return (d - b @ (pinv @ d)).reshape(diff.shape)
@@ -280,7 +303,7 @@ class ActivityGate:
             return float("inf")
         if self._mean is None or self._dev is None:
             return 0.0
-        return float(((cells - self._mean) / self._dev).max())
+        return float(np.maximum.reduce((cells - self._mean) / self._dev))  # .max() without its wrapper
 
     def _learn(self, cells: np.ndarray, dt: float) -> None:
         """Follow the cells' resting noise on a quiet frame; a difference
@@ -288,10 +311,25 @@ class ActivityGate:
         movement is not learnt as noise."""
         c = self.config
         assert self._mean is not None and self._dev is not None
-        alpha = 1.0 - float(np.exp(-max(dt, 0.0) / c.noise_tau_s))
-        x = np.minimum(cells, self._mean + c.backfill_z * self._dev)
-        self._mean += alpha * (x - self._mean)
-        self._dev += alpha * (np.abs(x - self._mean) - self._dev)
+        dt = max(dt, 0.0)
+        if dt == self._alpha[0]:
+            alpha = self._alpha[1]
+        else:
+            alpha = 1.0 - float(np.exp(-dt / c.noise_tau_s))
+            self._alpha = (dt, alpha)
+        # x = min(cells, mean + backfill_z * dev); mean += alpha * (x - mean);
+        # dev += alpha * (|x - mean| - dev): the same operations, in two buffers
+        x = np.multiply(self._dev, c.backfill_z)
+        np.add(self._mean, x, out=x)
+        np.minimum(cells, x, out=x)
+        step = np.subtract(x, self._mean)
+        step *= alpha
+        self._mean += step
+        np.subtract(x, self._mean, out=step)
+        np.abs(step, out=step)
+        step -= self._dev
+        step *= alpha
+        self._dev += step
         np.maximum(self._dev, c.noise_floor, out=self._dev)
 
     def decide(self, image: np.ndarray, landmarks: np.ndarray, timestamp: float, *,
@@ -367,3 +405,68 @@ class ActivityGate:
                      "later, when a movement began)", skipped, ran + skipped, timestamp - self._log_from, back)
         self._log_from = timestamp
         self._log_counts = (self.ran, self.skipped, self.backfilled)
+
+
+def _centred(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centroid of (n, 2) float64 points and the points about it as
+    complex numbers, as ``motion._similarity`` forms them (the same
+    subtraction; x + iy by viewing the pairs as complex instead of
+    building them by arithmetic, which only differs in the sign of a zero)."""
+    mu = np.add.reduce(points, axis=0)  # points.mean(axis=0) without its Python wrapper: the
+    np.true_divide(mu, np.intp(len(points)), out=mu, casting="unsafe")  # same sum, the same division
+    return mu, (points - mu).view(np.complex128).ravel()
+
+
+def _similarity_to(src: np.ndarray, mu_d: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``motion._similarity(src, dst)`` with ``dst`` already centred
+    (``_centred``): the template does not change between frames, so its
+    half of the fit is done once. The same operations in the same order,
+    so the same 2x3 matrix bit for bit (tests/test_activity.py)."""
+    mu_s, s = _centred(src)
+    var = float(np.vdot(s, s).real)
+    k = complex(np.vdot(s, d)) / var if var > 0 else 1.0 + 0j
+    out = np.array([[k.real, -k.imag, 0.0], [k.imag, k.real, 0.0]])
+    out[:, 2] = mu_d - out[:, :2] @ mu_s
+    return out
+
+
+def _mean_removed(small: np.ndarray) -> np.ndarray:
+    """``small - small.mean()`` in float32, in one pass for an 8-bit crop.
+
+    numpy's float32 mean of whole grey levels is exact (every partial sum
+    is an integer below 2**24, so the summation order does not matter),
+    then divided in float64 and rounded to float32; the integer sum from
+    ``cv2.sumElems`` and the same division give the same number. Other
+    inputs take numpy's own path."""
+    if small.dtype == np.uint8 and small.size * 255 < 2**24:
+        mean = np.float32(float(cv2.sumElems(small)[0]) / small.size)
+        return np.subtract(small, mean, dtype=np.float32)
+    grey = small.astype(np.float32)
+    return grey - float(grey.mean())
+
+
+def _cell_means(diff: np.ndarray, k: int) -> np.ndarray:
+    """The mean of each k x k cell of ``diff`` (whole cells only), float32.
+
+    The same numbers as ``diff[:hh, :ww].reshape(hh // k, k, ww // k, k)
+    .mean(axis=(1, 3))``, at a third of its cost: numpy's reduction adds
+    each cell's rows in turn, each row's k values summed on their own first
+    (left to right, below 8 values), then divides the float32 sum in
+    float64 by the count. Non-negative input (``diff`` is an absolute
+    difference), so no sign of zero is at stake. Wider cells take numpy's
+    own path (pairwise sums from 8 values on), and so does a grid one cell
+    wide (numpy drops that axis and adds in another order; found by
+    tests/test_activity.py)."""
+    h, w = diff.shape
+    hh, ww = h // k * k, w // k * k
+    if not 2 <= k < 8 or ww < 2 * k:
+        return diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
+    pixels = diff[:hh, :ww].reshape(hh, ww // k, k)
+    rows = np.add(pixels[:, :, 0], pixels[:, :, 1])
+    for j in range(2, k):
+        rows += pixels[:, :, j]
+    rows = rows.reshape(hh // k, k, ww // k)
+    cells = np.add(rows[:, 0], rows[:, 1])
+    for i in range(2, k):
+        cells += rows[:, i]
+    return np.true_divide(cells, np.intp(k * k), out=cells, casting="unsafe")

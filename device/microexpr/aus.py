@@ -39,10 +39,14 @@ magnitude (a few millimetres of brow, cheek or nose-wing travel), not values
 fitted to any clip. Both are in ``GEOMETRY_CUES`` and docs/aus.md.
 """
 
+# The per-frame path writes max/min of two floats out as comparisons (Python's own
+# definition; a call per value cost a third of AU estimation at rest), hence:
+# ruff: noqa: PLR1730, FURB136
+
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -393,11 +397,15 @@ MEASUREMENTS = ("aperture", "brow", "cheek", "ala", "lower_lid", "corner")
 
 def rotation_from_pose(pose: HeadPose) -> np.ndarray:
     """The 3x3 rotation ``Rx(pitch) @ Ry(yaw) @ Rz(roll)`` (OpenCV camera
-    axes), the inverse of the tracker's decomposition."""
+    axes), the inverse of the tracker's decomposition. The three factors
+    are built in one array (one allocation, not three: it runs every frame)."""
     a, b, c = (math.radians(v) for v in (pose.pitch, pose.yaw, pose.roll))
-    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
-    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
+    ca, sa, cb, sb, cc, sc = math.cos(a), math.sin(a), math.cos(b), math.sin(b), math.cos(c), math.sin(c)
+    rx, ry, rz = np.array([
+        [[1.0, 0.0, 0.0], [0.0, ca, -sa], [0.0, sa, ca]],
+        [[cb, 0.0, sb], [0.0, 1.0, 0.0], [-sb, 0.0, cb]],
+        [[cc, -sc, 0.0], [sc, cc, 0.0], [0.0, 0.0, 1.0]],
+    ])
     return rx @ ry @ rz
 
 
@@ -436,6 +444,11 @@ class Geometry:
 _MEASURED = tuple(sorted({i for ix in _SIDES.values() for group in ix.values() for i in group}
                          | set(_INNER_LIP_UPPER) | set(_INNER_LIP_LOWER)))
 _ROW = {i: k for k, i in enumerate(_MEASURED)}
+_MEASURED_INDEX = np.array(_MEASURED, dtype=np.intp)
+#: Per side (right, then left: ``_SIDES`` order), each group's rows in the measured list.
+_SIDE_ROWS = tuple((side, {name: tuple(_ROW[i] for i in group) for name, group in _SIDES[side].items()})
+                   for side in (Side.RIGHT, Side.LEFT))
+_LIP_ROWS = (tuple(_ROW[i] for i in _INNER_LIP_LOWER), tuple(_ROW[i] for i in _INNER_LIP_UPPER))
 
 
 def measure(face: Face) -> Geometry:
@@ -443,49 +456,65 @@ def measure(face: Face) -> Geometry:
 
     Plain Python on the 32 landmarks it reads (one fancy index, one
     ``tolist``): 22 numpy means of 1-4 rows cost 0.15 ms a frame, the
-    largest part of AU estimation at rest. The arithmetic is numpy's, in
-    numpy's order (a mean adds the rows in turn, then divides; a 2-vector's
-    norm is the square root of numpy's dot product), so the values are the same
-    bit for bit (tests/test_aus.py compares with the array form)."""
-    pts = frontalize(face.landmarks, face.pose)
-    rows = pts[list(_MEASURED)].tolist()
+    largest part of AU estimation at rest. Only those 32 rows are turned
+    to the frontal view: a row of ``frontalize``'s product is that row
+    alone times the rotation (three products each, the same arithmetic),
+    about the centroid of all 478. The arithmetic is numpy's, in numpy's
+    order (a mean adds the rows in turn, then divides; a 2-vector's norm
+    is the square root of numpy's dot product, which may fuse the
+    multiply-add), so the values are the same bit for bit
+    (tests/test_aus.py compares with the array form)."""
+    points = np.asarray(face.landmarks, dtype=np.float64)
+    centre = np.add.reduce(points, axis=0)  # points.mean(axis=0) without its Python wrapper: the
+    np.true_divide(centre, np.intp(len(points)), out=centre, casting="unsafe")  # same sum and division
+    rows = ((points[_MEASURED_INDEX] - centre) @ rotation_from_pose(face.pose)).tolist()
 
-    def at(indices: tuple[int, ...]) -> tuple[float, float, float]:
-        x, y, z = rows[_ROW[indices[0]]]
-        for i in indices[1:]:
-            r = rows[_ROW[i]]
+    def xy(group: tuple[int, ...]) -> tuple[float, float]:
+        x, y, _ = rows[group[0]]
+        for i in group[1:]:
+            r = rows[i]
             x += r[0]
             y += r[1]
-            z += r[2]
-        n = len(indices)
-        return x / n, y / n, z / n
+        n = len(group)
+        return x / n, y / n
 
-    def norm2(dx: float, dy: float) -> float:
-        # numpy's dot (BLAS; it may fuse the multiply-add), as np.linalg.norm
-        v = np.array((dx, dy))
-        return math.sqrt(float(v.dot(v)))
+    def y_of(group: tuple[int, ...]) -> float:
+        y = rows[group[0]][1]
+        for i in group[1:]:
+            y += rows[i][1]
+        return y / len(group)
 
-    centres = {}
-    for side, ix in _SIDES.items():
-        o, i = at(ix["outer"]), at(ix["inner"])
-        centres[side] = ((o[0] + i[0]) / 2.0, (o[1] + i[1]) / 2.0)
-    cl, cr = centres[Side.LEFT], centres[Side.RIGHT]
-    iod = max(norm2(cl[0] - cr[0], cl[1] - cr[1]), 1e-6)
-    per_side = {}
-    for side, ix in _SIDES.items():
-        inner = at(ix["inner"])
-        lower = at(ix["lower_lid"])
-        aperture = (lower[1] - at(ix["upper_lid"])[1]) / iod
-        brow = (inner[1] - at(ix["inner_brow"])[1]) / iod
-        cheek = (at(ix["cheek"])[1] - inner[1]) / iod
-        ala_p = at(ix["ala"])
-        ala = norm2(ala_p[0] - inner[0], ala_p[1] - inner[1]) / iod
-        lower_lid = (lower[1] - inner[1]) / iod
-        corner = (at(ix["mouth_corner"])[1] - inner[1]) / iod
-        per_side[side] = (aperture, brow, cheek, ala, lower_lid, corner)
-    lo, up = at(_INNER_LIP_LOWER), at(_INNER_LIP_UPPER)
-    gap = norm2(lo[0] - up[0], lo[1] - up[1]) / iod
-    return Geometry(left=per_side[Side.LEFT], right=per_side[Side.RIGHT], lip_gap=gap, iod_px=iod)
+    inner_of = []
+    centres = []
+    for _side, ix in _SIDE_ROWS:  # right, then left
+        o, i = xy(ix["outer"]), xy(ix["inner"])
+        inner_of.append(i)
+        centres.append(((o[0] + i[0]) / 2.0, (o[1] + i[1]) / 2.0))
+    (crx, cry), (clx, cly) = centres
+    lo, up = xy(_LIP_ROWS[0]), xy(_LIP_ROWS[1])
+    # the four 2-vectors whose length is read, in one array; each length is
+    # the square root of numpy's dot product (BLAS; it may fuse the
+    # multiply-add), as np.linalg.norm computes it
+    vectors = [(clx - crx, cly - cry), (lo[0] - up[0], lo[1] - up[1])]
+    for (_side, ix), inner in zip(_SIDE_ROWS, inner_of, strict=True):
+        ala_x, ala_y = xy(ix["ala"])
+        vectors.append((ala_x - inner[0], ala_y - inner[1]))
+    rows2 = np.array(vectors)
+    lengths = [math.sqrt(float(v.dot(v))) for v in rows2]
+    iod = max(lengths[0], 1e-6)
+    per_side = []
+    for (_side, ix), inner, ala_length in zip(_SIDE_ROWS, inner_of, lengths[2:], strict=True):
+        inner_y = inner[1]
+        lower = y_of(ix["lower_lid"])
+        aperture = (lower - y_of(ix["upper_lid"])) / iod
+        brow = (inner_y - y_of(ix["inner_brow"])) / iod
+        cheek = (y_of(ix["cheek"]) - inner_y) / iod
+        ala = ala_length / iod
+        lower_lid = (lower - inner_y) / iod
+        corner = (y_of(ix["mouth_corner"]) - inner_y) / iod
+        per_side.append((aperture, brow, cheek, ala, lower_lid, corner))
+    gap = lengths[1] / iod
+    return Geometry(left=per_side[1], right=per_side[0], lip_gap=gap, iod_px=iod)
 
 
 def ramp(value: float, dead_band: float, full: float) -> float:
@@ -519,6 +548,26 @@ _COLUMNS_SIDED = tuple((au, au in SIDED_AUS) for au in AU_COLUMNS)
 #: ``BLENDSHAPE_AU`` in order as (name, AU, 0 left / 1 right / 2 both).
 _BLENDSHAPE_SLOTS = tuple((name, au, (Side.LEFT, Side.RIGHT, Side.BOTH).index(side))
                           for name, (au, side) in BLENDSHAPE_AU.items())
+#: The relative geometric cues in the order ``_geometric`` returns them.
+_GEOMETRIC_ORDER = (AU.INNER_BROW_RAISER, AU.BROW_LOWERER, AU.UPPER_LID_RAISER, AU.CHEEK_RAISER, AU.NOSE_WRINKLER)
+#: (dead band, full - dead band) of a cue: ``ramp`` without its check.
+_RAMP = {au: (cue.dead_band, cue.full - cue.dead_band) for au, cue in _CUE.items()}
+
+
+def _names(au: AU, side: Side) -> tuple[str, ...]:
+    return tuple(name for name, (a, s) in BLENDSHAPE_AU.items() if a is au and s is side)
+
+
+#: Per reported AU, in ``AU_COLUMNS`` order: (AU, sided, its blendshape
+#: names on the left, on the right, bilateral (each in ``BLENDSHAPE_AU``
+#: order), where it sits in ``_geometric``'s result or -1). What
+#: ``blendshape_aus`` and the geometric cues' dicts did per frame, as a table.
+_PLAN = tuple(
+    (au, au in SIDED_AUS, _names(au, Side.LEFT), _names(au, Side.RIGHT), _names(au, Side.BOTH),
+     _GEOMETRIC_ORDER.index(au) if au in _GEOMETRIC_ORDER else -1)
+    for au in AU_COLUMNS
+)
+_SMILE_NAMES = (_names(AU.LIP_CORNER_PULLER, Side.LEFT), _names(AU.LIP_CORNER_PULLER, Side.RIGHT))
 
 
 class AUEstimator:
@@ -554,8 +603,9 @@ class AUEstimator:
         ref = self._refs.get(subject_id)
         return None if ref is None else ref.values.copy()
 
-    def _update_reference(self, subject_id: int, current: np.ndarray, timestamp: float) -> np.ndarray:
-        """The reference to compare this frame with; the frame is folded in.
+    def _update_reference(self, subject_id: int, geo: Geometry, timestamp: float) -> list[list[float]]:
+        """The reference to compare this frame with (rows left, right); the
+        frame is folded in.
 
         Opening window (``OPENING_WINDOW_S``): the reference is the
         element-wise median of the subject's frames so far, so neither the
@@ -567,19 +617,24 @@ class AUEstimator:
         """
         ref = self._refs.get(subject_id)
         if ref is None or timestamp - ref.timestamp > self.reference_tau_s:
+            current = _geometry_matrix(geo)
             self._refs[subject_id] = _Reference(current.copy(), timestamp, timestamp, [current.copy()])
-            return current
+            return current.tolist()
         if ref.window is not None:
-            ref.window.append(current.copy())
+            ref.window.append(_geometry_matrix(geo))
             ref.values = np.median(np.stack(ref.window), axis=0)
             ref.timestamp = max(ref.timestamp, timestamp)
             if timestamp - ref.start >= OPENING_WINDOW_S:
                 ref.window = None
-            return ref.values.copy()
-        before = ref.values.copy()
+            return ref.values.tolist()
+        before = ref.values.tolist()
         dt = max(0.0, timestamp - ref.timestamp)
         alpha = 1.0 - math.exp(-dt / self.reference_tau_s)
-        ref.values += alpha * (current - ref.values)
+        # ``values += alpha * (current - values)`` element by element in
+        # plain Python: the same float64 operations in the same order, on
+        # twelve numbers (four numpy calls cost more than the arithmetic)
+        ref.values = np.array([[v + alpha * (x - v) for v, x in zip(row, side, strict=True)]
+                               for row, side in zip(before, (geo.left, geo.right), strict=True)])
         ref.timestamp = max(ref.timestamp, timestamp)
         return before
 
@@ -599,35 +654,85 @@ class AUEstimator:
         return tuple(self.estimate_face(obs, face) for face in obs.faces)
 
     def estimate_face(self, obs: FaceObservation, face: Face) -> AUFrame:
-        """AUs of one face of ``obs``."""
-        left, right, both = blendshape_aus(face.blendshapes)
+        """AUs of one face of ``obs``.
+
+        Per AU and side: the largest of its blendshapes (each name in
+        ``BLENDSHAPE_AU`` order, from 0), then of that and its geometric
+        cue, then of that and the bilateral value, clamped to 0..1; the
+        bilateral AU is the stronger side. Read straight from the
+        ``_PLAN`` table: the same comparisons in the same order as
+        ``blendshape_aus`` and ``geometric_aus`` with their per-AU dicts
+        and ``max`` calls, at a third of the cost (tests/test_aus.py
+        compares the two forms, not-finite blendshapes included)."""
+        get = face.blendshapes.get
         geo = measure(face)
-        current = _geometry_matrix(geo)
-        ref = self._update_reference(face.subject_id, current, obs.timestamp)
-        for side, row, target in ((Side.LEFT, 0, left), (Side.RIGHT, 1, right)):
-            cues = geometric_aus(current[row], ref[row], smile=target.get(AU.LIP_CORNER_PULLER, 0.0))
-            for au, value in cues.items():
-                target[au] = max(target.get(au, 0.0), value)
-        cue = _CUE[AU.LIPS_PART]
-        both[AU.LIPS_PART] = ramp(geo.lip_gap, cue.dead_band, cue.full)
+        ref = self._update_reference(face.subject_id, geo, obs.timestamp)
+        # Python's max(a, b) is ``b if b > a else a`` and min(a, b) is
+        # ``b if b < a else a`` (NaN included: a comparison with NaN is
+        # false); written out, they cost no call
+        smiles = []
+        for names in _SMILE_NAMES:
+            value = 0.0
+            for name in names:
+                score = get(name)
+                if score is not None:
+                    score = float(score)
+                    if score > value:
+                        value = score
+            smiles.append(value)
+        cue_left = _geometric(geo.left, ref[0], smiles[0])
+        cue_right = _geometric(geo.right, ref[1], smiles[1])
+        lips = _RAMP[AU.LIPS_PART]
+        lips_part = min(1.0, max(0.0, (geo.lip_gap - lips[0]) / lips[1]))
 
         intensity: dict[AU, float] = {}
         side_left: dict[AU, float] = {}
         side_right: dict[AU, float] = {}
-        # _clamp inlined (40 AUs a frame; the same expressions)
         isfinite = math.isfinite
-        for au, sided in _COLUMNS_SIDED:
-            bilateral = both.get(au, 0.0)
-            if sided:
-                lv = max(left.get(au, 0.0), bilateral)
-                rv = max(right.get(au, 0.0), bilateral)
-                lc = 0.0 if not isfinite(lv) else min(1.0, max(0.0, lv))
-                rc = 0.0 if not isfinite(rv) else min(1.0, max(0.0, rv))
-                side_left[au] = lc
-                side_right[au] = rc
-                intensity[au] = max(lc, rc)
+        for au, sided, left_names, right_names, both_names, cue in _PLAN:
+            if au is AU.LIPS_PART:
+                bilateral = lips_part
             else:
-                intensity[au] = 0.0 if not isfinite(bilateral) else min(1.0, max(0.0, bilateral))
+                bilateral = 0.0
+                for name in both_names:
+                    score = get(name)
+                    if score is not None:
+                        score = float(score)
+                        if score > bilateral:
+                            bilateral = score
+            if not sided:  # clamped to 0..1, 0 when not finite
+                intensity[au] = ((0.0 if not bilateral > 0.0 else bilateral if bilateral < 1.0 else 1.0)
+                                 if isfinite(bilateral) else 0.0)
+                continue
+            lv = rv = 0.0
+            for name in left_names:
+                score = get(name)
+                if score is not None:
+                    score = float(score)
+                    if score > lv:
+                        lv = score
+            for name in right_names:
+                score = get(name)
+                if score is not None:
+                    score = float(score)
+                    if score > rv:
+                        rv = score
+            if cue >= 0:
+                value = cue_left[cue]
+                if value > lv:
+                    lv = value
+                value = cue_right[cue]
+                if value > rv:
+                    rv = value
+            if bilateral > lv:
+                lv = bilateral
+            if bilateral > rv:
+                rv = bilateral
+            lc = (0.0 if not lv > 0.0 else lv if lv < 1.0 else 1.0) if isfinite(lv) else 0.0
+            rc = (0.0 if not rv > 0.0 else rv if rv < 1.0 else 1.0) if isfinite(rv) else 0.0
+            side_left[au] = lc
+            side_right[au] = rc
+            intensity[au] = rc if rc > lc else lc
         return AUFrame(
             frame_index=obs.frame_index,
             timestamp=obs.timestamp,
@@ -670,26 +775,37 @@ def geometric_aus(current: np.ndarray, reference: np.ndarray, *, smile: float = 
     next to the blendshape because mouthSmile stays at 0 for weak and
     starting smiles (measured), when the nose wing already moves.
     """
-    aperture, brow, cheek, ala, lower_lid, corner = (float(v) for v in current)
-    ref_aperture, ref_brow, ref_cheek, ref_ala, ref_lower_lid, ref_corner = (float(v) for v in reference)
+    values = _geometric([float(v) for v in current], [float(v) for v in reference], smile)
+    return dict(zip(_GEOMETRIC_ORDER, values, strict=True))
+
+
+def _geometric(current: Sequence[float], reference: Sequence[float], smile: float) -> tuple[float, ...]:
+    """``geometric_aus`` on plain floats, in ``_GEOMETRIC_ORDER`` (no dict:
+    the estimator reads them by position)."""
+    aperture, brow, cheek, ala, lower_lid, corner = current
+    ref_aperture, ref_brow, ref_cheek, ref_ala, ref_lower_lid, ref_corner = reference
     rel_aperture = aperture / ref_aperture - 1.0 if ref_aperture > 1e-6 else 0.0
     brow_change = brow - ref_brow
-    out: dict[AU, float] = {}
-    c = _CUE[AU.INNER_BROW_RAISER]
-    out[AU.INNER_BROW_RAISER] = ramp(brow_change, c.dead_band, c.full)
-    c = _CUE[AU.BROW_LOWERER]
-    out[AU.BROW_LOWERER] = ramp(-brow_change, c.dead_band, c.full)
-    c = _CUE[AU.UPPER_LID_RAISER]
-    out[AU.UPPER_LID_RAISER] = ramp(rel_aperture, c.dead_band, c.full)
     lid_rise = (ref_lower_lid - lower_lid) / ref_aperture if ref_aperture > 1e-6 else 0.0
-    c = _CUE[AU.CHEEK_RAISER]
-    cheek_rise = ramp(ref_cheek - cheek, c.dead_band, c.full)
-    out[AU.CHEEK_RAISER] = math.sqrt(ramp(lid_rise, *LOWER_LID_RISE) * cheek_rise)
-    c = _CUE[AU.NOSE_WRINKLER]
-    explained = max(_clamp(smile), ramp(ref_corner - corner, *CORNER_RISE))
-    out[AU.NOSE_WRINKLER] = ramp(ref_ala - ala, c.dead_band, c.full) * (1.0 - explained)
-    return out
+    # each ramp(value, dead_band, full): min(1.0, max(0.0, (value - dead_band) / span))
+    raiser = _unit((brow_change - _R1[0]) / _R1[1])
+    lowerer = _unit((-brow_change - _R4[0]) / _R4[1])
+    lid_raiser = _unit((rel_aperture - _R5[0]) / _R5[1])
+    cheek_rise = _unit((ref_cheek - cheek - _R6[0]) / _R6[1])
+    cheek_raiser = math.sqrt(_unit((lid_rise - _LID[0]) / _LID[1]) * cheek_rise)
+    smile = 0.0 if not math.isfinite(smile) else _unit(smile)
+    corner_rise = _unit((ref_corner - corner - _CORNER[0]) / _CORNER[1])
+    explained = corner_rise if corner_rise > smile else smile
+    wrinkler = _unit((ref_ala - ala - _R9[0]) / _R9[1]) * (1.0 - explained)
+    return raiser, lowerer, lid_raiser, cheek_raiser, wrinkler
 
 
-def _clamp(value: float) -> float:
-    return 0.0 if not math.isfinite(value) else min(1.0, max(0.0, value))
+def _unit(value: float) -> float:
+    """``min(1.0, max(0.0, value))`` (NaN gives 0.0, as there)."""
+    value = value if value > 0.0 else 0.0
+    return value if value < 1.0 else 1.0
+
+
+_R1, _R4, _R5, _R6, _R9 = (_RAMP[au] for au in _GEOMETRIC_ORDER)
+_LID = (LOWER_LID_RISE[0], LOWER_LID_RISE[1] - LOWER_LID_RISE[0])
+_CORNER = (CORNER_RISE[0], CORNER_RISE[1] - CORNER_RISE[0])
