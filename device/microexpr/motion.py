@@ -342,8 +342,10 @@ class MotionAnalyzer:
         self._dis.setUseMeanNormalization(True)
         self._ref_crop: np.ndarray | None = None
         self._template: np.ndarray | None = None  # stable points in crop coords
-        self._weights: np.ndarray | None = None  # (n_regions, H*W)
-        self._anchor_weights: np.ndarray | None = None  # (n_anchors, H*W)
+        #: the crop's pixels (flat indices) any region or anchor weighs
+        self._support: np.ndarray = np.zeros(0, np.intp)
+        self._weights: np.ndarray | None = None  # (n_regions, len(_support))
+        self._anchor_weights: np.ndarray | None = None  # (n_anchors, len(_support))
         self._anchor_pts: np.ndarray | None = None
         self._centres: np.ndarray | None = None  # (n_regions, 2) weighted centres in the crop
         self._parallax: np.ndarray | None = None  # (2, 2 * n_anchors): anchor flow → (kx, ky)
@@ -434,11 +436,18 @@ class MotionAnalyzer:
             anchors[k, mask] = 1.0 / max(int(mask.sum()), 1)
         self._anchor_pts = crop_pts[list(mesh.FLOW_ANCHORS)].copy()
         self._parallax = _parallax_solver(self._anchor_pts, pts[list(mesh.FLOW_ANCHORS), 2] * float(np.hypot(*a[:, 0])))
-        self._anchor_weights = anchors
-        self._gx = np.ascontiguousarray(xx.ravel(), dtype=np.float32)
-        self._gy = np.ascontiguousarray(yy.ravel(), dtype=np.float32)
-        self._weights = weights
-        self._centres = np.stack([weights @ self._gx, weights @ self._gy], axis=1).astype(np.float64)
+        # Only the pixels some region or anchor weighs are read: about a
+        # quarter of the crop (6.6 of 24.4 thousand on the astronaut). The
+        # weighted sums over them are the sums over the whole crop without
+        # its zero terms (equal but for float32 rounding), at a quarter of
+        # the cost: seven of them a flowed frame took 0.5 ms.
+        support = np.flatnonzero((weights != 0).any(axis=0) | (anchors != 0).any(axis=0))
+        self._support = support
+        self._anchor_weights = np.ascontiguousarray(anchors[:, support])
+        self._gx = np.ascontiguousarray(xx.ravel()[support], dtype=np.float32)
+        self._gy = np.ascontiguousarray(yy.ravel()[support], dtype=np.float32)
+        self._weights = np.ascontiguousarray(weights[:, support])
+        self._centres = np.stack([self._weights @ self._gx, self._weights @ self._gy], axis=1).astype(np.float64)
         # dx sign: away from the midline for lateral regions; the crop's +x
         # is toward the subject's left.
         self._signs = np.array([-1.0 if r.side is Side.RIGHT else 1.0 for r in REGIONS])
@@ -476,8 +485,9 @@ class MotionAnalyzer:
         # matrix-vector products only: a (regions x pixels) @ (pixels x 2)
         # product went through a threaded BLAS path that cost 40x more on a
         # busy machine (measured 4 ms vs 0.1 ms)
-        fx = np.ascontiguousarray(flow[..., 0]).ravel()
-        fy = np.ascontiguousarray(flow[..., 1]).ravel()
+        read = flow.reshape(-1, 2)[self._support]  # the weighed pixels' (dx, dy)
+        fx = np.ascontiguousarray(read[:, 0])
+        fy = np.ascontiguousarray(read[:, 1])
         # residual rigid motion, measured by the flow at the anchors and, when
         # ``rigid_from_regions``, at every region's centre too (trimmed fit:
         # a muscle moves a few regions, which fall out as outliers)
