@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from interrupt_support import popen_interruptible
 
 from microexpr.cli import COMMANDS, main
 from microexpr.errors import ExitCode
@@ -46,8 +47,8 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, media_dir: Path) -> Non
     frames.mkdir()
     for i in range(400):  # symlinks: a long input that costs nothing to make
         (frames / f"f{i}.jpg").symlink_to(media_dir / "single_face.jpg")
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "microexpr", "timeline", str(frames), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible([sys.executable, "-u", "-m", "microexpr", "timeline", str(frames), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().startswith("{")  # rows are flowing
         proc.send_signal(signal.SIGINT)

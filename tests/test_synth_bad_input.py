@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from interrupt_support import popen_interruptible
 
 from microexpr.cli import main
 from microexpr.errors import ExitCode, MicroexprError
@@ -222,7 +223,7 @@ def test_both_files_appear_together(tracker, media_dir: Path, tmp_path: Path) ->
 @pytest.mark.integration
 def test_ctrl_c_through_the_command_leaves_nothing(media_dir: Path, model_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen(
+    proc = popen_interruptible(
         [sys.executable, "-m", "microexpr", "synth", str(media_dir / "astronaut.png"), "-o", str(out / "c.mp4"),
          "-e", "12@1/0.2", "--duration", "120", "--model", str(model_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
