@@ -184,18 +184,13 @@ def run_activity(
                     bucket.overlap_interval.append(t1 - t0)
 
         for _ in range(passes):
-            rest_seq = _retimed(_ping_pong(rest_clip, n_warm + n_rest), t_next, step, idx_next)
-            measure(rest_seq, lambda k: True, result.rest, n_warm)
-            t_next += (n_warm + n_rest + 30) * step
-            idx_next += n_warm + n_rest + 30
-            seq.reset()
-            ovl.reset()
-            still_seq = _retimed(_ping_pong(still_clip, n_warm + n_rest), t_next, step, idx_next)
-            measure(still_seq, lambda k: True, result.still, n_warm)
-            t_next += (n_warm + n_rest + 30) * step
-            idx_next += n_warm + n_rest + 30
-            seq.reset()
-            ovl.reset()
+            for resting, bucket in ((rest_clip, result.rest), (still_clip, result.still)):
+                played = _retimed(_ping_pong(resting, n_warm + n_rest), t_next, step, idx_next)
+                measure(played, lambda k: True, bucket, n_warm)
+                t_next += (n_warm + n_rest + 30) * step
+                idx_next += n_warm + n_rest + 30
+                seq.reset()
+                ovl.reset()
             whole = _retimed(frames, t_next, step, idx_next)
             measure(whole, lambda k: k in expr_idx, result.expression, 0)
             t_next += (len(frames) + 30) * step
