@@ -233,21 +233,10 @@ class _PlainGate(ActivityGate):
     product, as the reference the cheaper gate must equal."""
 
     def _coarse(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        c = self.config
         up = 2
         stable = landmarks[list(mesh.STABLE_POINTS), :2]
-        if self._template is None:
-            right, left = landmarks[mesh.RIGHT_EYE_OUTER, :2], landmarks[mesh.LEFT_EYE_OUTER, :2]
-            centre = (right + left) / 2.0
-            d = left - right
-            scale = up * c.crop_iod_px / max(float(np.hypot(*d)), 1e-6)
-            ang = -np.arctan2(d[1], d[0])
-            ca, sa = np.cos(ang) * scale, np.sin(ang) * scale
-            a = np.array([[ca, -sa, 0.0], [sa, ca, 0.0]])
-            target = np.array([up * self._size[0] / 2.0, up * c.above_iod * c.crop_iod_px])
-            a[:, 2] = target - a[:, :2] @ centre
-            self._template = stable @ a[:, :2].T + a[:, 2]
-            self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
+        if self._template is None:  # the first frame's mapping, which the cut did not touch
+            a = self._take_template(landmarks, stable, up)
         else:
             a = _similarity(stable, self._template)
         big = cv2.warpAffine(image, a, (up * self._size[0], up * self._size[1]), flags=cv2.INTER_LINEAR,

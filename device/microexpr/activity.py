@@ -204,23 +204,10 @@ class ActivityGate:
         moves much) onto where they were then. Not the motion crop's robust
         refit: what jitter is left, ``_unjitter`` takes out of the
         difference."""
-        c = self.config
         up = 2  # warp at 2x the coarse size, then average down (INTER_AREA)
         stable = landmarks[_STABLE, :2]
         if self._template is None:
-            right, left = landmarks[mesh.RIGHT_EYE_OUTER, :2], landmarks[mesh.LEFT_EYE_OUTER, :2]
-            centre = (right + left) / 2.0
-            d = left - right
-            scale = up * c.crop_iod_px / max(float(np.hypot(*d)), 1e-6)
-            ang = -np.arctan2(d[1], d[0])
-            ca, sa = np.cos(ang) * scale, np.sin(ang) * scale
-            a = np.array([[ca, -sa, 0.0], [sa, ca, 0.0]])
-            target = np.array([up * self._size[0] / 2.0, up * c.above_iod * c.crop_iod_px])
-            a[:, 2] = target - a[:, :2] @ centre
-            self._template = stable @ a[:, :2].T + a[:, 2]
-            self._template_centred = _centred(self._template)
-            self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
-            self._mask_flat = np.flatnonzero(self._mask)
+            a = self._take_template(landmarks, stable, up)
         elif stable.dtype == np.float64 and self._template_centred is not None:
             a = _similarity_to(stable, *self._template_centred)
         else:
@@ -231,6 +218,27 @@ class ActivityGate:
             big = cv2.cvtColor(big, cv2.COLOR_BGR2GRAY)
         small = cv2.resize(big, self._size, interpolation=cv2.INTER_AREA)
         return _mean_removed(small)
+
+    def _take_template(self, landmarks: np.ndarray, stable: np.ndarray, up: int) -> np.ndarray:
+        """The first frame's mapping into the coarse crop (at ``up`` times
+        its size): a similarity on the outer eye corners. Keeps where the
+        stable points land (the template later frames are fitted to) and
+        the cells the flow's regions cover."""
+        c = self.config
+        right, left = landmarks[mesh.RIGHT_EYE_OUTER, :2], landmarks[mesh.LEFT_EYE_OUTER, :2]
+        centre = (right + left) / 2.0
+        d = left - right
+        scale = up * c.crop_iod_px / max(float(np.hypot(*d)), 1e-6)
+        ang = -np.arctan2(d[1], d[0])
+        ca, sa = np.cos(ang) * scale, np.sin(ang) * scale
+        a = np.array([[ca, -sa, 0.0], [sa, ca, 0.0]])
+        target = np.array([up * self._size[0] / 2.0, up * c.above_iod * c.crop_iod_px])
+        a[:, 2] = target - a[:, :2] @ centre
+        self._template = stable @ a[:, :2].T + a[:, 2]
+        self._template_centred = _centred(self._template)
+        self._mask = self._region_cells(landmarks[:, :2] @ a[:, :2].T / up + a[:, 2] / up)
+        self._mask_flat = np.flatnonzero(self._mask)
+        return a
 
     def _region_cells(self, pts: np.ndarray) -> np.ndarray:
         """The cells the flow's regions cover (discs of ``region_radius_iod``
