@@ -286,6 +286,34 @@ def test_the_statistics_refresh_equals_numpys_median_bit_for_bit() -> None:
         assert np.array_equal(stats.scale, scale, equal_nan=True)
 
 
+def test_the_middle_deviation_equals_the_sorted_deviations_middle_bit_for_bit() -> None:
+    """The MAD's order statistics found in the two runs of a sorted row are
+    the ones sorting ``|x - median|`` gives: one sample, odd and even counts,
+    every value equal, half the row one repeated value (a face the activity
+    gate let rest repeats its motion features), values on one side only."""
+    from microexpr.baseline import _middle, _middle_deviation
+
+    rng = np.random.default_rng(5)
+    for trial in range(2000):
+        size, n = int(rng.integers(1, 12)), int(rng.integers(1, 70))
+        rows = rng.normal(0, 1, (size, n)) * rng.choice([1e-4, 1.0, 1e4])
+        match trial % 6:
+            case 1:
+                rows = np.round(rows, 1)
+            case 2:
+                rows[:, : n // 2] = rows[:, :1]
+            case 3:
+                rows[:] = 0.25
+            case 4:
+                rows[:, n // 3:] = rows[:, -1:]
+            case 5:
+                rows = np.abs(rows)
+        rows.sort(axis=1)
+        centre = _middle(rows)
+        expected = _middle(np.sort(np.abs(rows - centre[:, None]), axis=1))
+        assert np.array_equal(_middle_deviation(rows, centre), expected), (trial, size, n)
+
+
 @pytest.mark.parametrize(("fps", "count"), [(30.0, 1500), (10.0, 1400)])
 def test_the_statistics_keep_the_samples_a_list_would_through_window_thinning_and_recentring(
         fps: float, count: int) -> None:
