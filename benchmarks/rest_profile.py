@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "device"))
 
 import numpy as np  # noqa: E402
 
+from microexpr.bench_activity import STILL_WARMUP_S  # noqa: E402
+
 TOTALS: dict[str, int] = defaultdict(int)
 
 
@@ -52,7 +54,9 @@ def _wrap(owner: Any, name: str, key: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, required=True)
-    ap.add_argument("--warmup-s", type=float, default=3.0)
+    ap.add_argument("--warmup-s", type=float, default=STILL_WARMUP_S,
+                    help="unmeasured seconds first (default: the bench's still-face warm-up: the baseline at its "
+                         "sample cap, as on an idle day)")
     ap.add_argument("--rest-s", type=float, default=6.0)
     ap.add_argument("--interleaved", type=int, default=2, metavar="PASSES",
                     help="then this many passes of the whole pipeline and the bare call alternating frame by "

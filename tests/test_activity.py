@@ -188,13 +188,15 @@ def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: P
     from microexpr.bench import load_frames
     from microexpr.bench_activity import markdown, report_section, run_activity
 
-    res = run_activity(load_frames(smile_clip), model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0)
+    res = run_activity(load_frames(smile_clip), model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0,
+                       still_warmup_s=2.0)
     assert res.expression_frames > 0 and res.rest_frames >= 2
     # during an episode the flow runs on every frame, by the policy
     assert res.expression.flow_skipped == 0 and res.expression.flow_ran == len(res.expression.pipeline_cpu)
     assert res.rest.flow_ran + res.rest.flow_skipped == len(res.rest.pipeline_cpu) == 30
     assert res.still.flow_ran + res.still.flow_skipped == len(res.still.pipeline_cpu) == len(res.still.bare_cpu) == 30
     section, ratios = report_section(res)
+    assert section["still_warmup_s"] == 2.0
     assert section["expression"]["flow_share"] == 1.0
     assert 0.0 < section["rest"]["flow_share"] <= 1.0
     # the still face (a resting frame held, sensor noise, MPEG-4): the gate
