@@ -186,7 +186,7 @@ def test_gated_pipeline_spots_the_same_episodes(model_path: Path, media_dir: Pat
 @pytest.mark.slow
 def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: Path) -> None:
     from microexpr.bench import load_frames
-    from microexpr.bench_activity import markdown, report_section, run_activity
+    from microexpr.bench_activity import STREAM_FILL, markdown, report_section, run_activity
 
     res = run_activity(load_frames(smile_clip), model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0,
                        still_warmup_s=2.0)
@@ -195,6 +195,11 @@ def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: P
     assert res.expression.flow_skipped == 0 and res.expression.flow_ran == len(res.expression.pipeline_cpu)
     assert res.rest.flow_ran + res.rest.flow_skipped == len(res.rest.pipeline_cpu) == 30
     assert res.still.flow_ran + res.still.flow_skipped == len(res.still.pipeline_cpu) == len(res.still.bare_cpu) == 30
+    # the streams in turns (one of 30 frames here): every measured frame's
+    # bare interval, the overlapped intervals after the turn's first ones
+    for regime in (res.rest, res.still):
+        assert len(regime.bare_interval) == 30
+        assert len(regime.overlap_interval) == 30 - 1 - STREAM_FILL
     section, ratios = report_section(res)
     assert section["still_warmup_s"] == 2.0
     assert section["expression"]["flow_share"] == 1.0
