@@ -704,7 +704,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
     lines += bench_note(report["machine"].get("cores"))
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
-    lines += ["", f"Model load: {report['model_load_s']} s. Venv size: {report['venv_size_mb']} MB."]
+    lines += ["", f"Model load: {report['model_load_s']} s. Venv size: {report['venv_size_mb']} MB (the venv this "
+              "ran in, with the test and bench tools; a device install is pruned by install.sh: "
+              "provisioning/venv-prune-check.sh measures it)."]
     if "daemon" in report:
         d = report["daemon"]
         lines.append(
