@@ -65,7 +65,8 @@ BARE_LEAD = 30
 #: frames, so that a change of the machine's load between them hits both
 #: (two passes of the same code, one stream after the other, read the still
 #: face's stream ratio 1.00-1.07); the first STREAM_FILL intervals of each
-#: overlapped turn are left out (the two stages filling up).
+#: overlapped turn are left out (the two stages filling up), and as many
+#: frames of each bare turn (its caches were the other stream's).
 STREAM_CHUNK = 30
 STREAM_FILL = 2
 
@@ -197,8 +198,8 @@ def run_activity(
             # the two streams, in turns of STREAM_CHUNK frames: bare MediaPipe
             # back to back (its interval is its own time) and the overlapped
             # pipeline (time between consecutive finished frames, within a
-            # turn, after its first STREAM_FILL); the overlapped one's
-            # warm-up frames first, unmeasured
+            # turn), each without its turn's first STREAM_FILL + 1 frames; the
+            # overlapped one's warm-up frames first, unmeasured
             for f in seq_frames[max(measured_from - BARE_LEAD, 0):measured_from]:
                 bare.time_frame(f, 0.0)
             for f in seq_frames[:measured_from]:
@@ -208,7 +209,7 @@ def run_activity(
                 turn = seq_frames[start:start + STREAM_CHUNK]
                 for k, f in enumerate(turn, start):
                     dt = bare.time_frame(f, 0.0)
-                    if keep(k):
+                    if k > start + STREAM_FILL and keep(k):  # as many left out as of the overlapped turn
                         bucket.bare_interval.append(dt)
                 done.clear()
                 for f in turn:
