@@ -173,8 +173,15 @@ cp -r "$SHARED/models" "$ROOT/work/shared/"
 # All of data/ (about 1 MB): the fast tests read the stills and the label tables too, not only the clip.
 cp -r "$SHARED"/data/. "$ROOT/work/shared/data/"
 
+# OPENBLAS_NUM_THREADS=1: under qemu-user numpy's OpenBLAS worker thread
+# never stops spin-waiting (its back-off is counted in emulated time; on
+# real hardware it sleeps after a moment), and each one held a whole host
+# core through the test run, which it made twice as slow (measured: a
+# 6-s sleep after one matmul cost 3.8 s of CPU in that thread, 0 with 1
+# thread). The project's numpy calls are too small for BLAS threads.
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
-    QEMU_CPU="$CPU" PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 bash -c "$1"; }
+    QEMU_CPU="$CPU" OPENBLAS_NUM_THREADS=1 PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 \
+    bash -c "$1"; }
 
 # The clip's frames (the first $FRAMES, or all), decoded here on x86_64 into
 # lossless PNGs in the root's /work/shared/frames: both sides then read the
