@@ -215,7 +215,7 @@ def run_activity(
                 for f in turn:
                     runner.submit(f, time.perf_counter())
                 runner.drain(timeout=120)
-                for (t0, _), (t1, i1) in list(zip(done, done[1:]))[STREAM_FILL:]:
+                for (t0, _), (t1, i1) in zip(done[STREAM_FILL:], done[STREAM_FILL + 1:]):
                     if keep(i1 - first):
                         bucket.overlap_interval.append(t1 - t0)
             runner.finish(timeout=120)
@@ -278,12 +278,15 @@ def report_section(res: ActivityResult) -> tuple[dict[str, Any], dict[str, float
 
 
 def markdown(section: dict[str, Any]) -> list[str]:
+    # a report from before the still face's long warm-up does not say how long it was
+    warm = section.get("still_warmup_s")
+    still_warm = (f"; measured after {warm:g} s of it, the baseline holding as many samples as an idle day's"
+                  if warm else "")
     lines = [
         "",
         f"Activity: a face at rest ({section['rest_clip_frames']} frames before the clip's first onset, played "
         "forward and back after an unmeasured warm-up), the same face still (one of those frames held with sensor "
-        f"noise σ {STILL_NOISE:g}, through MPEG-4; measured after {section.get('still_warmup_s') or 3:g} s of it, "
-        "the baseline holding as many samples as an idle day's) and during expressions (the clip's "
+        f"noise σ {STILL_NOISE:g}, through MPEG-4{still_warm}) and during expressions (the clip's "
         f"{section['expression_frames']} frames from onset to offset). CPU = process CPU time per frame, the "
         "pipeline's and the bare call's taken frame by frame in turn.",
         "",
