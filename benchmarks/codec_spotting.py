@@ -25,6 +25,12 @@ Suites:
   moving real base. Detection (F1 at IoU ≥ 0.5, apex within 2 frames) and
   the label per intensity vs the full-strength one. The spotter's rules
   were tuned on ``synth.py`` clips only; these are reported, not fitted.
+* **still morphs** (``--still``, with ``morphs``): the same held-out smiles
+  on the reference frame held still (sensor noise σ 2 grey levels, as a
+  webcam's in room light) and 3-4 s apart, first after 4 s: the face is
+  quiet long enough before each for the dense flow to be at its reduced
+  rate at rest (``activity.ActivityConfig.quiet_stride``), which the moving
+  base never lets it reach. Made for that stride's before/after.
 * **synth suites re-encoded**: ``synth.py`` micro-expressions (the
   detection plan of ``benchmarks/spotting.py``) on the real video base,
   through each codec: detection per codec; the AU label at intensity 0.3
@@ -44,6 +50,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
 import tempfile
 import time
@@ -61,7 +68,7 @@ import numpy as np  # noqa: E402
 
 from microexpr import mesh  # noqa: E402
 from microexpr.capture import Frame, open_source  # noqa: E402
-from microexpr.flowmorph import Distortion, MorphClip, MorphEvent, micro  # noqa: E402
+from microexpr.flowmorph import NEUTRAL_FRAMES, REFERENCE_FRAME, Distortion, MorphClip, MorphEvent, micro  # noqa: E402
 from microexpr.pipeline import Pipeline, SpottedEpisode  # noqa: E402
 from microexpr.synth import GroundTruth, Renderer, SynthSpec, score_episodes  # noqa: E402
 from microexpr.tracking import create_tracker  # noqa: E402
@@ -204,41 +211,71 @@ def run_distractors(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, 
     return out
 
 
-def morph_plan(quick: bool, holdout: bool = False) -> list[tuple[MorphEvent, ...]]:
+#: ``--still``: the first onset and the quiet between two events, seconds
+#: (each drawn from the range): long enough for the stride at rest to grow
+#: to its cap (3 → 10 frames takes 1.4 s at 30 fps), drawn so an onset
+#: falls anywhere between two flowed frames.
+STILL_FIRST_S = (4.0, 4.5)
+STILL_GAP_S = (3.0, 4.0)
+
+
+def morph_plan(quick: bool, holdout: bool = False, still: bool = False) -> list[tuple[MorphEvent, ...]]:
     """Clips of 4 micro smiles (+ a macro in the last), 1.2 s apart.
     ``holdout``: the same durations and intensities in another order, at
-    other times (first onset 1.37 s, 1.1 s apart), for a set nobody tuned on."""
+    other times (first onset 1.37 s, 1.1 s apart), for a set nobody tuned on.
+    ``still``: the same in a shuffled order, far apart (``STILL_GAP_S``),
+    at drawn times (a fixed seed)."""
     combos = [(d, i) for i in MORPH_INTENSITIES for d in MORPH_DURATIONS]
     if quick:
         combos = [(0.2, 0.3), (0.3, 0.35), (0.133, 0.5), (0.5, 1.0), (0.3, 0.3), (0.2, 1.0), (0.3, 0.75), (0.133, 0.35)]
     first, gap = (1.37, 1.1) if holdout else (1.2, 1.0)
     if holdout:
         combos = combos[1::2] + combos[0::2]
-    clips, current, t = [], [], first
+    rng = random.Random(2026)
+    if still:
+        rng.shuffle(combos)
+
+    def start() -> float:
+        return rng.uniform(*STILL_FIRST_S) if still else first
+
+    clips, current, t = [], [], start()
     for d, i in combos:
         current.append(micro(t, d, i))
-        t += d + gap
+        t += d + (rng.uniform(*STILL_GAP_S) if still else gap)
         if len(current) == 4:
             clips.append(tuple(current))
-            current, t = [], first
+            current, t = [], start()
     if current:
         clips.append(tuple(current))
-    clips.append((MorphEvent(first, 0.7, 0.5, 1.0, hold_s=0.3), micro(first + 2.0, 0.3, 0.5)))  # a 1.5 s macro smile
+    t = start()
+    clips.append((MorphEvent(t, 0.7, 0.5, 1.0, hold_s=0.3), micro(t + 2.0, 0.3, 0.5)))  # a 1.5 s macro smile
     return clips
 
 
+def still_base(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``frames`` with the neutral stretch that ``MorphClip`` sways through
+    replaced by its reference frame: the face held still."""
+    still = list(frames)
+    lo, hi = NEUTRAL_FRAMES
+    still[lo:hi + 1] = [frames[REFERENCE_FRAME]] * (hi - lo + 1)
+    return still
+
+
 def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.ndarray], quick: bool,
-               holdout: bool = False, codecs: Sequence[tuple[Codec, int | None]] | None = None) -> dict[str, Any]:
+               holdout: bool = False, codecs: Sequence[tuple[Codec, int | None]] | None = None,
+               still: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     codecs = codecs if codecs is not None else EXPRESSION_CODECS if not quick else QUICK_CODECS
+    base = still_base(frames) if still else frames
     for codec, q in codecs:
-        tp = fp = fn = apex_ok = 0
+        tp = fp = fn = apex_ok = weak = weak_found = 0
         labels: dict[str, Counter[str]] = defaultdict(Counter)
         events: list[dict[str, Any]] = []
-        for k, evs in enumerate(morph_plan(quick, holdout)):
+        for k, evs in enumerate(morph_plan(quick, holdout, still)):
             duration = max(e.offset_s for e in evs) + 1.0
             # the held-out set: other noise seeds, and the base's sway starts elsewhere
-            clip = MorphClip(frames, 30.0, duration, evs, Distortion(noise_sigma=1.0), seed=k + (1000 if holdout else 0),
+            seed = k + (1000 if holdout else 0) + (2000 if still else 0)
+            clip = MorphClip(base, 30.0, duration, evs, Distortion(noise_sigma=2.0 if still else 1.0), seed=seed,
                              face_points=pts[0], smile_points=pts[1], stable_points=mesh.STABLE_POINTS,
                              phase_s=0.1 * (k % 3 + 1) if holdout else 0.0)
             truth = clip.truth()
@@ -250,6 +287,8 @@ def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.nd
                 label = hit.decision.label.value if hit and hit.decision else ("missed" if hit is None else None)
                 if m.apex_error is not None and abs(m.apex_error) <= 2:
                     apex_ok += 1
+                if m.truth.intensity <= 0.5:
+                    weak, weak_found = weak + 1, weak_found + (m.onset_frame is not None)
                 labels[f"{m.truth.intensity:g}"][str(label)] += 1
                 events.append({"truth": [m.truth.onset_frame, m.truth.apex_frame, m.truth.offset_frame],
                                "duration_s": m.truth.duration_s, "intensity": m.truth.intensity,
@@ -271,6 +310,7 @@ def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.nd
             "tp": tp, "fp": fp, "fn": fn, "precision": round(p, 3), "recall": round(rc, 3),
             "f1": round(2 * p * rc / (p + rc), 3) if p + rc else 0.0,
             "apex_within_2": round(apex_ok / tp, 3) if tp else None,
+            "weak_recall": round(weak_found / weak, 3) if weak else None,  # intensity 0.3-0.5
             "full_strength_label": full_label,
             "label_agreement": round(agree / total, 3) if total else None,
             "labels_by_intensity": {i: dict(c) for i, c in sorted(labels.items(), key=lambda kv: float(kv[0]))},
@@ -394,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="seconds per distractor kind and codec (default 30, --quick 15)")
     ap.add_argument("--holdout", action="store_true",
                     help="morphs: the held-out set (other order, times, seeds and sway phase)")
+    ap.add_argument("--still", action="store_true",
+                    help="morphs: on the face held still, 3-4 s apart (the flow at its reduced rate at rest)")
     ap.add_argument("--codecs", nargs="+", metavar="NAME",
                     help="only these codecs (names as in the report: lossless, mjpeg70, mjpeg90, mjpeg_avi, mp4v, "
                          "mjpeg80, h264); default: every suite's own list, plus h264 where ffmpeg is installed")
@@ -426,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "date": time.strftime("%Y-%m-%d"), "mode": "quick" if args.quick else "full",
                 "command": "benchmarks/codec_spotting.py" + (" --quick" if args.quick else "")
                 + "".join(f" --only {s}" for s in args.only or ()) + "".join(f" --ablate {a}" for a in args.ablate)
-                + (" --holdout" if args.holdout else "") + (" --codecs " + " ".join(args.codecs) if args.codecs else ""),
+                + (" --holdout" if args.holdout else "") + (" --still" if args.still else "")
+                + (" --codecs " + " ".join(args.codecs) if args.codecs else ""),
                 "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
                 "skipped": [] if have_h264 or args.codecs else ["h264: the ffmpeg program is not installed"],
             }
@@ -434,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["distractors"] = run_distractors(r, frames, pts, args.seconds or (15.0 if args.quick else 30.0),
                                                     args.kinds, pick(CODECS)) if "distractors" in suites else {}
             report["morphs"] = run_morphs(r, frames, pts, args.quick, args.holdout,
-                                          pick(expression)) if "morphs" in suites else {}
+                                          pick(expression), args.still) if "morphs" in suites else {}
             report["synth"] = run_synth(r, args.quick, pick(expression)) if "synth" in suites else {}
             report["bitrate_mbps"] = {k: float(np.mean(v)) for k, v in r.bitrates.items()}
             report["cost"] = {k: percentiles(v) for k, v in r.timings.items()}
@@ -447,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.close()
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = (("" if not args.only else "-" + "-".join(sorted(suites))) + "".join(f"-no-{a}" for a in args.ablate)
-              + ("-holdout" if args.holdout else "") + ("-" + "-".join(args.codecs) if args.codecs else ""))
+              + ("-holdout" if args.holdout else "") + ("-still" if args.still else "")
+              + ("-" + "-".join(args.codecs) if args.codecs else ""))
     (args.out / f"codecs{suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
     if report["distractors"] and report["morphs"] and report["synth"]:
         (args.out / f"codecs{suffix}.md").write_text(markdown(report))
