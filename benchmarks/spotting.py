@@ -18,6 +18,9 @@ at every frame rate. Suites:
   a false episode (per minute).
 * **intensity sweep**: 200 ms events from intensity 0.05 to 0.75: where
   spotting starts to fail, per AU (with the movement in IOD that means).
+* **still sweep** (``--still-sweep``, alone): the sweep's 200 ms events at
+  0.1-0.5 on the astronaut held still, 3-4 s apart, so each begins with
+  the dense flow at its reduced rate at rest.
 * **real clip**: ``single_face.mp4`` (a real macro smile) end to end.
 * **cost**: per-stage time per frame (tracker vs ROI motion vs the rest).
 
@@ -28,6 +31,7 @@ Usage::
 
     .venv/bin/python benchmarks/spotting.py            # ~25 min on 2 busy cores
     .venv/bin/python benchmarks/spotting.py --quick    # ~4 min
+    .venv/bin/python benchmarks/spotting.py --still-sweep   # the sweep far apart on a still face, ~4 min
 
 Writes ``benchmarks/results/spotting/spotting.json`` and ``spotting.md``
 (``--out`` to change). Generated clips go to a temporary folder and are
@@ -95,6 +99,13 @@ SWEEP_INTENSITIES = [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75]
 SWEEP_AUS = ["12", "L12", "6", "4", "1+2", "9", "10", "15", "R14", "20"]
 LEAD_S = 1.0  #: neutral lead-in (settle 0.2 s + warm-up 0.3 s, with margin)
 GAP_S = 0.8  #: neutral time between events
+#: ``--still-sweep``: first onset and quiet between events, seconds (drawn
+#: from the range). A still face's flow runs at its reduced rate only after
+#: ~1.4 s of quiet (``activity.ActivityConfig.quiet_stride``), which
+#: GAP_S never gives; the draw puts onsets anywhere between flowed frames.
+STILL_LEAD_S = (4.0, 4.5)
+STILL_GAP_S = (3.0, 4.0)
+STILL_SWEEP_INTENSITIES = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
 
 log = logging.getLogger("bench.spotting")
 
@@ -103,14 +114,17 @@ log = logging.getLogger("bench.spotting")
 # Clip plans
 
 
-def _schedule(specs: Sequence[str], apex_fraction: float = 0.4) -> tuple[tuple[SynthEvent, ...], float]:
-    """Events one after the other from LEAD_S, GAP_S apart; the clip length."""
-    events, t = [], LEAD_S
+def _schedule(specs: Sequence[str], apex_fraction: float = 0.4,
+              far_apart: random.Random | None = None) -> tuple[tuple[SynthEvent, ...], float]:
+    """Events one after the other from LEAD_S, GAP_S apart; the clip length.
+    ``far_apart``: from STILL_LEAD_S, STILL_GAP_S apart instead, each drawn
+    from its range with this generator."""
+    events, t = [], far_apart.uniform(*STILL_LEAD_S) if far_apart else LEAD_S
     for spec in specs:
         what, rest = spec.split("@")
         ev = parse_event(f"{what}@{t:.3f}/{rest}", apex_fraction=apex_fraction)
         events.append(ev)
-        t = ev.offset_s + GAP_S
+        t = ev.offset_s + (far_apart.uniform(*STILL_GAP_S) if far_apart else GAP_S)
     return tuple(events), t + 0.2
 
 
@@ -361,14 +375,45 @@ def run_sweep(r: Runner, quick: bool) -> dict[str, Any]:
             s = score_episodes(truth, [x.episode for x in spotted])
             for m in s.matches:
                 hits[m.truth.aus][m.truth.intensity] = m.onset_frame is not None
-        lowest = {}
-        for au, by_i in hits.items():
-            ok = [i for i in sorted(by_i) if all(by_i[j] for j in by_i if j >= i)]
-            lowest[au] = min(ok) if ok else None
-        out[fps_key] = {"spotted": {au: {str(i): v for i, v in sorted(d.items())} for au, d in sorted(hits.items())},
-                        "lowest_reliable_intensity": lowest,
-                        "lowest_reliable_movement_iod": {au: _movement(au, i) for au, i in lowest.items()}}
-        log.info("sweep %s: %s", fps_key, lowest)
+        out[fps_key] = _sweep_summary(hits)
+        log.info("sweep %s: %s", fps_key, out[fps_key]["lowest_reliable_intensity"])
+    return out
+
+
+def _sweep_summary(hits: dict[str, dict[float, bool]], false_episodes: int | None = None) -> dict[str, Any]:
+    lowest = {}
+    for au, by_i in hits.items():
+        ok = [i for i in sorted(by_i) if all(by_i[j] for j in by_i if j >= i)]
+        lowest[au] = min(ok) if ok else None
+    out = {"spotted": {au: {str(i): v for i, v in sorted(d.items())} for au, d in sorted(hits.items())},
+           "lowest_reliable_intensity": lowest,
+           "lowest_reliable_movement_iod": {au: _movement(au, i) for au, i in lowest.items()}}
+    if false_episodes is not None:
+        out["false_episodes"] = false_episodes
+    return out
+
+
+def run_still_sweep(r: Runner) -> dict[str, Any]:
+    """The sweep's 200 ms events on the astronaut held still (sensor noise,
+    mp4v), in a shuffled order and 3-4 s apart: every one begins with the
+    dense flow at its reduced rate at rest, where an event the activity gate
+    cannot see would wait for the next flowed frame."""
+    rng = random.Random(77)
+    specs = [f"{au}@0.2*{i}" for au in SWEEP_AUS for i in STILL_SWEEP_INTENSITIES]
+    rng.shuffle(specs)
+    hits: dict[str, dict[float, bool]] = defaultdict(dict)
+    false = 0
+    for k in range(0, len(specs), 4):
+        events, duration = _schedule(specs[k:k + 4], far_apart=rng)
+        truth, spotted = r.clip("astronaut", 30, events, duration, seed=300 + k)
+        s = score_episodes(truth, [x.episode for x in spotted])
+        false += s.fp
+        for m in s.matches:
+            hits[m.truth.aus][m.truth.intensity] = m.onset_frame is not None
+    out = _sweep_summary(hits, false)
+    out["flow"] = {"ran": r.pipeline.flow_ran, "skipped": r.pipeline.flow_skipped,
+                   "backfilled": r.pipeline.flow_backfilled}
+    log.info("still sweep: %s", out["lowest_reliable_intensity"])
     return out
 
 
@@ -442,11 +487,27 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run (~4 min)")
+    parser.add_argument("--still-sweep", action="store_true",
+                        help="only the sweep on the still face with the events 3-4 s apart (~4 min; "
+                             "spotting-still-sweep.json)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "spotting")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("microexpr").setLevel(logging.WARNING)
     start = time.time()
+    if args.still_sweep:
+        with tempfile.TemporaryDirectory(prefix="spotting-bench-") as tmp:
+            r = Runner(Path(tmp))
+            try:
+                sweep = run_still_sweep(r)
+            finally:
+                r.close()
+        report = {"command": "benchmarks/spotting.py --still-sweep", "date": time.strftime("%Y-%m-%d %H:%M"),
+                  "machine": machine(), "still_sweep": sweep, "seconds": round(time.time() - start, 1)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "spotting-still-sweep.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(json.dumps(report, indent=1, default=str))
+        return 0
     report: dict[str, Any] = {"command": "benchmarks/spotting.py" + (" --quick" if args.quick else ""),
                               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="spotting-bench-") as tmp:
