@@ -268,7 +268,7 @@ def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.nd
     codecs = codecs if codecs is not None else EXPRESSION_CODECS if not quick else QUICK_CODECS
     base = still_base(frames) if still else frames
     for codec, q in codecs:
-        tp = fp = fn = apex_ok = weak = weak_found = 0
+        tp = fp = fn = apex_ok = weak_events = weak_found = 0
         labels: dict[str, Counter[str]] = defaultdict(Counter)
         events: list[dict[str, Any]] = []
         for k, evs in enumerate(morph_plan(quick, holdout, still)):
@@ -288,7 +288,7 @@ def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.nd
                 if m.apex_error is not None and abs(m.apex_error) <= 2:
                     apex_ok += 1
                 if m.truth.intensity <= 0.5:
-                    weak, weak_found = weak + 1, weak_found + (m.onset_frame is not None)
+                    weak_events, weak_found = weak_events + 1, weak_found + (m.onset_frame is not None)
                 labels[f"{m.truth.intensity:g}"][str(label)] += 1
                 events.append({"truth": [m.truth.onset_frame, m.truth.apex_frame, m.truth.offset_frame],
                                "duration_s": m.truth.duration_s, "intensity": m.truth.intensity,
@@ -310,7 +310,7 @@ def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.nd
             "tp": tp, "fp": fp, "fn": fn, "precision": round(p, 3), "recall": round(rc, 3),
             "f1": round(2 * p * rc / (p + rc), 3) if p + rc else 0.0,
             "apex_within_2": round(apex_ok / tp, 3) if tp else None,
-            "weak_recall": round(weak_found / weak, 3) if weak else None,  # intensity 0.3-0.5
+            "weak_recall": round(weak_found / weak_events, 3) if weak_events else None,  # intensity 0.3-0.5
             "full_strength_label": full_label,
             "label_agreement": round(agree / total, 3) if total else None,
             "labels_by_intensity": {i: dict(c) for i, c in sorted(labels.items(), key=lambda kv: float(kv[0]))},
