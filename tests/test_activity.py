@@ -27,10 +27,12 @@ from microexpr.activity import (
     _similarity_to,
 )
 from microexpr.capture import Frame, open_source
+from microexpr.flowmorph import Distortion, MorphClip, micro
 from microexpr.motion import _similarity
 from microexpr.pipeline import Pipeline, PipelineConfig
-from microexpr.synth import SynthSpec, parse_event, write_clip
+from microexpr.synth import SynthSpec, parse_event, score_episodes, write_clip
 from microexpr.tracking import FaceObservation, create_tracker
+from microexpr.videocodec import Codec, write_video
 
 
 def _grey_frames(clip: Path) -> list[np.ndarray]:
@@ -92,6 +94,24 @@ def test_a_quiet_face_lengthens_the_stride(smile_clip: Path, smile_observations:
     after = [gate.decide(grey[40], _landmarks(smile_observations[40]), t + (k + 1) / 30, needs_reference=False,
                          warming_up=False, episode=False).run for k in range(3)]
     assert after == [False, False, True]
+
+
+def test_the_default_stride_grows_to_a_third_of_a_second(
+        smile_clip: Path, smile_observations: tuple[FaceObservation, ...]) -> None:
+    """The shipped settings: on a still face at 30 fps the gap between
+    flowed frames grows 3 → 10 frames (0.1 → 0.33 s) and stays there; the
+    cost a still face pays (docs/benchmarks.md "A longer quiet stride")."""
+    grey = _grey_frames(smile_clip)
+    gate = ActivityGate(ActivityConfig(hold_s=0.0))
+    assert (gate.config.idle_stride, gate.config.quiet_stride) == (3, 10)
+    for i in range(5, 15):
+        gate.decide(grey[i], _landmarks(smile_observations[i]), (i - 5) / 30, needs_reference=(i == 5),
+                    warming_up=True, episode=False)
+    runs = [gate.decide(grey[14], _landmarks(smile_observations[14]), (10 + k) / 30, needs_reference=False,
+                        warming_up=False, episode=False).run for k in range(90)]
+    gaps = np.diff([k for k, r in enumerate(runs) if r]).tolist()
+    assert gaps[:7] == [4, 5, 6, 7, 8, 9, 10]
+    assert set(gaps[7:]) == {10}
 
 
 def test_frames_skipped_before_a_movement_get_their_own_flow(
@@ -350,3 +370,38 @@ def test_the_gate_helpers_equal_numpy_on_odd_inputs() -> None:
         for k in (2, 3, 5):
             hh, ww = h // k * k, w // k * k
             assert _same_bits(_cell_means(diff, k), diff[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3)))
+
+
+@pytest.mark.slow
+def test_a_weak_smile_after_a_still_stretch_is_spotted_as_without_the_gate(
+        model_path: Path, smile_clip: Path, smile_observations: tuple[FaceObservation, ...], tmp_path: Path) -> None:
+    """The case the reduced rate at rest risks: the real face held still for
+    5 s (sensor noise, through MJPEG as a webcam sends it), so the flow is
+    down to one frame in ten, then a weak (0.35) micro smile of 0.2 s
+    morphed in by dense flow (not the landmark warps the gate was tuned
+    on). Spotted, apex within a frame of where the flow on every frame puts
+    it."""
+    with open_source(smile_clip) as src:
+        frames = [f.image for f in src]
+    still = list(frames)
+    still[5:15] = [frames[10]] * 10
+    clip = MorphClip(still, 30.0, 6.5, (micro(5.23, 0.2, 0.35),), Distortion(noise_sigma=2.0), seed=5,
+                     face_points=_landmarks(smile_observations[10]), smile_points=_landmarks(smile_observations[40]),
+                     stable_points=mesh.STABLE_POINTS)
+    truth = clip.truth()
+    written = write_video(clip, tmp_path / "still", 30.0, Codec.MJPEG, 70)
+    onset = truth.events[0].onset_frame
+    found = {}
+    for enabled in (False, True):
+        config = PipelineConfig(activity=ActivityConfig(enabled=enabled))
+        with Pipeline.create(model_path=model_path, config=config) as pipeline, open_source(written.path) as src:
+            results = [pipeline.process(Frame(f.index, f.timestamp, f.image)) for f in src]
+            episodes = [s.episode for r in results for s in r.episodes] + [s.episode for s in pipeline.finish()]
+        score = score_episodes(truth, episodes)
+        assert (score.tp, score.fp, score.fn) == (1, 0, 0), (enabled, episodes)
+        found[enabled] = score.matches[0]
+        if enabled:
+            flowed = [n for n, r in enumerate(results) if r.motion is not None and n < onset]
+            assert max(np.diff(flowed)) == ActivityConfig().quiet_stride, "the stride reached its cap before the onset"
+    assert abs(found[True].apex_error) <= 2
+    assert abs(found[True].apex_frame - found[False].apex_frame) <= 1

@@ -101,8 +101,14 @@ class ActivityConfig:
     #: movement, ``backfill_z``), the stride grows by one frame each time up
     #: to ``quiet_stride`` (its gap in proportion), at 30 fps and above only;
     #: the first stirring brings it back to ``idle_stride``. A still face
-    #: then costs a flow every 0.2 s; a face that sways keeps 0.1 s.
-    quiet_stride: int = 6
+    #: then costs a flow every 0.33 s; a face that sways keeps 0.1 s. The
+    #: gate, not the stride, is what finds a movement: with no stride flow
+    #: at all every episode of the spotting benchmark came out the same
+    #: (onset, apex, offset, label); 10 (was 6) keeps a flowed frame inside
+    #: every micro-expression longer than 1/3 s all the same, and took the
+    #: still face from 1.17x to 1.13x the bare tracker's CPU (measured,
+    #: docs/benchmarks.md "A longer quiet stride").
+    quiet_stride: int = 10
     #: Full rate for this long after the last frame with a sign of movement
     #: (the frames skipped before it are flowed too: the ring buffer).
     hold_s: float = 0.1

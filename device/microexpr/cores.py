@@ -22,7 +22,7 @@ the reasoning (docs/benchmarks.md "Pi profile"):
   the bare tracker against 1.17-1.19x. The flow's wall time grows, but with
   ``overlap`` the analysis runs beside the tracker, which takes longer.
 * ``idle_stride`` (``activity.ActivityConfig``): at rest the dense flow
-  runs on one frame in this many (growing to ``quiet_stride``, 6, while the
+  runs on one frame in this many (growing to ``quiet_stride``, 10, while the
   face stays quiet). Deliberately the same on every board (3): what the
   pipeline computes, and so what it spots, must not depend on the machine
   (the arm64 check compares boards frame by frame).
@@ -85,7 +85,7 @@ def bench_note(cores: int | None = None) -> list[str]:
         "",
         f"Profile here ({here.cores} cores): tracker.overlap = {str(here.overlap).lower()}, "
         f"ONNX tracker threads {here.tracker_threads}, OpenCV threads {here.opencv_threads}, dense flow at rest on 1 frame in {here.idle_stride} "
-        "(up to 1 in 6 while the face stays quiet). "
+        "(up to 1 in 10 while the face stays quiet). "
         f"A Pi 4/5 ({PI_4_5.cores} cores) gets overlap = {str(PI_4_5.overlap).lower()}, "
         f"{PI_4_5.tracker_threads} tracker threads, the same flow schedule (cores.py).",
         "On a Pi 4/5 compare these ratios (not milliseconds) with the recorded x86 run: "
