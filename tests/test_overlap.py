@@ -4,7 +4,9 @@ results as ``Pipeline.process``, failures contained, clean shutdown; and
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import pytest
 
 from microexpr.capture import Frame, open_source
 from microexpr.config import EngineConfig
-from microexpr.overlap import OverlappedPipeline
+from microexpr import overlap
+from microexpr.overlap import OverlappedPipeline, can_yield
 from microexpr.pipeline import Pipeline, PipelineResult
 from microexpr.spotting import EpisodeKind
 from microexpr.synth import SynthSpec, parse_event, write_clip
@@ -189,3 +192,103 @@ def test_finish_gives_up_rather_than_race_a_hung_analysis(pipeline: Pipeline, sm
         release.set()
         runner.close()
     assert done == [0, 1, 2]  # released, the worker finished every frame in order
+
+
+def _policy(runner: OverlappedPipeline) -> int:
+    return os.sched_getscheduler(runner._tid)
+
+
+@pytest.mark.skipif(not can_yield(), reason="SCHED_IDLE with a way back needs Linux and root or RLIMIT_NICE")
+def test_the_worker_yields_while_it_keeps_up_and_gets_its_share_back_when_behind(
+        pipeline: Pipeline, smile_frames: list[Frame]) -> None:
+    """At SCHED_IDLE while the analysis keeps up; a submit that finds it a
+    whole frame behind gives it SCHED_OTHER back, and once caught up it
+    yields again. The results are the same frames in the same order."""
+    release, entered = threading.Event(), threading.Event()
+    real = pipeline.estimator.estimate
+
+    def slow(obs):  # the analysis of frame 1 waits until released
+        if obs.frame_index == 1:
+            entered.set()
+            release.wait(10)
+        return real(obs)
+
+    pipeline.estimator.estimate = slow  # type: ignore[method-assign]
+    done: list[int] = []
+    with OverlappedPipeline(pipeline, lambda tag, f, r: done.append(tag)) as runner:
+        runner.submit(smile_frames[0], 0)
+        assert runner.drain(timeout=10)
+        assert runner.yielding and _policy(runner) == os.SCHED_IDLE
+        runner.submit(smile_frames[1], 1)  # the worker takes it and waits
+        assert entered.wait(10)
+        runner.submit(smile_frames[2], 2)  # queued
+        assert runner.promoted == 0
+        blocked = threading.Thread(target=runner.submit, args=(smile_frames[3], 3))
+        blocked.start()  # finds the queue full: a frame behind
+        deadline = time.monotonic() + 10
+        while runner.promoted == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runner.promoted == 1 and not runner.yielding and _policy(runner) == os.SCHED_OTHER
+        release.set()
+        blocked.join(10)
+        assert runner.drain(timeout=10)
+        deadline = time.monotonic() + 10
+        while not runner.yielding and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runner.yielding and _policy(runner) == os.SCHED_IDLE
+    assert done == [0, 1, 2, 3]
+
+
+def test_the_worker_keeps_normal_priority_when_asked_or_refused(
+        pipeline: Pipeline, smile_frames: list[Frame], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with OverlappedPipeline(pipeline, lambda tag, f, r: None, yield_to_tracker=False) as runner:
+        runner.submit(smile_frames[0], 0)
+        assert runner.drain(timeout=10)
+        assert not runner.yielding and _policy(runner) == os.SCHED_OTHER
+
+    def refuse(*_args):  # as the unit's seccomp filter answers without sched_setscheduler
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(overlap, "can_yield", lambda: True)
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    with caplog.at_level("INFO", logger="microexpr.overlap"), \
+            OverlappedPipeline(pipeline, lambda tag, f, r: None) as runner:
+        for k in range(3):
+            runner.submit(smile_frames[k], k)
+        assert runner.drain(timeout=10)
+        assert not runner.yielding and runner.promoted == 0
+    refused = [r for r in caplog.records if "scheduling policy was refused" in r.getMessage()]
+    assert len(refused) == 1
+
+
+
+@pytest.mark.parametrize(("euid", "rlimit_nice", "nice", "expected"), [
+    (0, 0, 0, True),       # root may always come back
+    (999, 20, 0, True),    # LimitNICE=+0: back to nice 0
+    (999, 0, 0, False),    # the default limit: SCHED_IDLE would be for good
+    (999, 10, 10, True),   # a unit run at Nice=10 needs only RLIMIT_NICE 10
+    (999, 10, 0, False),
+])
+def test_can_yield_only_where_the_way_back_is_allowed(monkeypatch: pytest.MonkeyPatch, euid: int, rlimit_nice: int,
+                                                       nice: int, expected: bool) -> None:
+    """sched(7): since Linux 2.6.39 an unprivileged thread may leave
+    SCHED_IDLE for SCHED_OTHER only if its nice value is within what
+    RLIMIT_NICE permits (20 - limit): ``can_yield`` asks that first, so an
+    unprivileged worker never yields for good."""
+    import resource
+
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (rlimit_nice, rlimit_nice))
+    monkeypatch.setattr(os, "getpriority", lambda which, who: nice)
+    assert can_yield() is (expected and hasattr(os, "SCHED_IDLE"))
+
+def test_the_units_allow_the_way_back() -> None:
+    """What ``can_yield`` needs under systemd: the policy call through the
+    seccomp filter and RLIMIT_NICE 20, in both units."""
+    services = Path(__file__).resolve().parents[1] / "services"
+    for unit in ("microexpr.service", "microexpr@.service"):
+        lines = (services / unit).read_text().splitlines()
+        assert "LimitNICE=+0" in lines, unit
+        denied = lines.index("SystemCallFilter=~@privileged @resources")
+        assert "SystemCallFilter=sched_setscheduler" in lines[denied + 1:], unit

@@ -18,11 +18,28 @@ may already be one frame further, so up to two frames are in flight.
 Results go to ``on_result`` on the worker thread, as soon as each is ready
 (no waiting for the next frame); a failure in the analysis goes to
 ``on_error`` and the worker carries on with the next frame.
+
+The worker yields the cores to the tracker while it keeps up (Linux
+``SCHED_IDLE``, its own thread only). On two cores MediaPipe splits each
+layer between two inference threads; an analysis thread of equal weight
+that holds one of the cores delays half of every layer, so the tracker's
+stream slowed by about the analysis's own CPU time even though the board
+had a core's worth of time to spare (measured: a still face's stream
+1.04-1.05x the bare tracker's at p50 with the worker at normal priority,
+1.00-1.01x at ``SCHED_IDLE``; nice 19 gave 1.03; docs/benchmarks.md). A
+thread at ``SCHED_IDLE`` runs only on what other threads leave; so that a
+busy board cannot starve it, the caller's thread gives it its normal
+priority back as soon as ``submit`` finds the analysis a whole frame behind
+(the queue full), and the worker yields again once it has caught up. That
+return needs ``RLIMIT_NICE`` to allow nice 0 (``LimitNICE=+0`` in the
+unit) or root: without it, and where the policy cannot be set (a seccomp
+filter, another OS), the worker keeps its normal priority (one INFO line).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -54,6 +71,21 @@ class _Work(Generic[T]):
 _STOP = object()
 
 
+def can_yield() -> bool:
+    """Whether the worker may yield (``SCHED_IDLE``) and still be given
+    its normal priority back: Linux, and root or an ``RLIMIT_NICE`` that
+    allows this thread's nice value (an unprivileged thread may leave
+    ``SCHED_IDLE`` only then)."""
+    if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setscheduler"):
+        return False
+    if os.geteuid() == 0:
+        return True
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0)
+
+
 class OverlappedPipeline(Generic[T]):
     """Drives a :class:`Pipeline` as tracker (caller's thread) → analysis (worker).
 
@@ -71,10 +103,18 @@ class OverlappedPipeline(Generic[T]):
         on_error: Callable[[T, Frame, Exception], None] | None = None,
         *,
         name: str = "analysis",
+        yield_to_tracker: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self._on_result = on_result
         self._on_error = on_error
+        #: the worker's policy: True while it yields (``SCHED_IDLE``)
+        self.yielding = False
+        #: times ``submit`` found the analysis a frame behind and gave the
+        #: worker its normal priority back
+        self.promoted = 0
+        self._yield = yield_to_tracker and can_yield()
+        self._tid = 0
         # One frame waiting while one is analysed: the tracker runs at most
         # one frame ahead, so a slow analysis pushes back on the caller
         # (and, in the daemon, on the frame queue that drops old frames).
@@ -95,6 +135,14 @@ class OverlappedPipeline(Generic[T]):
         t0 = time.perf_counter_ns()
         obs = self.pipeline.track(frame)
         work = _Work(frame, obs, time.perf_counter_ns() - t0, tag)
+        try:
+            self._queue.put_nowait(work)
+            return obs
+        except queue.Full:
+            if self.yielding:
+                # a frame behind: the worker gets its share back until it catches up
+                self._set_policy(False)
+                self.promoted += 1
         while True:
             try:
                 self._queue.put(work, timeout=_POLL_S)
@@ -147,8 +195,23 @@ class OverlappedPipeline(Generic[T]):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
+    def _set_policy(self, idle: bool) -> None:
+        """The worker thread's scheduling policy (from either thread: a
+        thread id is enough on Linux)."""
+        try:
+            os.sched_setscheduler(self._tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
+        except OSError as exc:
+            self._yield = False
+            log.info("analysis thread: the %s scheduling policy was refused (%s); it no longer yields to the tracker",
+                     "idle" if idle else "normal", exc)
+            return
+        self.yielding = idle
+
     # -- worker thread
     def _run(self) -> None:
+        self._tid = threading.get_native_id()
+        if self._yield:
+            self._set_policy(True)
         while True:
             work = self._queue.get()
             try:
@@ -158,6 +221,8 @@ class OverlappedPipeline(Generic[T]):
                 self._analyse(work)
             finally:
                 self._queue.task_done()
+            if self._yield and not self.yielding and self._queue.empty():
+                self._set_policy(True)  # caught up
 
     def _analyse(self, work: _Work[T]) -> None:
         try:
