@@ -34,6 +34,9 @@ priority back as soon as ``submit`` finds the analysis a whole frame behind
 return needs ``RLIMIT_NICE`` to allow nice 0 (``LimitNICE=+0`` in the
 unit) or root: without it, and where the policy cannot be set (a seccomp
 filter, another OS), the worker keeps its normal priority (one INFO line).
+A thread or process started from the worker would inherit ``SCHED_IDLE``
+for good: ``on_result`` must not start any (the daemon starts its MQTT,
+reasoner and status threads at start-up, on the main thread).
 """
 
 from __future__ import annotations
