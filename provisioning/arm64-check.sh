@@ -169,6 +169,8 @@ note "copy the checkout and ../shared/{models,data} into the root"
 rm -rf "$ROOT/work/microexpr"
 mkdir -p "$ROOT/work/microexpr" "$ROOT/work/shared/data/media" "$ROOT/work/out"
 (cd "$SRC" && git ls-files -z | tar --null -T - -cf -) | tar -xf - -C "$ROOT/work/microexpr"
+# the commit copied, for the reports (HEAD may move during a long run)
+commit=$(git -C "$SRC" rev-parse --short HEAD)
 cp -r "$SHARED/models" "$ROOT/work/shared/"
 # All of data/ (about 1 MB): the fast tests read the stills and the label tables too, not only the clip.
 cp -r "$SHARED"/data/. "$ROOT/work/shared/data/"
@@ -201,7 +203,6 @@ PNG
 }
 
 if ((PRUNE_CHECK)); then
-    commit=$(git -C "$SRC" rev-parse --short HEAD)  # what was just copied into the root
     # The frames as PNGs (decoded here), so only the venvs differ between the runs.
     frames_as_pngs
     declare -A mb
@@ -350,7 +351,7 @@ mkdir -p "$OUT"
 {
     echo "# arm64 check — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "Command: \`sudo provisioning/arm64-check.sh $([[ $FRAMES -gt 0 ]] && echo "--frames $FRAMES")\` on $(uname -m) ($(nproc) cores), commit $(git -C "$SRC" rev-parse --short HEAD)."
+    echo "Command: \`sudo provisioning/arm64-check.sh $([[ $FRAMES -gt 0 ]] && echo "--frames $FRAMES")\` on $(uname -m) ($(nproc) cores), commit $commit (copied into the root at the start)."
     echo "Root: Debian bookworm arm64 (debootstrap --variant=minbase), run through $qemu_version"
     echo "(\`$QEMU\`, binfmt_misc with the F flag), emulated CPU \`QEMU_CPU=$CPU\`."
     echo "Python in the root: $(in_root 'python3 --version'), $(in_root 'uname -m')."
