@@ -838,6 +838,12 @@ def run_bench(
     try:
         inproc = run_in_process(frames, model_path=model_path, passes=passes,
                                 progress=(bar.update if bar is not None else lambda: None))
+        if not inproc.frames_with_face:
+            # Without a face MediaPipe runs the detector only: fast, plausible-looking and
+            # meaningless. Said after the first scenario, not after all of them (the still
+            # face's 25-s warm-up alone is minutes on a Pi).
+            raise NoFaceError(f"bench: {source}: no face in any of its {len(frames)} frame(s); "
+                              "give a clip of a real face")
         streams = run_streams(frames, model_path=model_path, passes=max(3, passes // 2),
                               progress=(bar.update if bar is not None else lambda: None))
         from microexpr.status.cost import measure_status_cost  # imports the status server: bench only
@@ -852,10 +858,6 @@ def run_bench(
     finally:
         if bar is not None:
             bar.close()
-    if not inproc.frames_with_face:
-        # Without a face MediaPipe runs the detector only: fast, plausible-looking and meaningless.
-        raise NoFaceError(f"bench: {source}: no face in any of its {len(frames)} frame(s); "
-                          "give a clip of a real face")
     daemon = None
     if seconds > 0:
         if progress_lines:
