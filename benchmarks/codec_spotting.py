@@ -73,6 +73,7 @@ from microexpr.pipeline import Pipeline, SpottedEpisode  # noqa: E402
 from microexpr.synth import GroundTruth, Renderer, SynthSpec, score_episodes  # noqa: E402
 from microexpr.tracking import create_tracker  # noqa: E402
 from microexpr.videocodec import Codec, h264_available, write_video  # noqa: E402
+from spotting import STILL_GAP_S, STILL_LEAD_S  # noqa: E402  (the still sets' spacing, one definition)
 
 SHARED = Path(os.environ.get("MICROEXPR_SHARED", ROOT.parent / "shared")).resolve()
 MEDIA = SHARED / "data" / "media"
@@ -211,20 +212,13 @@ def run_distractors(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, 
     return out
 
 
-#: ``--still``: the first onset and the quiet between two events, seconds
-#: (each drawn from the range): long enough for the stride at rest to grow
-#: to its cap (3 → 10 frames takes 1.4 s at 30 fps), drawn so an onset
-#: falls anywhere between two flowed frames.
-STILL_FIRST_S = (4.0, 4.5)
-STILL_GAP_S = (3.0, 4.0)
-
-
 def morph_plan(quick: bool, holdout: bool = False, still: bool = False) -> list[tuple[MorphEvent, ...]]:
     """Clips of 4 micro smiles (+ a macro in the last), 1.2 s apart.
     ``holdout``: the same durations and intensities in another order, at
     other times (first onset 1.37 s, 1.1 s apart), for a set nobody tuned on.
-    ``still``: the same in a shuffled order, far apart (``STILL_GAP_S``),
-    at drawn times (a fixed seed)."""
+    ``still``: the same in a shuffled order, far apart at drawn times (a
+    fixed seed), spaced as ``spotting.py --still-sweep`` (``STILL_LEAD_S``,
+    ``STILL_GAP_S``: long enough for the stride at rest to reach its cap)."""
     combos = [(d, i) for i in MORPH_INTENSITIES for d in MORPH_DURATIONS]
     if quick:
         combos = [(0.2, 0.3), (0.3, 0.35), (0.133, 0.5), (0.5, 1.0), (0.3, 0.3), (0.2, 1.0), (0.3, 0.75), (0.133, 0.35)]
@@ -236,7 +230,7 @@ def morph_plan(quick: bool, holdout: bool = False, still: bool = False) -> list[
         rng.shuffle(combos)
 
     def start() -> float:
-        return rng.uniform(*STILL_FIRST_S) if still else first
+        return rng.uniform(*STILL_LEAD_S) if still else first
 
     clips, current, t = [], [], start()
     for d, i in combos:
@@ -252,21 +246,13 @@ def morph_plan(quick: bool, holdout: bool = False, still: bool = False) -> list[
     return clips
 
 
-def still_base(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """``frames`` with the neutral stretch that ``MorphClip`` sways through
-    replaced by its reference frame: the face held still."""
-    still = list(frames)
-    lo, hi = NEUTRAL_FRAMES
-    still[lo:hi + 1] = [frames[REFERENCE_FRAME]] * (hi - lo + 1)
-    return still
-
-
 def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.ndarray], quick: bool,
                holdout: bool = False, codecs: Sequence[tuple[Codec, int | None]] | None = None,
                still: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     codecs = codecs if codecs is not None else EXPRESSION_CODECS if not quick else QUICK_CODECS
-    base = still_base(frames) if still else frames
+    # the face held still on the reference frame, or swaying through the real neutral stretch
+    neutral = (REFERENCE_FRAME, REFERENCE_FRAME) if still else NEUTRAL_FRAMES
     for codec, q in codecs:
         tp = fp = fn = apex_ok = weak_events = weak_found = 0
         labels: dict[str, Counter[str]] = defaultdict(Counter)
@@ -275,8 +261,8 @@ def run_morphs(r: Runner, frames: list[np.ndarray], pts: tuple[np.ndarray, np.nd
             duration = max(e.offset_s for e in evs) + 1.0
             # the held-out set: other noise seeds, and the base's sway starts elsewhere
             seed = k + (1000 if holdout else 0) + (2000 if still else 0)
-            clip = MorphClip(base, 30.0, duration, evs, Distortion(noise_sigma=2.0 if still else 1.0), seed=seed,
-                             face_points=pts[0], smile_points=pts[1], stable_points=mesh.STABLE_POINTS,
+            clip = MorphClip(frames, 30.0, duration, evs, Distortion(noise_sigma=2.0 if still else 1.0), seed=seed,
+                             neutral=neutral, face_points=pts[0], smile_points=pts[1], stable_points=mesh.STABLE_POINTS,
                              phase_s=0.1 * (k % 3 + 1) if holdout else 0.0)
             truth = clip.truth()
             spotted = r.run(clip, 30.0, codec, q)

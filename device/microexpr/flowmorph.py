@@ -113,6 +113,8 @@ class MorphClip:
 
     ``frames``: all frames of the source video (BGR). The flow from the
     smile frame to the reference neutral frame is computed once.
+    ``neutral``: the base frames the face sways through, back and forth;
+    one frame (``(i, i)``) holds the face still.
     ``phase_s`` starts the back-and-forth of the base frames that far in
     (where in its sway the face is when the stream starts decides which
     frame becomes the spotter's neutral reference).
@@ -179,6 +181,8 @@ class MorphClip:
 
     def _base(self, t: float) -> np.ndarray:
         n = len(self._bases)
+        if n == 1:  # neutral=(i, i): the face held still
+            return self._bases[0]
         period = 2 * (n - 1)
         k = int(t * self.base_fps) % period
         return self._bases[k if k < n else period - k]
