@@ -292,3 +292,31 @@ def test_the_units_allow_the_way_back() -> None:
         assert "LimitNICE=+0" in lines, unit
         denied = lines.index("SystemCallFilter=~@privileged @resources")
         assert "SystemCallFilter=sched_setscheduler" in lines[denied + 1:], unit
+
+
+@pytest.mark.skipif(not can_yield(), reason="SCHED_IDLE with a way back needs Linux and root or RLIMIT_NICE")
+def test_a_refused_way_back_is_said_once_not_at_every_full_queue(
+        pipeline: Pipeline, smile_frames: list[Frame], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    real_set, real_estimate = os.sched_setscheduler, pipeline.estimator.estimate
+
+    def no_way_back(tid, policy, param):  # SCHED_IDLE granted, SCHED_OTHER refused
+        if policy == os.SCHED_OTHER:
+            raise PermissionError(1, "Operation not permitted")
+        return real_set(tid, policy, param)
+
+    def slow(obs):  # the analysis falls behind: the queue is full at most submits
+        time.sleep(0.05)
+        return real_estimate(obs)
+
+    monkeypatch.setattr(os, "sched_setscheduler", no_way_back)
+    pipeline.estimator.estimate = slow  # type: ignore[method-assign]
+    done: list[int] = []
+    with caplog.at_level("INFO", logger="microexpr.overlap"), \
+            OverlappedPipeline(pipeline, lambda tag, f, r: done.append(tag)) as runner:
+        for k in range(8):
+            runner.submit(smile_frames[k], k)
+        assert runner.drain(timeout=30)
+    refused = [r for r in caplog.records if "scheduling policy was refused" in r.getMessage()]
+    assert len(refused) == 1 and runner.promoted == 1
+    assert done == list(range(8))

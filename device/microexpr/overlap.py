@@ -142,8 +142,9 @@ class OverlappedPipeline(Generic[T]):
             self._queue.put_nowait(work)
             return obs
         except queue.Full:
-            if self.yielding:
+            if self._yield and self.yielding:
                 # a frame behind: the worker gets its share back until it catches up
+                # (not retried once refused: _set_policy logs that once and stops yielding)
                 self._set_policy(False)
                 self.promoted += 1
         while True:
