@@ -103,7 +103,7 @@ class ActivityConfig:
     #: the first stirring brings it back to ``idle_stride``. A still face
     #: then costs a flow every 0.33 s; a face that sways keeps 0.1 s. The
     #: gate, not the stride, is what finds a movement: with no stride flow
-    #: at all every episode of the spotting benchmark came out the same
+    #: at all every episode of the quick spotting benchmark came out the same
     #: (onset, apex, offset, label); 10 (was 6) keeps a flowed frame inside
     #: every micro-expression longer than 1/3 s all the same, and took the
     #: still face from 1.17x to 1.13x the bare tracker's CPU (measured,
