@@ -206,10 +206,10 @@ def test_gated_pipeline_spots_the_same_episodes(model_path: Path, media_dir: Pat
 @pytest.mark.slow
 def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: Path) -> None:
     from microexpr.bench import load_frames
-    from microexpr.bench_activity import STREAM_FILL, markdown, report_section, run_activity
+    from microexpr.bench_activity import STREAM_CHUNK, STREAM_FILL, markdown, report_section, run_activity
 
-    res = run_activity(load_frames(smile_clip), model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0,
-                       still_warmup_s=2.0)
+    frames = load_frames(smile_clip)
+    res = run_activity(frames, model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0, still_warmup_s=2.0)
     assert res.expression_frames > 0 and res.rest_frames >= 2
     # during an episode the flow runs on every frame, by the policy
     assert res.expression.flow_skipped == 0 and res.expression.flow_ran == len(res.expression.pipeline_cpu)
@@ -219,6 +219,15 @@ def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: P
     # turn's first frames, as many for both
     for regime in (res.rest, res.still):
         assert len(regime.bare_interval) == len(regime.overlap_interval) == 30 - 1 - STREAM_FILL
+    # the whole clip's mix: every frame of the pass, its streams in the same
+    # turns (the last one shorter), the expression frames among them
+    n = len(frames)
+    assert len(res.clip.pipeline_cpu) == len(res.clip.bare_cpu) == n
+    in_turns = sum(max(min(STREAM_CHUNK, n - s) - 1 - STREAM_FILL, 0) for s in range(0, n, STREAM_CHUNK))
+    assert len(res.clip.bare_interval) == len(res.clip.overlap_interval) == in_turns
+    assert len(res.expression.overlap_interval) < in_turns
+    assert set(res.expression.pipeline_cpu) <= set(res.clip.pipeline_cpu)
+    assert res.expression.flow_ran <= res.clip.flow_ran and res.clip.flow_ran + res.clip.flow_skipped <= n
     section, ratios = report_section(res)
     assert section["still_warmup_s"] == 2.0
     assert section["expression"]["flow_share"] == 1.0
@@ -226,9 +235,10 @@ def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: P
     # the still face (a resting frame held, sensor noise, MPEG-4): the gate
     # lets the flow rest on most frames once the baseline is learnt
     assert 0.0 < section["still"]["flow_share"] < 0.5
-    assert all(ratios[f"{r}_cpu_vs_bare_mean"] is not None for r in ("rest", "still", "expression"))
+    assert all(ratios[f"{r}_cpu_vs_bare_mean"] is not None for r in ("rest", "still", "expression", "clip"))
+    assert ratios["clip_stream_overlap_vs_bare_p50"] is not None
     lines = markdown(section)
-    assert any("| rest |" in line for line in lines) and any("| still |" in line for line in lines)
+    assert all(any(f"| {r} |" in line for line in lines) for r in ("rest", "still", "expression", "clip"))
 
 
 def test_the_still_face_is_a_held_frame_with_fresh_noise_through_mpeg4(smile_clip: Path) -> None:

@@ -19,7 +19,12 @@ MediaPipe call on the same frames:
   samples as it ever does: an idle appliance's steady cost, not a young
   baseline's;
 * **expression**: the clip's frames from each spotted episode's onset to its
-  offset, measured while the clip plays whole (a fresh pipeline each pass).
+  offset, measured while the clip plays whole (a fresh pipeline each pass);
+* **clip**: every frame of those same whole passes, the clip's own mix of
+  rest and expressions. ``run_streams`` in ``bench.py`` times that mix too,
+  but one whole stream after another (its fps and its identical-episodes
+  check need whole passes), and two runs of the same code read its ratio
+  1.02 and 1.11 there; here the mix is timed in the turns below.
 
 For each: the stream interval with the tracker and analysis overlapped
 (``tracker.overlap``), per-frame CPU of the sequential pipeline (process
@@ -92,6 +97,9 @@ class ActivityResult:
     #: the still face's warm-up, seconds (0 in reports from before it was long)
     still_warmup_s: float = 0.0
     expression: RegimeSamples = field(default_factory=RegimeSamples)
+    #: every frame of those whole passes: the clip's mix of rest and
+    #: expressions, its streams timed in the same turns as the regimes'
+    clip: RegimeSamples = field(default_factory=RegimeSamples)
 
 
 def _retimed(frames: Sequence[Frame], start_ts: float, step: float, start_index: int) -> list[Frame]:
@@ -170,8 +178,9 @@ def run_activity(
         t_next = 0.0
         idx_next = 0
 
-        def measure(seq_frames: list[Frame], keep: Callable[[int], bool], bucket: RegimeSamples,
+        def measure(seq_frames: list[Frame], into: Sequence[tuple[Callable[[int], bool], RegimeSamples]],
                     measured_from: int) -> None:
+            # ``into``: which frames (by position in ``seq_frames``) each bucket keeps
             # sequential: per-frame CPU and the flow share (by frame: a frame
             # skipped at rest may get its flow later, from the ring buffer,
             # during another frame's call); the bare call's CPU on the same
@@ -184,16 +193,17 @@ def run_activity(
                 if k >= measured_from - BARE_LEAD:
                     bare_cpu.time_frame(f, 0.0)
                 c2 = time.process_time()
-                for i in out.backfilled:
-                    if i - first >= measured_from and keep(i - first):
-                        bucket.flow_backfilled += 1
-                if k >= measured_from and keep(k):
-                    bucket.pipeline_cpu.append(c1 - c0)
-                    bucket.bare_cpu.append(c2 - c1)
-                    if out.motion is not None:
-                        bucket.flow_ran += 1
-                    elif out.observation.face is not None:
-                        bucket.flow_skipped += 1
+                for keep, bucket in into:
+                    for i in out.backfilled:
+                        if i - first >= measured_from and keep(i - first):
+                            bucket.flow_backfilled += 1
+                    if k >= measured_from and keep(k):
+                        bucket.pipeline_cpu.append(c1 - c0)
+                        bucket.bare_cpu.append(c2 - c1)
+                        if out.motion is not None:
+                            bucket.flow_ran += 1
+                        elif out.observation.face is not None:
+                            bucket.flow_skipped += 1
                 progress()
             # the two streams, in turns of STREAM_CHUNK frames: bare MediaPipe
             # back to back (its interval is its own time) and the overlapped
@@ -209,27 +219,29 @@ def run_activity(
                 turn = seq_frames[start:start + STREAM_CHUNK]
                 for k, f in enumerate(turn, start):
                     dt = bare.time_frame(f, 0.0)
-                    if k > start + STREAM_FILL and keep(k):  # as many left out as of the overlapped turn
-                        bucket.bare_interval.append(dt)
+                    for keep, bucket in into:
+                        if k > start + STREAM_FILL and keep(k):  # as many left out as of the overlapped turn
+                            bucket.bare_interval.append(dt)
                 done.clear()
                 for f in turn:
                     runner.submit(f, time.perf_counter())
                 runner.drain(timeout=120)
                 for (t0, _), (t1, i1) in zip(done[STREAM_FILL:], done[STREAM_FILL + 1:]):
-                    if keep(i1 - first):
-                        bucket.overlap_interval.append(t1 - t0)
+                    for keep, bucket in into:
+                        if keep(i1 - first):
+                            bucket.overlap_interval.append(t1 - t0)
             runner.finish(timeout=120)
 
         for _ in range(passes):
             for resting, bucket, warm in ((rest_clip, result.rest, n_warm), (still_clip, result.still, n_still_warm)):
                 played = _retimed(_ping_pong(resting, warm + n_rest), t_next, step, idx_next)
-                measure(played, lambda k: True, bucket, warm)
+                measure(played, [(lambda k: True, bucket)], warm)
                 t_next += (warm + n_rest + 30) * step
                 idx_next += warm + n_rest + 30
                 seq.reset()
                 ovl.reset()
             whole = _retimed(frames, t_next, step, idx_next)
-            measure(whole, lambda k: k in expr_idx, result.expression, 0)
+            measure(whole, [(lambda k: k in expr_idx, result.expression), (lambda k: True, result.clip)], 0)
             t_next += (len(frames) + 30) * step
             idx_next += len(frames) + 30
             seq.reset()
@@ -260,7 +272,7 @@ def report_section(res: ActivityResult) -> tuple[dict[str, Any], dict[str, float
     section: dict[str, Any] = {"rest_clip_frames": res.rest_frames, "expression_frames": res.expression_frames,
                                "still_warmup_s": res.still_warmup_s}
     ratios: dict[str, float | None] = {}
-    for name, b in (("rest", res.rest), ("still", res.still), ("expression", res.expression)):
+    for name, b in (("rest", res.rest), ("still", res.still), ("expression", res.expression), ("clip", res.clip)):
         total = b.flow_ran + b.flow_skipped
         s = {
             "interval_ms": {"bare_mediapipe": _lat(b.bare_interval), "pipeline_overlap": _lat(b.overlap_interval)},
@@ -287,14 +299,15 @@ def markdown(section: dict[str, Any]) -> list[str]:
         f"Activity: a face at rest ({section['rest_clip_frames']} frames before the clip's first onset, played "
         "forward and back after an unmeasured warm-up), the same face still (one of those frames held with sensor "
         f"noise σ {STILL_NOISE:g}, through MPEG-4{still_warm}) and during expressions (the clip's "
-        f"{section['expression_frames']} frames from onset to offset). CPU = process CPU time per frame, the "
-        "pipeline's and the bare call's taken frame by frame in turn.",
+        f"{section['expression_frames']} frames from onset to offset; \"clip\": every frame of the same passes). "
+        f"Streams timed in turns of {STREAM_CHUNK} frames, bare then overlapped. CPU = process CPU time per frame, "
+        "the pipeline's and the bare call's taken frame by frame in turn.",
         "",
         "| regime | overlap interval p50 ms | bare interval p50 ms | pipeline CPU mean ms | bare CPU mean ms | frames with dense flow |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("rest", "still", "expression"):
-        if name not in section:  # a report from before the still regime
+    for name in ("rest", "still", "expression", "clip"):
+        if name not in section:  # a report from before the still (or the clip) regime
             continue
         s = section[name]
         lines.append(f"| {name} | {s['interval_ms']['pipeline_overlap']['p50']} | {s['interval_ms']['bare_mediapipe']['p50']} "
