@@ -209,7 +209,11 @@ def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: P
     from microexpr.bench_activity import STREAM_CHUNK, STREAM_FILL, markdown, report_section, run_activity
 
     frames = load_frames(smile_clip)
-    res = run_activity(frames, model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0, still_warmup_s=2.0)
+    calls: list[int] = []
+    expected: list[int] = []
+    res = run_activity(frames, model_path=model_path, passes=1, rest_s=1.0, warmup_s=1.0, still_warmup_s=2.0,
+                       clip_plays=2, progress=lambda: calls.append(1), expect=expected.append)
+    assert expected == [len(calls)], "the progress bar is told how many frames will come"
     assert res.expression_frames > 0 and res.rest_frames >= 2
     # during an episode the flow runs on every frame, by the policy
     assert res.expression.flow_skipped == 0 and res.expression.flow_ran == len(res.expression.pipeline_cpu)
@@ -219,15 +223,16 @@ def test_bench_activity_regimes_on_the_real_clip(model_path: Path, smile_clip: P
     # turn's first frames, as many for both
     for regime in (res.rest, res.still):
         assert len(regime.bare_interval) == len(regime.overlap_interval) == 30 - 1 - STREAM_FILL
-    # the whole clip's mix: every frame of the pass, its streams in the same
-    # turns (the last one shorter), the expression frames among them
+    # the whole clip's mix: every frame of both plays, its streams in the
+    # same turns (the last one shorter), the expression frames among them
     n = len(frames)
-    assert len(res.clip.pipeline_cpu) == len(res.clip.bare_cpu) == n
+    assert len(res.clip.pipeline_cpu) == len(res.clip.bare_cpu) == 2 * n
     in_turns = sum(max(min(STREAM_CHUNK, n - s) - 1 - STREAM_FILL, 0) for s in range(0, n, STREAM_CHUNK))
-    assert len(res.clip.bare_interval) == len(res.clip.overlap_interval) == in_turns
-    assert len(res.expression.overlap_interval) < in_turns
+    assert len(res.clip.bare_interval) == len(res.clip.overlap_interval) == 2 * in_turns
+    assert len(res.expression.overlap_interval) < 2 * in_turns
+    assert len(res.expression.pipeline_cpu) == 2 * res.expression_frames
     assert set(res.expression.pipeline_cpu) <= set(res.clip.pipeline_cpu)
-    assert res.expression.flow_ran <= res.clip.flow_ran and res.clip.flow_ran + res.clip.flow_skipped <= n
+    assert res.expression.flow_ran <= res.clip.flow_ran and res.clip.flow_ran + res.clip.flow_skipped <= 2 * n
     section, ratios = report_section(res)
     assert section["still_warmup_s"] == 2.0
     assert section["expression"]["flow_share"] == 1.0

@@ -825,15 +825,20 @@ def run_bench(
         raise MicroexprError(f"bench: {source}: the daemon soak replays a video file; give one, "
                              "or --daemon-seconds 0 to measure a folder in-process only", exit_code=ExitCode.USAGE)
     passes = 2 if quick else 8
+    # Whole passes of the streams: one pass of the shared clip's overlapped /
+    # bare ratio spreads 0.94-1.12 on the 2-core x86 machine (16 in one
+    # process, benchmarks/results/x86_64-2c-amd-epyc/bench-activity-idle.md);
+    # 4 passes read 1.05-1.11 from run to run, 16 take ~20 s there.
+    stream_passes = 3 if quick else 2 * passes
     bar: Any = None
-    total = (passes + 3 * max(3, passes // 2) + 2 * passes) * len(frames)  # + status on/off passes
+    total = (passes + 3 * stream_passes + 2 * passes) * len(frames)  # + status on/off passes
     if show_progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="bench", unit="frame")
     elif progress_lines:
         bar = LineProgress(total)
-        bar.say(f"{source}: {len(frames)} frames, {passes} in-process passes + 3 streams, then "
+        bar.say(f"{source}: {len(frames)} frames, {passes} in-process passes + {stream_passes} of 3 streams, then "
                 f"{seconds:g} s daemon soak")
     try:
         inproc = run_in_process(frames, model_path=model_path, passes=passes,
@@ -844,7 +849,7 @@ def run_bench(
             # face's 25-s warm-up alone is minutes on a Pi).
             raise NoFaceError(f"bench: {source}: no face in any of its {len(frames)} frame(s); "
                               "give a clip of a real face")
-        streams = run_streams(frames, model_path=model_path, passes=max(3, passes // 2),
+        streams = run_streams(frames, model_path=model_path, passes=stream_passes,
                               progress=(bar.update if bar is not None else lambda: None))
         from microexpr.status.cost import measure_status_cost  # imports the status server: bench only
 
@@ -852,7 +857,7 @@ def run_bench(
                                           progress=(bar.update if bar is not None else lambda: None)).report()
         from microexpr.bench_activity import run_activity
 
-        activity = run_activity(frames, model_path=model_path, passes=1 if quick else 2,
+        activity = run_activity(frames, model_path=model_path, passes=1 if quick else 2, clip_plays=1 if quick else 4,
                                 progress=(bar.update if bar is not None else lambda: None),
                                 expect=(_grow(bar) if bar is not None else lambda n: None))
     finally:
