@@ -104,6 +104,7 @@ class FakeDaemonState:
         self.outbox_depth = 3
         self.broker = BrokerState.OFFLINE
         self.calls = 0
+        self.analysis = {"promoted": 11, "yielding": 1}
 
     def stats(self) -> Stats:
         self.calls += 1
@@ -112,7 +113,8 @@ class FakeDaemonState:
             latency={"total": LatencyStats.from_seconds([0.010, 0.012, 0.020])}, queues={"frames": 1},
             outbox_depth=self.outbox_depth, outbox_dropped=2, events=1, health=self.health,
             reasoner=ReasonerStats(state="idle", queue_depth=1, requests_today=7, tokens_today=900),
-            suppressed={"blink": 5},
+            suppressed={"blink": 5}, flow={"ran": 40, "skipped": 60, "backfilled": 2},
+            analysis=self.analysis,
         )
 
     def sources(self) -> StatusSources:
@@ -266,9 +268,14 @@ def test_metrics_scrape_parses_and_counts_what_was_fed(server: StatusServer, pla
     assert samples["microexpr_reasoner_requests_today"][()] == 7
     assert samples["microexpr_reasoner_budget_requests_per_day"][()] == 123
     assert samples["microexpr_reasoner_budget_exhausted"][()] == 0
-    # the values move with the daemon's state
+    assert {dict(k)["decision"]: v for k, v in samples["microexpr_flow_frames_total"].items()} == {
+        "ran": 40, "skipped": 60, "backfilled": 2}
+    assert samples["microexpr_analysis_promoted_total"][()] == 11 and samples["microexpr_analysis_yielding"][()] == 1
+    # the values move with the daemon's state; no analysis series without an analysis thread
     state.outbox_depth, state.health, state.broker = 9, Health.DEGRADED.value, BrokerState.CONNECTED
+    state.analysis = {}
     again = scrape(server.url)
+    assert "microexpr_analysis_promoted_total" not in again and "microexpr_analysis_yielding" not in again
     assert again["microexpr_outbox_depth"][()] == 9
     assert again["microexpr_health"][(("state", "degraded"),)] == 1
     assert again["microexpr_broker"][(("state", "connected"),)] == 1

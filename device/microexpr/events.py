@@ -333,6 +333,11 @@ class Stats:
     #: Frames with a face on which the dense ROI flow ran / was skipped at
     #: rest since start (``activity.py``): ``{"ran": n, "skipped": m}``.
     flow: Mapping[str, int] = field(default_factory=dict)
+    #: The analysis thread when the tracker and the analysis overlap
+    #: (``overlap.py``; empty otherwise): ``promoted``, times it fell a whole
+    #: frame behind and got its normal priority back; ``yielding``, 1 while
+    #: it runs at ``SCHED_IDLE`` (0 for good where that policy is refused).
+    analysis: Mapping[str, int] = field(default_factory=dict)
     time: str = field(default_factory=utc_now_iso)
     schema_version: str = SCHEMA_VERSION
 
@@ -364,6 +369,7 @@ class Stats:
             "suppressed": {name: int(n) for name, n in self.suppressed.items()},
             "controls": {name: int(n) for name, n in self.controls.items()},
             "flow": {name: int(n) for name, n in self.flow.items()},
+            "analysis": {name: int(n) for name, n in self.analysis.items()},
             "health": self.health,
             "health_reason": self.health_reason,
             "reasoner": None

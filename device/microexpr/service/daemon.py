@@ -881,6 +881,7 @@ class Service:
             queues["reasoner"] = reasoner.queue_depth
         outbox = self._outbox
         guard = self._guard.counts() if self._guard is not None else None
+        runner = self._runner
         return Stats(
             device_id=self.device_id,
             uptime_s=now - self.metrics.started,
@@ -903,6 +904,7 @@ class Service:
             controls={"paused": int(self.paused), "paused_frames": self.paused_frames,
                       "commands_accepted": self.controls.accepted, "commands_rejected": self.controls.rejected},
             flow={key: int(getattr(self._pipeline, f"flow_{key}", 0) or 0) for key in ("ran", "skipped", "backfilled")},
+            analysis={} if runner is None else {"promoted": runner.promoted, "yielding": int(runner.yielding)},
         )
 
     def _publish_stats(self) -> None:

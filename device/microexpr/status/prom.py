@@ -10,8 +10,8 @@ Two kinds of series:
   all; docs/status.md gives the measured share).
 * **Read at scrape time** (:class:`_StatsCollector`): everything the
   daemon's ``stats`` payload already knows — fps, dropped frames, outbox
-  depth and drops, suppressed candidates, health, broker and reasoner
-  state and budget. Reading them only when scraped costs the frame path
+  depth and drops, suppressed candidates, the dense flow's decisions, the
+  analysis thread's priority, health, broker and reasoner state and budget. Reading them only when scraped costs the frame path
   nothing.
 
 The registry is per server (never the global default), so two services in
@@ -134,6 +134,16 @@ class _StatsCollector(Collector):
         for reason, count in stats.suppressed.items():
             suppressed.add_metric([reason], count)
         yield suppressed
+        flow = CounterMetricFamily("microexpr_flow_frames", "Frames with a face by what the dense flow did "
+                                   "(ran; skipped at rest; backfilled, among skipped).", labels=["decision"])
+        for decision, count in stats.flow.items():
+            flow.add_metric([decision], count)
+        yield flow
+        if stats.analysis:  # the tracker and the analysis overlap
+            yield CounterMetricFamily("microexpr_analysis_promoted", "Times the analysis thread fell a frame "
+                                      "behind and got its normal priority back.", value=stats.analysis["promoted"])
+            yield GaugeMetricFamily("microexpr_analysis_yielding", "1 while the analysis thread runs at SCHED_IDLE.",
+                                    value=stats.analysis["yielding"])
         health = GaugeMetricFamily("microexpr_health", "1 for the daemon's current health state.", labels=["state"])
         for state in Health:
             health.add_metric([state.value], 1.0 if state.value == stats.health else 0.0)
