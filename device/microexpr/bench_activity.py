@@ -23,8 +23,8 @@ MediaPipe call on the same frames:
 * **clip**: every frame of those same whole passes, the clip's own mix of
   rest and expressions. ``run_streams`` in ``bench.py`` times that mix too,
   but one whole stream after another (its fps and its identical-episodes
-  check need whole passes), and two runs of the same code read its ratio
-  1.02 and 1.11 there; here the mix is timed in the turns below.
+  check need whole passes); here the mix is timed in the turns below, a
+  second reading of the same ratio.
 
 For each: the stream interval with the tracker and analysis overlapped
 (``tracker.overlap``), per-frame CPU of the sequential pipeline (process
@@ -137,7 +137,8 @@ def run_activity(
 ) -> ActivityResult:
     """``clip_plays``: how many times each pass plays the whole clip (the
     expression and clip regimes; a fresh pipeline each time): one play of the
-    shared clip's 72 frames gives its stream ratio to ±0.05 on two cores.
+    shared clip's 72 frames reads its stream ratio with a standard deviation
+    of ~0.04 on two cores (``benchmarks/stream_rounds.py``).
 
     ``progress`` is called once per measured frame; ``expect`` once, with how
     many calls will come, as soon as the rest stretch is known (after the

@@ -11,8 +11,8 @@ Two kinds of series:
 * **Read at scrape time** (:class:`_StatsCollector`): everything the
   daemon's ``stats`` payload already knows — fps, dropped frames, outbox
   depth and drops, suppressed candidates, the dense flow's decisions, the
-  analysis thread's priority, health, broker and reasoner state and budget. Reading them only when scraped costs the frame path
-  nothing.
+  analysis thread's priority, health, broker and reasoner state and
+  budget. Reading them only when scraped costs the frame path nothing.
 
 The registry is per server (never the global default), so two services in
 one process — tests, the benchmark — never share or collide on series.
