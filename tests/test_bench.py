@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from microexpr.bench import (Latency, build_report, describe_machine, load_frames, machine_slug, markdown_summary,
@@ -56,8 +57,14 @@ def test_streams_time_every_frame_and_compare_episodes(smile_clip: Path, model_p
     report = build_report(machine=describe_machine(), source=smile_clip, frames=n, passes=1, inproc=inproc,
                           daemon=None, quick=True, streams=streams)
     assert report["ratios"]["stream_overlap_vs_bare_p50"] > 0
+    # one pass: its own ratio is the pooled one
+    assert streams.overlap_vs_bare_by_pass == [pytest.approx(float(np.median(streams.interval_overlap))
+                                                             / float(np.median(streams.interval_bare)))]
     json.dumps(report)
-    assert "tracker ∥ analysis" in markdown_summary(report)
+    text = markdown_summary(report)
+    assert "tracker ∥ analysis" in text and "pass by pass" not in text  # no spread from one pass
+    report["streams"]["overlap_vs_bare_p50_by_pass"] = [1.1, 0.9, 1.0]
+    assert "pass by pass: median 1.000, 0.900-1.100, sd 0.100 over 3 passes" in markdown_summary(report)
 
 
 def test_bench_refuses_a_live_source(smile_clip: Path) -> None:

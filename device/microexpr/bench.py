@@ -284,6 +284,9 @@ class StreamResult:
     overlap_latency: list[float] = field(default_factory=list)
     fps: dict[str, list[float]] = field(default_factory=dict)
     identical_episodes: bool = True
+    #: each pass's overlapped / bare interval p50: how far one pass is from
+    #: the pooled ratio says how much to trust it
+    overlap_vs_bare_by_pass: list[float] = field(default_factory=list)
 
 
 def run_streams(
@@ -359,6 +362,7 @@ def run_streams(
             offset = p * duration
             seq_eps: list[tuple[int, int, int]] = []
             ovl_eps: list[tuple[int, int, int]] = []
+            n_bare, n_ovl = len(result.interval_bare), len(result.interval_overlap)
             order = [0, 1, 2][p % 3:] + [0, 1, 2][: p % 3]
             for which in order:
                 if which == 0:
@@ -368,6 +372,9 @@ def run_streams(
                 else:
                     ovl_eps = stream_overlap(offset)
             result.identical_episodes &= seq_eps == ovl_eps
+            pass_bare, pass_ovl = result.interval_bare[n_bare:], result.interval_overlap[n_ovl:]
+            if pass_bare and pass_ovl:
+                result.overlap_vs_bare_by_pass.append(float(np.median(pass_ovl) / np.median(pass_bare)))
     return result
 
 
@@ -591,6 +598,7 @@ def build_report(
             "overlap_latency_ms": asdict(s_lat),
             "fps_median": {k: round(float(np.median(v)), 1) for k, v in streams.fps.items()},
             "identical_episodes": streams.identical_episodes,
+            "overlap_vs_bare_p50_by_pass": [round(r, 3) for r in streams.overlap_vs_bare_by_pass],
         }
         report["ratios"].update({
             "stream_sequential_vs_bare_p50": _ratio(s_seq, s_bare, "p50"),
@@ -677,6 +685,12 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lines.append(f"| latency of a frame with overlap (in → result) | {v['n']} | {v['p50']} | {v['p95']} | {v['p99']} | |")
         lines.append("")
         lines.append(f"Overlapped and sequential spotted identical episodes: {st['identical_episodes']}.")
+        by_pass = st.get("overlap_vs_bare_p50_by_pass")  # not in reports from before it was kept
+        if by_pass and len(by_pass) > 1:
+            lines.append(f"Overlapped / bare interval p50, pass by pass: median {np.median(by_pass):.3f}, "
+                         f"{min(by_pass):.3f}-{max(by_pass):.3f}, sd {np.std(by_pass, ddof=1):.3f} over "
+                         f"{len(by_pass)} passes (the pooled ratio below is steadier by about the square root of "
+                         "their number).")
     if "status_cost" in report:
         sc = report["status_cost"]
         lines += [
