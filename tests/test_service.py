@@ -34,13 +34,13 @@ from fixtures.toml import toml_text
 from microexpr import cli
 from microexpr.capture import VideoFileSource, open_camera
 from microexpr.config import Config, parse_config
-from microexpr.cores import available_cores
 from microexpr.errors import ExitCode
 from microexpr.events import PayloadKind, validate
 from microexpr.health import Health
 from microexpr.models import provision
 from microexpr.notify import Notifier
 from microexpr.service import Service
+from microexpr.service.daemon import use_overlap
 from microexpr.suppression import Suppression
 
 pytestmark = pytest.mark.integration
@@ -321,7 +321,7 @@ def test_live_daemon_notify_events_reasoner_reload_and_sigterm(
     assert any(line.startswith("STATUS=ok") and "fps" in line for line in notify.lines())
     assert stats["reasoner"] is not None
     assert set(stats["suppressed"]) == {r.value for r in Suppression}  # why episodes were withheld, per reason
-    if available_cores() >= 2:  # tracker and analysis overlap by default: the analysis thread's counts
+    if use_overlap(parse_config(data).tracker):  # the daemon's own rule (on by default with 2+ cores)
         assert set(stats["analysis"]) == {"promoted", "yielding"} and stats["analysis"]["yielding"] in (0, 1)
     else:
         assert stats["analysis"] == {}
